@@ -1,0 +1,125 @@
+// shm — configuration of hosts and guests, and its validation.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "shm/error.h"
+#include "shm/platform/platform.h"
+#include "shm/wire/layout.h"
+
+namespace shm {
+
+/// A duration for deadlines. kUseDefault (negative) means "the configured default_timeout".
+using Duration = std::chrono::nanoseconds;
+constexpr Duration kUseDefault{-1};
+
+/// Per-call options. Aggregate: `host.Send(data, type, out, {std::chrono::milliseconds(5)})`.
+struct CallOptions {
+  Duration timeout = kUseDefault;  ///< How long the whole call may take, slot acquisition included.
+  bool end_aligned = false;        ///< Place the request at the end of the slot buffer (negative wire size).
+};
+
+/// Configuration of a DirectHost. Plain value.
+struct HostConfig {
+  /// Segment name: 1-255 characters of [A-Za-z0-9._-], not "." or "..". The segment is /dev/shm/<name>.
+  std::string name;
+  /// Host-to-guest slots: how many host calls can be in flight at once. One guest worker serves each.
+  uint32_t host_slots = 4;
+  /// Guest-to-host slots (0 disables guest calls).
+  uint32_t guest_slots = 2;
+  /// Capacity in bytes of each host slot's request buffer and of its response buffer. At least 64; rounded
+  /// up to a multiple of 64.
+  uint32_t payload_size = 64 * 1024;
+  /// Same for guest slots; 0 means payload_size.
+  uint32_t guest_payload_size = 0;
+  /// Permission bits of the segment file (0600: only this user). 0660 lets a group share it.
+  uint32_t mode = 0600;
+  /// Deadline of a call whose CallOptions say kUseDefault.
+  Duration default_timeout = std::chrono::seconds(10);
+};
+
+/// Configuration of a DirectGuest. Plain value.
+struct GuestConfig {
+  std::string name;                                     ///< The host's segment name.
+  Duration connect_timeout = std::chrono::seconds(10);  ///< How long Connect waits for the host to appear.
+  Duration retry_interval = std::chrono::milliseconds(10);  ///< Pause between Connect attempts.
+  Duration default_timeout = std::chrono::seconds(10);  ///< Deadline of guest calls using kUseDefault.
+};
+
+/// Check a segment name. Thread-safe.
+inline Result<void> ValidateName(std::string_view name) {
+  if (name.empty()) return Error(ErrorCode::kInvalidArgs, "segment name is empty");
+  if (name.size() > platform::kMaxNameLength) {
+    return Error(ErrorCode::kInvalidArgs, "segment name is " + std::to_string(name.size()) +
+                                              " characters; the limit is " +
+                                              std::to_string(platform::kMaxNameLength));
+  }
+  if (name == "." || name == "..") return Error(ErrorCode::kInvalidArgs, "segment name cannot be '.' or '..'");
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-';
+    if (!ok) {
+      return Error(ErrorCode::kInvalidArgs, "segment name '" + std::string(name) +
+                                                "' has a character outside [A-Za-z0-9._-]");
+    }
+  }
+  return Ok();
+}
+
+inline Result<void> ValidateTimeout(Duration d, const char* what) {
+  if (d <= Duration::zero()) return Error(ErrorCode::kInvalidArgs, std::string(what) + " must be positive");
+  return Ok();
+}
+
+/// Check a host configuration and derive the segment geometry. Every failure is kInvalidArgs with a message
+/// naming the field. Thread-safe.
+inline Result<wire::Geometry> ValidateHostConfig(const HostConfig& c) {
+  if (auto r = ValidateName(c.name); !r) return std::move(r).error();
+  if (auto r = ValidateTimeout(c.default_timeout, "default_timeout"); !r) return std::move(r).error();
+  auto bad = [](const std::string& m) { return Error(ErrorCode::kInvalidArgs, m); };
+  if (c.host_slots == 0) return bad("host_slots is 0; a host needs at least one slot");
+  if (c.host_slots > wire::kMaxSlots || c.guest_slots > wire::kMaxSlots) {
+    return bad("slot counts are limited to " + std::to_string(wire::kMaxSlots) + " of each kind");
+  }
+  auto payload = [&](uint32_t v, const char* field) -> Result<uint32_t> {
+    if (v < wire::kMinPayload) {
+      return bad(std::string(field) + " is " + std::to_string(v) + " bytes; the minimum is " +
+                 std::to_string(wire::kMinPayload));
+    }
+    if (v > wire::kMaxPayload) {
+      return bad(std::string(field) + " is " + std::to_string(v) + " bytes; the maximum is " +
+                 std::to_string(wire::kMaxPayload));
+    }
+    return static_cast<uint32_t>(wire::AlignUp(v, wire::kPayloadAlign));
+  };
+  wire::Geometry g;
+  g.host_slots = c.host_slots;
+  g.guest_slots = c.guest_slots;
+  auto hp = payload(c.payload_size, "payload_size");
+  if (!hp) return std::move(hp).error();
+  g.host_payload = *hp;
+  if (c.guest_slots > 0) {
+    auto gp = payload(c.guest_payload_size == 0 ? c.payload_size : c.guest_payload_size, "guest_payload_size");
+    if (!gp) return std::move(gp).error();
+    g.guest_payload = *gp;
+  }
+  if (c.mode > 0777 || (c.mode & 0600) != 0600) {
+    return bad("mode must be permission bits within 0777 that include owner read-write (0600)");
+  }
+  const uint64_t size = wire::SegmentSize(g);
+  if (size > wire::kMaxSegmentSize) {
+    return bad("segment would be " + std::to_string(size) + " bytes; the limit is " +
+               std::to_string(wire::kMaxSegmentSize));
+  }
+  const uint64_t space = platform::SegmentSpaceAvailable();
+  if (size > space) {
+    return bad("segment would be " + std::to_string(size) + " bytes but only " + std::to_string(space) +
+               " bytes are free in " + platform::kSegmentDir);
+  }
+  return g;
+}
+
+}  // namespace shm

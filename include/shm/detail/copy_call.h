@@ -1,0 +1,51 @@
+// The copying call used by DirectHost::Send/SendToSlot and DirectGuest::SendGuestCall: claim, copy the request
+// in, call, copy the answer out, release.
+#pragma once
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "shm/bytes.h"
+#include "shm/config.h"
+#include "shm/detail/endpoint.h"
+
+namespace shm {
+namespace detail {
+
+/// `slot` < 0: any free slot of the caller's kind. The answer's bytes are copied into `out` (resized).
+inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgType type,
+                                std::vector<uint8_t>& out, const CallOptions& options) {
+  const int64_t deadline = ep.Deadline(options.timeout);
+  uint32_t seq = 0, index = 0;
+  if (slot < 0) {
+    auto claimed = ep.ClaimAny(deadline, &seq);
+    if (!claimed) return std::move(claimed).error();
+    index = *claimed;
+  } else {
+    index = static_cast<uint32_t>(slot);
+    if (auto r = ep.ClaimOne(index, deadline, &seq); !r) return std::move(r).error();
+  }
+  const SlotView s = ep.segment().Slot(index);
+  if (request.size() > s.capacity) {
+    Release(*s.header, seq);
+    return Error(ErrorCode::kTooLarge, "request of " + std::to_string(request.size()) +
+                                           " bytes does not fit the slot's " + std::to_string(s.capacity) +
+                                           "-byte buffer");
+  }
+  const uint32_t n = static_cast<uint32_t>(request.size());
+  const uint32_t offset = options.end_aligned ? s.capacity - n : 0;
+  if (n != 0) std::memcpy(s.request + offset, request.data(), n);
+  const int32_t wire_size = options.end_aligned ? -static_cast<int32_t>(n) : static_cast<int32_t>(n);
+  bool owned = true;
+  auto answer = ep.Call(s, &seq, wire_size, type, deadline, &owned);
+  if (answer) {
+    out.assign(s.response + answer->placement.offset, s.response + answer->placement.offset + answer->placement.length);
+  }
+  if (owned) Release(*s.header, seq);
+  if (!answer) return std::move(answer).error();
+  return answer->type;
+}
+
+}  // namespace detail
+}  // namespace shm

@@ -1,0 +1,328 @@
+// One side of a mapped segment — host or guest — and the two halves of a transaction that both sides share:
+// Call (the caller half: publish, wait, read the answer) and Serve (the server half: read once, validate, run
+// the handler, answer). The host's Send and the guest's SendGuestCall are the same Call; the guest's workers
+// and the host's guest-call processor are the same Serve.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "shm/config.h"
+#include "shm/detail/segment.h"
+#include "shm/detail/slot.h"
+#include "shm/detail/wait.h"
+#include "shm/error.h"
+#include "shm/handler.h"
+#include "shm/log.h"
+#include "shm/platform/platform.h"
+
+namespace shm {
+namespace detail {
+
+enum class Role { kHost, kGuest };
+
+/// A validated answer, placed in the slot's response buffer.
+struct Answer {
+  MsgType type = MsgType::NORMAL;
+  int32_t wire_size = 0;
+  Placement placement;
+};
+
+/// Shared state of one host or guest. Owned through shared_ptr by DirectHost/DirectGuest, by in-flight calls
+/// and (weakly) by ZeroCopySlots, so a slot that outlives its owner finds it gone instead of dangling.
+/// Thread-safe after construction.
+class Endpoint {
+ public:
+  Endpoint(Segment segment, Role role, Duration default_timeout)
+      : segment_(std::move(segment)), role_(role), default_timeout_ns_(default_timeout.count()) {}
+
+  Segment& segment() noexcept { return segment_; }
+  Role role() const noexcept { return role_; }
+  SpinPolicy& spin() noexcept { return spin_; }
+  wire::SegmentHeader& header() noexcept { return segment_.header(); }
+
+  /// This process is closing the endpoint: every wait ends with kShuttingDown.
+  bool closing() const noexcept { return closing_.load(std::memory_order_seq_cst); }
+  void set_closing() noexcept { closing_.store(true, std::memory_order_seq_cst); }
+
+  bool host_shutting_down() noexcept {
+    return header().host_state.load(std::memory_order_seq_cst) ==
+           static_cast<uint32_t>(wire::HostState::kShuttingDown);
+  }
+
+  /// Whether the other side's liveness lock is held. A system call: never on the hot path.
+  bool PeerAlive() const {
+    auto r = platform::ByteLockedByOther(segment_.file(),
+                                         role_ == Role::kHost ? platform::kGuestLockByte : platform::kHostLockByte);
+    return !r || *r;  // if the check itself fails, assume alive and let the deadline decide
+  }
+
+  /// Absolute CLOCK_MONOTONIC deadline for a timeout (kUseDefault = configured default).
+  int64_t Deadline(Duration timeout) const noexcept {
+    const int64_t t = timeout.count() < 0 ? default_timeout_ns_ : timeout.count();
+    return platform::MonotonicNs() + t;
+  }
+
+  /// Host slots are [0, host_slots); guest slots follow.
+  uint32_t first_slot(Role caller) const noexcept {
+    return caller == Role::kHost ? 0 : segment_.geometry().host_slots;
+  }
+  uint32_t slot_count(Role caller) const noexcept {
+    return caller == Role::kHost ? segment_.geometry().host_slots : segment_.geometry().guest_slots;
+  }
+
+  /// Claim a free slot among those this side calls on, until the deadline. Frees slots abandoned by a dead
+  /// server on the way. Returns the slot index; *seq gets its sequence number.
+  Result<uint32_t> ClaimAny(int64_t deadline, uint32_t* seq) {
+    const uint32_t first = first_slot(role_), n = slot_count(role_);
+    if (n == 0) return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0)");
+    int64_t backoff_ns = 1000;
+    for (uint32_t round = 0;; ++round) {
+      for (uint32_t i = 0; i < n; ++i) {
+        if (TryClaim(*segment_.Slot(first + i).header, seq)) return first + i;
+      }
+      if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+      if (role_ == Role::kGuest && host_shutting_down()) {
+        return Error(ErrorCode::kShuttingDown, "host is shutting down");
+      }
+      if (round % 64 == 63 && ReclaimAbandonedIfServerDead(first, n)) continue;
+      if (platform::MonotonicNs() >= deadline) {
+        return Error(ErrorCode::kNoFreeSlot, "all " + std::to_string(n) + " slots stayed busy until the deadline");
+      }
+      // Every slot is busy: back off (bounded), this is contention, not the hot path.
+      if (round < 16) {
+        platform::YieldThread();
+      } else {
+        platform::SleepNs(std::min(backoff_ns, deadline - platform::MonotonicNs()));
+        backoff_ns = std::min<int64_t>(backoff_ns * 2, 1000000);
+      }
+    }
+  }
+
+  /// Claim one given slot (FREE -> CLAIMED), waiting until the deadline while it is busy.
+  Result<void> ClaimOne(uint32_t index, int64_t deadline, uint32_t* seq) {
+    int64_t backoff_ns = 1000;
+    for (uint32_t round = 0;; ++round) {
+      if (TryClaim(*segment_.Slot(index).header, seq)) return Ok();
+      if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+      if (round % 64 == 63 && ReclaimAbandonedIfServerDead(index, 1)) continue;
+      if (platform::MonotonicNs() >= deadline) {
+        return Error(ErrorCode::kSlotBusy, "slot " + std::to_string(index) + " stayed busy until the deadline");
+      }
+      if (round < 16) {
+        platform::YieldThread();
+      } else {
+        platform::SleepNs(std::min(backoff_ns, deadline - platform::MonotonicNs()));
+        backoff_ns = std::min<int64_t>(backoff_ns * 2, 1000000);
+      }
+    }
+  }
+
+  /// The caller half of a transaction on slot `s`, which the caller owns at *seq (CLAIMED or RESPONSE). The
+  /// request bytes are in place. On return *seq is the transaction's seq and *owned says whether the caller
+  /// still owns the slot (false: it is the server's until it finishes, or a broken peer took it).
+  Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
+    *owned = true;
+    Placement req;
+    if (!ResolveSize(size, s.capacity, &req)) {
+      return Error(ErrorCode::kTooLarge, "request of " + std::to_string(size) + " bytes does not fit the slot's " +
+                                             std::to_string(s.capacity) + "-byte buffer");
+    }
+    if (!IsUserRequestType(type)) {
+      return Error(ErrorCode::kInvalidArgs,
+                   "message type " + std::to_string(static_cast<uint32_t>(type)) + " is reserved by the protocol");
+    }
+    if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+    SlotHeader& h = *s.header;
+    h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
+    h.req_size.store(size, std::memory_order_relaxed);
+    uint32_t tx = 0;
+    if (!Publish(h, *seq, &tx)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
+      *owned = false;
+      return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " was taken from its caller");
+    }
+    *seq = tx;
+    if (role_ == Role::kGuest) RingDoorbell();
+
+    ErrorCode abort_code = ErrorCode::kTimeout;
+    auto in_flight = [tx](uint32_t v) {
+      return wire::CtlSeq(v) == tx && (wire::CtlIs(v, SlotState::kRequest) || wire::CtlIs(v, SlotState::kServing));
+    };
+    auto abort = [&](bool slow) {
+      if (closing()) {
+        abort_code = ErrorCode::kShuttingDown;
+        return true;
+      }
+      if (!slow) return false;
+      if (!PeerAlive()) {
+        if (role_ == Role::kGuest) {
+          abort_code = ErrorCode::kHostGone;
+          return true;
+        }
+        // No guest: a request nobody took may still be served by a guest that attaches later; one that a
+        // dead guest took never will be.
+        if (wire::CtlIs(h.ctl.load(std::memory_order_acquire), SlotState::kServing)) {
+          abort_code = ErrorCode::kPeerDead;
+          return true;
+        }
+      }
+      if (role_ == Role::kGuest && host_shutting_down() &&
+          wire::CtlIs(h.ctl.load(std::memory_order_acquire), SlotState::kRequest)) {
+        abort_code = ErrorCode::kShuttingDown;
+        return true;
+      }
+      return false;
+    };
+    uint32_t v = 0;
+    WaitStatus st = WaitFor(h.ctl, &h.wake_stamp_ns, deadline, spin_, [&](uint32_t w) { return !in_flight(w); },
+                            abort, &v);
+    if (st != WaitStatus::kReady) {
+      if (abort_code == ErrorCode::kHostGone) {
+        *owned = false;  // the segment is dead; nothing to give back
+        return Error(ErrorCode::kHostGone, "the host died during the call");
+      }
+      if (abort_code == ErrorCode::kPeerDead && RecoverFromDeadServer(h, tx)) {
+        return Error(ErrorCode::kPeerDead, "the guest serving slot " + std::to_string(s.index) + " died");
+      }
+      switch (Cancel(h, tx)) {
+        case CancelOutcome::kWithdrawn: break;
+        case CancelOutcome::kAbandoned: *owned = false; break;
+        case CancelOutcome::kAnswered: v = h.ctl.load(std::memory_order_acquire); goto answered;
+        case CancelOutcome::kLost: *owned = false; break;
+      }
+      if (abort_code == ErrorCode::kTimeout) {
+        return Error(ErrorCode::kTimeout, "call on slot " + std::to_string(s.index) + " did not finish in time" +
+                                              (PeerAlive() ? "" : " (no peer is attached)"));
+      }
+      if (abort_code == ErrorCode::kPeerDead) {
+        return Error(ErrorCode::kPeerDead, "the guest serving slot " + std::to_string(s.index) + " died");
+      }
+      return Error(abort_code, "call on slot " + std::to_string(s.index) + " ended: shutting down");
+    }
+  answered:
+    if (!wire::CtlIs(v, SlotState::kResponse) || wire::CtlSeq(v) != tx) {
+      *owned = false;
+      return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " left its transaction (state " +
+                                             std::to_string(wire::CtlState(v)) + ")");
+    }
+    return ReadAnswer(s);
+  }
+
+  /// The server half, for a slot this side has taken (TryTake) at `seq`. Reads the request fields once,
+  /// validates them, runs the handler unless the runtime answers itself, writes the answer and completes.
+  /// `refuse` answers SYSTEM_ERROR kShuttingDown without running the handler.
+  CompleteOutcome Serve(const SlotView& s, uint32_t seq, const Handler* handler, bool refuse) {
+    SlotHeader& h = *s.header;
+    // Read once into locals; only the locals are used from here on.
+    const int32_t size = static_cast<int32_t>(h.req_size.load(std::memory_order_relaxed));
+    const MsgType type = static_cast<MsgType>(h.req_type.load(std::memory_order_relaxed));
+    Placement req;
+    if (!ResolveSize(size, s.capacity, &req)) {
+      WriteErrorResponse(h, wire::WireError::kRequestTooLarge);
+    } else if (!IsUserRequestType(type)) {
+      WriteErrorResponse(h, wire::WireError::kReservedType);
+    } else if (type == MsgType::HEARTBEAT_REQ) {
+      h.resp_type.store(static_cast<uint32_t>(MsgType::HEARTBEAT_RESP), std::memory_order_relaxed);
+      h.resp_size.store(0, std::memory_order_relaxed);
+      h.resp_error.store(0, std::memory_order_relaxed);
+    } else if (refuse) {
+      WriteErrorResponse(h, wire::WireError::kShuttingDown);
+    } else if (handler == nullptr || !*handler) {
+      WriteErrorResponse(h, wire::WireError::kNoHandler);
+    } else {
+      RunHandler(s, req, size < 0, type, *handler);
+    }
+    return Complete(h, seq);  // SYNC POINT WRITE: ctl (response bytes and fields)
+  }
+
+  /// Guest side: announce a published guest-slot request to the host's processors.
+  void RingDoorbell() noexcept {
+    auto& bell = header().doorbell;
+    uint32_t old = bell.load(std::memory_order_relaxed);
+    while (!bell.compare_exchange_weak(old, (old + wire::kDoorbellIncrement) & ~wire::kDoorbellWaiting,
+                                       std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    }
+    if (old & wire::kDoorbellWaiting) platform::FutexWakeAll(&bell);
+  }
+
+ private:
+  Result<Answer> ReadAnswer(const SlotView& s) {
+    SlotHeader& h = *s.header;
+    // SYNC POINT READ: ctl (acquired by the wait). Read each field once.
+    Answer a;
+    a.type = static_cast<MsgType>(h.resp_type.load(std::memory_order_relaxed));
+    a.wire_size = static_cast<int32_t>(h.resp_size.load(std::memory_order_relaxed));
+    if (a.type == MsgType::SYSTEM_ERROR) {
+      const auto code = static_cast<wire::WireError>(h.resp_error.load(std::memory_order_relaxed));
+      return Error(ErrorCode::kRemote, std::string("peer answered SYSTEM_ERROR ") + wire::ToString(code) + " (" +
+                                           std::to_string(static_cast<uint32_t>(code)) + ")",
+                   code);
+    }
+    if (!ResolveSize(a.wire_size, s.capacity, &a.placement)) {
+      return Error(ErrorCode::kProtocol, "peer answered with size " + std::to_string(a.wire_size) +
+                                             ", outside the " + std::to_string(s.capacity) + "-byte buffer");
+    }
+    if (a.type != MsgType::HEARTBEAT_RESP && !IsUserResponseType(a.type)) {
+      return Error(ErrorCode::kProtocol,
+                   "peer answered with reserved type " + std::to_string(static_cast<uint32_t>(a.type)));
+    }
+    return a;
+  }
+
+  void RunHandler(const SlotView& s, const Placement& req, bool end_aligned, MsgType type, const Handler& handler) {
+    SlotHeader& h = *s.header;
+    Message m;
+    m.data = Bytes(s.request + req.offset, req.length);
+    m.type = type;
+    m.end_aligned = end_aligned;
+    m.slot = s.index;
+    Reply r;
+    try {
+      r = handler(m, MutableBytes(s.response, s.capacity));
+    } catch (const std::exception& e) {
+      Log(LogLevel::kWarn, std::string("handler threw on slot ") + std::to_string(s.index) + ": " + e.what());
+      WriteErrorResponse(h, wire::WireError::kHandlerFailed);
+      return;
+    } catch (...) {
+      Log(LogLevel::kWarn, "handler threw a non-std exception on slot " + std::to_string(s.index));
+      WriteErrorResponse(h, wire::WireError::kHandlerFailed);
+      return;
+    }
+    Placement out;
+    if (r.type == MsgType::SYSTEM_ERROR) {
+      WriteErrorResponse(h, wire::WireError::kHandlerFailed);
+    } else if (!IsUserResponseType(r.type)) {
+      WriteErrorResponse(h, wire::WireError::kReservedType);
+    } else if (!ResolveSize(r.size, s.capacity, &out)) {
+      WriteErrorResponse(h, wire::WireError::kResponseTooLarge);
+    } else {
+      h.resp_type.store(static_cast<uint32_t>(r.type), std::memory_order_relaxed);
+      h.resp_size.store(static_cast<uint32_t>(r.size), std::memory_order_relaxed);
+      h.resp_error.store(0, std::memory_order_relaxed);
+    }
+  }
+
+  bool ReclaimAbandonedIfServerDead(uint32_t first, uint32_t n) {
+    bool any_abandoned = false;
+    for (uint32_t i = 0; i < n; ++i) {
+      any_abandoned |= wire::CtlIs(segment_.Slot(first + i).header->ctl.load(std::memory_order_relaxed),
+                                   SlotState::kAbandoned);
+    }
+    if (!any_abandoned || role_ != Role::kHost || PeerAlive()) return false;
+    bool freed = false;
+    for (uint32_t i = 0; i < n; ++i) freed |= ReclaimAbandoned(*segment_.Slot(first + i).header);
+    return freed;
+  }
+
+  Segment segment_;
+  Role role_;
+  int64_t default_timeout_ns_;
+  SpinPolicy spin_;
+  std::atomic<bool> closing_{false};
+};
+
+}  // namespace detail
+}  // namespace shm

@@ -1,0 +1,216 @@
+// The slot state machine: every transition of a slot's control word, in one place.
+//
+//   caller                              server
+//   FREE ──claim──▶ CLAIMED ──publish(seq+1)──▶ REQUEST ──take──▶ SERVING ──complete──▶ RESPONSE
+//                     ▲  ▲◀──────withdraw───────────┘                │ ▲                    │
+//                     │  └──────recover (server dead)────────────────┘ │                    │
+//                     │                                      abandon ▼ │                    │
+//   FREE ◀──release───┴──────────────────────────────── ABANDONED ─────┘(late complete frees)│
+//     ▲                         RESPONSE ──publish(seq+1)──▶ REQUEST (a held slot sends again)
+//     └────────────────────────release─────────────────────────────────────────────────────┘
+//
+// Ownership: the caller owns the request buffer and header fields in CLAIMED and RESPONSE; the server owns the
+// response buffer and fields in SERVING and ABANDONED. Nobody owns a FREE or REQUEST slot's buffers. Because a
+// slot leaves SERVING/ABANDONED only through its server, a late responder always writes into the transaction it
+// took: never into a slot that has moved on.
+//
+// Every transition is a CAS on the whole control word, so it checks state and seq together; a CAS that fails
+// because only the kWaiting bit moved is retried. A transition clears kWaiting and, if it was set, stamps the
+// time and wakes every sleeper on the word (SPECIFICATION.md §Wake-ups).
+#pragma once
+
+#include <climits>
+#include <cstdint>
+
+#include "shm/platform/platform.h"
+#include "shm/wire/layout.h"
+#include "shm/wire/protocol.h"
+
+namespace shm {
+namespace detail {
+
+using wire::SlotHeader;
+using wire::SlotState;
+
+/// A slot with its buffers, resolved from a validated geometry. Cheap value; does not own.
+struct SlotView {
+  SlotHeader* header = nullptr;
+  uint8_t* request = nullptr;   // capacity bytes
+  uint8_t* response = nullptr;  // capacity bytes
+  uint32_t capacity = 0;
+  uint32_t index = 0;
+};
+
+/// Where a wire size puts its bytes in a buffer of `capacity`.
+struct Placement {
+  uint32_t offset = 0;
+  uint32_t length = 0;
+};
+
+/// Resolve a wire size (negative = end-aligned). false when |size| > capacity or size == INT32_MIN: the
+/// value is then rejected, never used.
+inline bool ResolveSize(int32_t size, uint32_t capacity, Placement* out) noexcept {
+  if (size == INT32_MIN) return false;
+  const uint32_t length = static_cast<uint32_t>(size < 0 ? -size : size);
+  if (length > capacity) return false;
+  out->length = length;
+  out->offset = size < 0 ? capacity - length : 0;
+  return true;
+}
+
+/// Wake every sleeper on a word, stamping the moment for spin tuning (advisory).
+inline void WakeSleepers(SlotHeader& h) noexcept {
+  h.wake_stamp_ns.store(static_cast<uint64_t>(platform::MonotonicNs()), std::memory_order_relaxed);
+  platform::FutexWakeAll(&h.ctl);
+}
+
+/// CAS the control word from (from, seq) to (to, to_seq). Returns false, with *observed set, when the word is
+/// not in (from, seq). Clears kWaiting and wakes sleepers when it was set.
+/// SYNC POINT WRITE/READ: ctl (acq_rel): publishes what the transitioning side wrote before, and acquires what
+/// the other side wrote before its last transition.
+inline bool Transition(SlotHeader& h, SlotState from, uint32_t seq, SlotState to, uint32_t to_seq,
+                       uint32_t* observed = nullptr) noexcept {
+  uint32_t cur = h.ctl.load(std::memory_order_acquire);
+  const uint32_t next = wire::MakeCtl(to, to_seq);
+  for (;;) {
+    if (!wire::CtlIs(cur, from) || wire::CtlSeq(cur) != (seq & wire::kSeqMask)) {
+      if (observed) *observed = cur;
+      return false;
+    }
+    if (h.ctl.compare_exchange_weak(cur, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+  }
+  if (cur & wire::kWaiting) WakeSleepers(h);
+  return true;
+}
+
+// ---- Caller side -------------------------------------------------------------------------------------------
+
+/// FREE -> CLAIMED. On success the caller owns the slot; *seq is its current sequence number.
+inline bool TryClaim(SlotHeader& h, uint32_t* seq) noexcept {
+  uint32_t cur = h.ctl.load(std::memory_order_relaxed);
+  if (!wire::CtlIs(cur, SlotState::kFree)) return false;
+  if (!Transition(h, SlotState::kFree, wire::CtlSeq(cur), SlotState::kClaimed, wire::CtlSeq(cur))) return false;
+  *seq = wire::CtlSeq(cur);
+  return true;
+}
+
+/// CLAIMED or RESPONSE (owned, at `seq`) -> REQUEST(seq+1). The request fields and bytes must be written.
+/// Returns the new seq, or false if the caller no longer owns the slot (a peer broke the protocol).
+inline bool Publish(SlotHeader& h, uint32_t seq, uint32_t* new_seq) noexcept {
+  const uint32_t next = wire::NextSeq(seq);
+  if (Transition(h, SlotState::kClaimed, seq, SlotState::kRequest, next) ||
+      Transition(h, SlotState::kResponse, seq, SlotState::kRequest, next)) {
+    *new_seq = next;
+    return true;
+  }
+  return false;
+}
+
+enum class CancelOutcome {
+  kWithdrawn,  ///< The server had not taken it: back to CLAIMED, the caller still owns the slot.
+  kAbandoned,  ///< The server is serving it: ABANDONED, the server frees the slot when done.
+  kAnswered,   ///< The response arrived meanwhile: RESPONSE, read it.
+  kLost,       ///< The slot is in no state this caller can explain (a broken peer): give it up.
+};
+
+/// Give up on the request published at `seq` (timeout, shutdown).
+inline CancelOutcome Cancel(SlotHeader& h, uint32_t seq) noexcept {
+  for (;;) {
+    uint32_t cur = 0;
+    if (Transition(h, SlotState::kRequest, seq, SlotState::kClaimed, seq, &cur)) return CancelOutcome::kWithdrawn;
+    if (wire::CtlSeq(cur) != (seq & wire::kSeqMask)) return CancelOutcome::kLost;
+    if (wire::CtlIs(cur, SlotState::kServing)) {
+      if (Transition(h, SlotState::kServing, seq, SlotState::kAbandoned, seq, &cur)) {
+        return CancelOutcome::kAbandoned;
+      }
+      continue;  // it moved on: look again
+    }
+    if (wire::CtlIs(cur, SlotState::kResponse)) return CancelOutcome::kAnswered;
+    if (!wire::CtlIs(cur, SlotState::kRequest)) return CancelOutcome::kLost;
+  }
+}
+
+/// SERVING(seq) -> CLAIMED(seq) after proving the server dead (its liveness lock is free). The caller owns
+/// the slot again; the request is answered with kPeerDead.
+inline bool RecoverFromDeadServer(SlotHeader& h, uint32_t seq) noexcept {
+  return Transition(h, SlotState::kServing, seq, SlotState::kClaimed, seq);
+}
+
+/// CLAIMED or RESPONSE (owned, at `seq`) -> FREE.
+inline void Release(SlotHeader& h, uint32_t seq) noexcept {
+  if (!Transition(h, SlotState::kClaimed, seq, SlotState::kFree, seq)) {
+    (void)Transition(h, SlotState::kResponse, seq, SlotState::kFree, seq);
+  }
+}
+
+/// ABANDONED -> FREE, for a caller that proved the server dead (nobody will ever finish it).
+inline bool ReclaimAbandoned(SlotHeader& h) noexcept {
+  uint32_t cur = h.ctl.load(std::memory_order_acquire);
+  return wire::CtlIs(cur, SlotState::kAbandoned) &&
+         Transition(h, SlotState::kAbandoned, wire::CtlSeq(cur), SlotState::kFree, wire::CtlSeq(cur));
+}
+
+// ---- Server side -------------------------------------------------------------------------------------------
+
+/// REQUEST(s) -> SERVING(s). On success this server owns the response buffer; *seq = s. Exactly one of any
+/// number of competing servers succeeds.
+inline bool TryTake(SlotHeader& h, uint32_t* seq) noexcept {
+  uint32_t cur = h.ctl.load(std::memory_order_acquire);
+  if (!wire::CtlIs(cur, SlotState::kRequest)) return false;
+  if (!Transition(h, SlotState::kRequest, wire::CtlSeq(cur), SlotState::kServing, wire::CtlSeq(cur))) return false;
+  *seq = wire::CtlSeq(cur);
+  return true;
+}
+
+enum class CompleteOutcome {
+  kDelivered,  ///< RESPONSE published.
+  kDiscarded,  ///< The caller had abandoned it: the slot is FREE again and the response is dropped.
+  kLost,       ///< The slot was taken from this server (its successor swept it): nothing to do.
+};
+
+/// SERVING(seq) -> RESPONSE(seq), or ABANDONED(seq) -> FREE. The response fields must be written.
+inline CompleteOutcome Complete(SlotHeader& h, uint32_t seq) noexcept {
+  if (Transition(h, SlotState::kServing, seq, SlotState::kResponse, seq)) return CompleteOutcome::kDelivered;
+  if (Transition(h, SlotState::kAbandoned, seq, SlotState::kFree, seq)) return CompleteOutcome::kDiscarded;
+  return CompleteOutcome::kLost;
+}
+
+/// Write the response fields of an error answer. Only the owner of the response side may call it.
+inline void WriteErrorResponse(SlotHeader& h, wire::WireError e) noexcept {
+  h.resp_type.store(static_cast<uint32_t>(MsgType::SYSTEM_ERROR), std::memory_order_relaxed);
+  h.resp_size.store(0, std::memory_order_relaxed);
+  h.resp_error.store(static_cast<uint32_t>(e), std::memory_order_relaxed);
+}
+
+// ---- Recovery by a new guest ---------------------------------------------------------------------------------
+// A guest that has just taken the guest lock knows every earlier guest is dead, so it inherits their roles.
+
+/// Host slot (this guest is the server): a transaction the dead guest was serving is answered with
+/// SYSTEM_ERROR kPeerRestarted; one it had abandoned is freed.
+inline void SweepAsNewServer(SlotHeader& h) noexcept {
+  const uint32_t cur = h.ctl.load(std::memory_order_acquire);
+  const uint32_t seq = wire::CtlSeq(cur);
+  if (wire::CtlIs(cur, SlotState::kServing)) {
+    WriteErrorResponse(h, wire::WireError::kPeerRestarted);
+    (void)Complete(h, seq);
+  } else if (wire::CtlIs(cur, SlotState::kAbandoned)) {
+    (void)Transition(h, SlotState::kAbandoned, seq, SlotState::kFree, seq);
+  }
+}
+
+/// Guest slot (this guest is the caller): whatever the dead guest held is given back; a call the host is
+/// serving is abandoned, so the host frees it when done.
+inline void SweepAsNewCaller(SlotHeader& h) noexcept {
+  const uint32_t cur = h.ctl.load(std::memory_order_acquire);
+  const uint32_t seq = wire::CtlSeq(cur);
+  switch (static_cast<SlotState>(wire::CtlState(cur))) {
+    case SlotState::kClaimed:
+    case SlotState::kResponse: Release(h, seq); break;
+    case SlotState::kRequest: (void)Transition(h, SlotState::kRequest, seq, SlotState::kFree, seq); break;
+    case SlotState::kServing: (void)Transition(h, SlotState::kServing, seq, SlotState::kAbandoned, seq); break;
+    default: break;
+  }
+}
+
+}  // namespace detail
+}  // namespace shm

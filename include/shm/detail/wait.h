@@ -1,0 +1,130 @@
+// Waiting on a futex word: spin for an adaptive budget, then sleep in FUTEX_WAIT.
+//
+// Sleeping costs a wake-up: the notifier's FUTEX_WAKE plus the scheduler's latency to run the waiter again,
+// a few microseconds on bare metal, tens on a VM. Spinning about as long as a wake-up costs before sleeping
+// keeps a busy exchange free of system calls while bounding what an idle waiter burns (the classic
+// 2-competitive rule). SpinPolicy learns the cost from real wake-ups: the notifier stamps CLOCK_MONOTONIC into
+// the slot just before FUTEX_WAKE and the woken waiter measures how long it took to run.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "shm/platform/platform.h"
+#include "shm/wire/layout.h"
+#include "shm/wire/protocol.h"
+
+namespace shm {
+namespace detail {
+
+/// Adaptive spin budget, shared by all waiters of one endpoint. Thread-safe (relaxed atomics; a lost update
+/// only delays adaptation).
+class SpinPolicy {
+ public:
+  static constexpr int64_t kMinBudgetNs = 2000;
+  static constexpr int64_t kMaxBudgetNs = 200000;
+  static constexpr int64_t kInitialCostNs = 50000;
+
+  /// How long to spin before sleeping.
+  int64_t budget_ns() const noexcept {
+    return std::clamp(cost_ns_.load(std::memory_order_relaxed), kMinBudgetNs, kMaxBudgetNs);
+  }
+  /// Feed one measured wake-up latency (ns). Exponential moving average, weight 1/8.
+  void Observe(int64_t sample_ns) noexcept {
+    if (sample_ns <= 0 || sample_ns > 10000000) return;  // clock noise or a stale stamp
+    int64_t cur = cost_ns_.load(std::memory_order_relaxed);
+    cost_ns_.store(cur + (sample_ns - cur) / 8, std::memory_order_relaxed);
+  }
+  int64_t wake_cost_ns() const noexcept { return cost_ns_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> cost_ns_{kInitialCostNs};
+};
+
+enum class WaitStatus {
+  kReady,    ///< The predicate held; the value is in *observed.
+  kTimeout,  ///< The deadline passed.
+  kAborted,  ///< The abort hook asked to stop (its reason is the caller's to keep).
+};
+
+/// How often a sleeping waiter wakes to run the slow (system-call) checks, such as peer liveness.
+constexpr int64_t kLivenessSliceNs = 50000000;  // 50 ms
+
+/// Wait until pred(word) holds, the deadline passes, or abort(slow) returns true.
+///
+/// abort(false) must be cheap (atomic loads); it runs every few dozen spins. abort(true) may make system calls;
+/// it runs at most every kLivenessSliceNs while sleeping. `stamp` is the slot's wake_stamp_ns, or nullptr.
+/// Thread-safe; any number of waiters may wait on one word.
+/// `waiting_bit` is the word's "a sleeper is here" flag: wire::kWaiting for slot words, kDoorbellWaiting for
+/// the doorbell.
+template <typename Pred, typename Abort>
+WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, int64_t deadline_ns,
+                   SpinPolicy& policy, Pred pred, Abort abort, uint32_t* observed,
+                   uint32_t waiting_bit = wire::kWaiting) {
+  // Spin phase: no system call, so two busy peers never enter the kernel.
+  uint32_t v = word.load(std::memory_order_acquire);  // SYNC POINT READ: the word
+  if (pred(v)) {
+    *observed = v;
+    return WaitStatus::kReady;
+  }
+  const int64_t start = platform::MonotonicNs();
+  const int64_t spin_end = std::min(start + policy.budget_ns(), deadline_ns);
+  for (uint32_t i = 1;; ++i) {
+    platform::CpuRelax();
+    v = word.load(std::memory_order_acquire);
+    if (pred(v)) {
+      *observed = v;
+      return WaitStatus::kReady;
+    }
+    if ((i & 31) == 0) {
+      if (abort(false)) return WaitStatus::kAborted;
+      if (platform::MonotonicNs() >= spin_end) break;
+    }
+  }
+  // Sleep phase: publish kWaiting, re-check, sleep; whoever changes the word sees kWaiting and wakes us.
+  int64_t next_slow = platform::MonotonicNs();
+  for (;;) {
+    v = word.load(std::memory_order_acquire);
+    if (pred(v)) {
+      *observed = v;
+      return WaitStatus::kReady;
+    }
+    int64_t now = platform::MonotonicNs();
+    if (abort(false)) return WaitStatus::kAborted;
+    if (now >= next_slow) {
+      if (abort(true)) return WaitStatus::kAborted;
+      next_slow = now + kLivenessSliceNs;
+    }
+    if (now >= deadline_ns) return WaitStatus::kTimeout;
+    if (!(v & waiting_bit)) {
+      // Publish "I am going to sleep", then loop to re-check everything once more before sleeping. seq_cst
+      // pairs with Nudge(): either the nudger sees kWaiting, or this waiter sees the nudger's flag.
+      (void)word.compare_exchange_strong(v, v | waiting_bit, std::memory_order_seq_cst,
+                                         std::memory_order_acquire);
+      continue;
+    }
+    const int64_t sleep_ns = std::max<int64_t>(1000, std::min(deadline_ns, next_slow) - now);
+    if (platform::FutexWait(&word, v, sleep_ns) == platform::WaitResult::kWoken && stamp != nullptr) {
+      const int64_t woke = platform::MonotonicNs();
+      const int64_t stamped = static_cast<int64_t>(stamp->load(std::memory_order_relaxed));
+      if (stamped >= now && stamped <= woke) policy.Observe(woke - stamped);
+    }
+  }
+}
+
+/// Make every sleeper on a slot word re-check its conditions (shutdown, close): clear kWaiting (so a waiter
+/// about to sleep sees the word change) and wake. Thread-safe.
+/// The caller must have stored its flag with seq_cst before calling.
+inline void Nudge(std::atomic<uint32_t>& word) noexcept {
+  uint32_t v = word.load(std::memory_order_seq_cst);
+  while (v & wire::kWaiting) {
+    if (word.compare_exchange_weak(v, v & ~wire::kWaiting, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      platform::FutexWakeAll(&word);
+      return;
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace shm

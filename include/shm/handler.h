@@ -1,0 +1,41 @@
+// shm — what a serving handler sees and returns. Shared by guest workers and host guest-call processors.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "shm/bytes.h"
+#include "shm/wire/protocol.h"
+
+namespace shm {
+
+/// A request as a handler sees it: a view into the slot's request buffer. The bytes live in shared memory
+/// that the peer can still write: a handler parses them as untrusted input (e.g. with a FlatBuffers
+/// Verifier). Valid only during the handler call.
+struct Message {
+  Bytes data;                  ///< The request payload (already placed: end-aligned payloads too).
+  MsgType type = MsgType::NORMAL;
+  bool end_aligned = false;    ///< The payload sat at the end of the buffer (wire size was negative).
+  uint32_t slot = 0;           ///< Index of the slot it arrived on.
+};
+
+/// A handler's answer. The response bytes are already in the response buffer the handler was given.
+struct Reply {
+  /// Bytes written: positive = at the start of the response buffer, negative = the last |size| bytes
+  /// (end-aligned, as a FlatBufferBuilder leaves them). |size| larger than the buffer is answered with
+  /// SYSTEM_ERROR kResponseTooLarge, never truncated.
+  int32_t size = 0;
+  /// NORMAL, FLATBUFFER, GUEST_CALL or >= APP_START. Other reserved types are answered with SYSTEM_ERROR
+  /// kReservedType.
+  MsgType type = MsgType::NORMAL;
+
+  /// A failure answer: the caller receives ErrorCode::kRemote with WireError::kHandlerFailed.
+  static Reply Failure() noexcept { return Reply{0, MsgType::SYSTEM_ERROR}; }
+};
+
+/// Serves one request: reads `request`, writes at most response.size() bytes into `response`, returns the
+/// Reply. May throw: the call is then answered with SYSTEM_ERROR kHandlerFailed and the worker goes on.
+/// Called concurrently from several worker threads (one per slot); must be thread-safe.
+using Handler = std::function<Reply(const Message& request, MutableBytes response)>;
+
+}  // namespace shm

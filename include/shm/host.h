@@ -1,0 +1,234 @@
+// shm — DirectHost: creates a named segment, calls the guest, and serves the guest's calls.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shm/bytes.h"
+#include "shm/config.h"
+#include "shm/detail/copy_call.h"
+#include "shm/detail/endpoint.h"
+#include "shm/detail/segment.h"
+#include "shm/error.h"
+#include "shm/handler.h"
+#include "shm/zero_copy_slot.h"
+
+namespace shm {
+
+/// The host side of a segment.
+///
+/// Lifetime: Init() creates /dev/shm/<name> and holds the name's host lock until Shutdown() or destruction;
+/// the kernel drops the lock if the process dies, and the next host under that name replaces the file.
+/// Thread safety: Init() and the destructor must not race with other calls. Every other method is thread-safe:
+/// any number of threads may Send concurrently (each call uses its own slot), and Shutdown() may be called
+/// while calls are in flight (they end with kShuttingDown).
+class DirectHost {
+ public:
+  DirectHost() = default;
+  DirectHost(const DirectHost&) = delete;
+  DirectHost& operator=(const DirectHost&) = delete;
+  /// Shutdown(), then unmaps. Never blocks longer than the guest-call worker takes to notice (one handler call).
+  ~DirectHost() {
+    Shutdown();
+    ep_.reset();
+  }
+
+  /// Validate `config`, take the name, create and initialise the segment. Errors: kInvalidArgs (the message
+  /// names the field), kHostAlreadyRunning (names the holder's pid), kSystem.
+  Result<void> Init(const HostConfig& config) {
+    if (ep_) return Error(ErrorCode::kInvalidArgs, "DirectHost is already initialised");
+    auto geometry = ValidateHostConfig(config);
+    if (!geometry) return std::move(geometry).error();
+    auto segment = detail::Segment::Create(config.name, *geometry, config.mode);
+    if (!segment) return std::move(segment).error();
+    ep_ = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
+    name_ = config.name;
+    shut_down_.store(false);
+    return Ok();
+  }
+
+  /// Call the guest on any free host slot: copy `request` in, wait for the answer, copy its bytes into
+  /// `response`. Returns the answer's type. Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs (reserved
+  /// type), kRemote (the guest answered SYSTEM_ERROR: see Error::remote()), kPeerDead, kShuttingDown,
+  /// kProtocol, kClosed. Thread-safe.
+  Result<MsgType> Send(Bytes request, MsgType type, std::vector<uint8_t>& response, const CallOptions& options = {}) {
+    return SendOn(-1, request, type, response, options);
+  }
+
+  /// Like Send, on slot `slot` (0 <= slot < host_slots()); waits while that slot is busy (kSlotBusy at the
+  /// deadline). Thread-safe.
+  Result<MsgType> SendToSlot(uint32_t slot, Bytes request, MsgType type, std::vector<uint8_t>& response,
+                             const CallOptions& options = {}) {
+    if (ep_ && slot >= ep_->segment().geometry().host_slots) {
+      return Error(ErrorCode::kInvalidArgs, "slot " + std::to_string(slot) + " does not exist; there are " +
+                                                std::to_string(ep_->segment().geometry().host_slots));
+    }
+    return SendOn(slot, request, type, response, options);
+  }
+
+  /// Hold a free host slot for zero-copy calls (see ZeroCopySlot). Errors: kNoFreeSlot at the deadline,
+  /// kShuttingDown, kClosed. Thread-safe.
+  Result<ZeroCopySlot> GetZeroCopySlot(Duration timeout = kUseDefault) {
+    auto ep = Live();
+    if (!ep) return std::move(ep).error();
+    uint32_t seq = 0;
+    auto index = (*ep)->ClaimAny((*ep)->Deadline(timeout), &seq);
+    if (!index) return std::move(index).error();
+    return ZeroCopySlot(*ep, (*ep)->segment().Slot(*index), seq);
+  }
+
+  /// Serve guest calls on a worker thread until Stop() or Shutdown(). The worker sleeps on the doorbell
+  /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs if already started or no
+  /// handler, kClosed. Thread-safe.
+  Result<void> Start(Handler guest_call_handler) {
+    auto ep = Live();
+    if (!ep) return std::move(ep).error();
+    if (!guest_call_handler) return Error(ErrorCode::kInvalidArgs, "Start needs a handler");
+    std::lock_guard<std::mutex> lock(worker_mu_);
+    if (worker_.joinable()) return Error(ErrorCode::kInvalidArgs, "the guest-call worker is already running");
+    stop_worker_.store(false, std::memory_order_seq_cst);
+    worker_ = std::thread([this, ep = *ep, h = std::move(guest_call_handler)] {
+      while (!stop_worker_.load(std::memory_order_seq_cst) && !ep->closing()) {
+        auto pending = WaitOn(*ep, std::chrono::seconds(1), &stop_worker_);
+        if (pending && *pending) (void)ProcessOn(*ep, h, SIZE_MAX);
+      }
+    });
+    return Ok();
+  }
+
+  /// Stop the guest-call worker and wait for it (it finishes the call it is serving). Idempotent. Thread-safe.
+  void Stop() {
+    std::lock_guard<std::mutex> lock(worker_mu_);
+    if (!worker_.joinable()) return;
+    stop_worker_.store(true, std::memory_order_seq_cst);
+    if (ep_) ep_->RingDoorbell();  // changes the doorbell word and wakes the worker
+    worker_.join();
+  }
+
+  /// Serve up to `limit` pending guest calls on the calling thread, without blocking. Returns how many were
+  /// served. Each call is served exactly once even with several concurrent processors. Thread-safe.
+  Result<size_t> ProcessGuestCalls(const Handler& handler, size_t limit = SIZE_MAX) {
+    auto ep = Live();
+    if (!ep) return std::move(ep).error();
+    return ProcessOn(**ep, handler, limit);
+  }
+
+  /// Block until a guest call is pending (true), or the timeout passes (false). For hosts that serve guest
+  /// calls from their own loop with ProcessGuestCalls. Errors: kShuttingDown, kClosed. Thread-safe.
+  Result<bool> WaitForGuestCalls(Duration timeout = kUseDefault) {
+    auto ep = Live();
+    if (!ep) return std::move(ep).error();
+    return WaitOn(**ep, timeout, nullptr);
+  }
+
+  /// Tell the guest to stop: every guest worker exits, guest calls are refused with kShuttingDown, and so are
+  /// this host's further calls. Idempotent. Thread-safe.
+  Result<void> SendShutdown() {
+    auto ep = ep_;
+    if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
+    ep->header().host_state.store(static_cast<uint32_t>(wire::HostState::kShuttingDown), std::memory_order_seq_cst);
+    for (uint32_t i = 0; i < ep->segment().slot_count(); ++i) detail::Nudge(ep->segment().Slot(i).header->ctl);
+    ep->RingDoorbell();
+    return Ok();
+  }
+
+  /// SendShutdown(), end every in-flight call with kShuttingDown, stop the worker, remove the segment's name
+  /// and release the host lock. Never waits for the guest: a slot still held by a guest's late handler is
+  /// simply left behind. Idempotent. Thread-safe.
+  void Shutdown() {
+    if (!ep_ || shut_down_.exchange(true)) return;
+    (void)SendShutdown();
+    ep_->set_closing();
+    for (uint32_t i = 0; i < ep_->segment().slot_count(); ++i) detail::Nudge(ep_->segment().Slot(i).header->ctl);
+    Stop();
+    auto& seg = ep_->segment();
+    auto current = platform::IsCurrentFile(seg.file(), seg.path());
+    if (current && *current) platform::Unlink(seg.path());
+    platform::UnlockByte(seg.file(), platform::kHostLockByte);
+  }
+
+  /// Whether a guest currently holds the guest lock (a system call). Thread-safe.
+  bool GuestAttached() const { return ep_ && !shut_down_.load() && ep_->PeerAlive(); }
+  bool initialized() const noexcept { return ep_ != nullptr; }
+  const std::string& name() const noexcept { return name_; }
+  uint32_t host_slots() const noexcept { return ep_ ? ep_->segment().geometry().host_slots : 0; }
+  uint32_t guest_slots() const noexcept { return ep_ ? ep_->segment().geometry().guest_slots : 0; }
+  /// Capacity of each host slot's request and response buffer (payload_size rounded up to 64).
+  uint32_t payload_capacity() const noexcept { return ep_ ? ep_->segment().geometry().host_payload : 0; }
+  /// The current spin budget before sleeping, learned from measured wake-up costs (ns).
+  int64_t spin_budget_ns() const noexcept { return ep_ ? ep_->spin().budget_ns() : 0; }
+
+ private:
+  Result<std::shared_ptr<detail::Endpoint>> Live() const {
+    auto ep = ep_;
+    if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
+    if (ep->closing()) return Error(ErrorCode::kShuttingDown, "DirectHost is shut down");
+    if (ep->host_shutting_down()) return Error(ErrorCode::kShuttingDown, "SendShutdown() was called");
+    return ep;
+  }
+
+  Result<MsgType> SendOn(int64_t slot, Bytes request, MsgType type, std::vector<uint8_t>& response,
+                         const CallOptions& options) {
+    auto ep = Live();
+    if (!ep) return std::move(ep).error();
+    return detail::CopyCall(**ep, slot, request, type, response, options);
+  }
+
+  static bool AnyPending(detail::Endpoint& ep) noexcept {
+    const uint32_t first = ep.first_slot(detail::Role::kGuest), n = ep.slot_count(detail::Role::kGuest);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (wire::CtlIs(ep.segment().Slot(first + i).header->ctl.load(std::memory_order_acquire),
+                      wire::SlotState::kRequest)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  static Result<bool> WaitOn(detail::Endpoint& ep, Duration timeout, const std::atomic<bool>* stop) {
+    if (ep.slot_count(detail::Role::kGuest) == 0) {
+      return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0)");
+    }
+    uint32_t v = 0;
+    auto st = detail::WaitFor(
+        ep.header().doorbell, nullptr, ep.Deadline(timeout), ep.spin(), [&](uint32_t) { return AnyPending(ep); },
+        [&](bool) { return ep.closing() || (stop != nullptr && stop->load(std::memory_order_seq_cst)); }, &v,
+        wire::kDoorbellWaiting);
+    if (st == detail::WaitStatus::kReady) return true;
+    if (st == detail::WaitStatus::kTimeout) return false;
+    if (ep.closing()) return Error(ErrorCode::kShuttingDown, "DirectHost is shut down");
+    return false;  // the worker was asked to stop
+  }
+
+  static size_t ProcessOn(detail::Endpoint& ep, const Handler& handler, size_t limit) {
+    const uint32_t first = ep.first_slot(detail::Role::kGuest), n = ep.slot_count(detail::Role::kGuest);
+    size_t served = 0;
+    bool progress = true;
+    while (progress && served < limit) {
+      progress = false;
+      for (uint32_t i = 0; i < n && served < limit; ++i) {
+        const detail::SlotView s = ep.segment().Slot(first + i);
+        uint32_t seq = 0;
+        if (!detail::TryTake(*s.header, &seq)) continue;
+        (void)ep.Serve(s, seq, &handler, ep.host_shutting_down());
+        ++served;
+        progress = true;
+      }
+    }
+    return served;
+  }
+
+  std::shared_ptr<detail::Endpoint> ep_;
+  std::string name_;
+  std::atomic<bool> shut_down_{false};
+  std::mutex worker_mu_;
+  std::thread worker_;
+  std::atomic<bool> stop_worker_{false};
+};
+
+}  // namespace shm

@@ -1,0 +1,45 @@
+// Linux clock: CLOCK_MONOTONIC, the clock of every deadline in the library and of FUTEX_WAIT timeouts.
+#pragma once
+
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+namespace shm {
+namespace platform {
+
+/// Nanoseconds on CLOCK_MONOTONIC (system-wide: comparable across processes). vDSO, no system call.
+/// Thread-safe, never fails.
+inline int64_t MonotonicNs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+/// One spin-wait hint to the CPU (PAUSE on x86, YIELD on ARM). Thread-safe.
+inline void CpuRelax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+/// Give the CPU to another runnable thread. Thread-safe.
+inline void YieldThread() noexcept { sched_yield(); }
+
+/// Sleep for `ns` nanoseconds (used only for bounded back-off while all slots are busy). Thread-safe.
+inline void SleepNs(int64_t ns) noexcept {
+  if (ns <= 0) return;
+  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  nanosleep(&ts, nullptr);
+}
+
+/// The calling process's id (for messages only). Thread-safe.
+inline uint32_t ProcessId() noexcept { return static_cast<uint32_t>(::getpid()); }
+
+}  // namespace platform
+}  // namespace shm
+

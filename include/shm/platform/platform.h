@@ -1,0 +1,17 @@
+// The platform interface: clock, futex-style wait/wake on a 32-bit word in shared memory, the segment file
+// (create, open, size, map), and advisory locks that the kernel drops when their owner dies.
+//
+// Core code includes only this header. A port adds platform/<os>/ with the same names and one #elif here;
+// it edits nothing else.
+//
+// Contract of every function: thread-safe, no allocation except where a std::string is returned,
+// errors as Result values, never exceptions.
+#pragma once
+
+#if defined(__linux__)
+#include "shm/platform/linux/clock.h"
+#include "shm/platform/linux/file.h"
+#include "shm/platform/linux/futex.h"
+#else
+#error "shm: no platform layer for this OS yet (see include/shm/platform/platform.h)"
+#endif

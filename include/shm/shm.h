@@ -1,0 +1,19 @@
+// shm — request/response messaging between processes through shared memory. Umbrella header.
+//
+//   #include <shm/shm.h>
+//   shm::DirectHost host;  host.Init({"demo"});   ...  host.Send("ping", shm::MsgType::NORMAL, reply);
+//   shm::DirectGuest guest; guest.Connect({"demo"}); guest.Start(handler); guest.Wait();
+//
+// See README.md for the API tour and SPECIFICATION.md for the wire protocol.
+#pragma once
+
+#include "shm/bytes.h"
+#include "shm/config.h"
+#include "shm/error.h"
+#include "shm/guest.h"
+#include "shm/handler.h"
+#include "shm/host.h"
+#include "shm/log.h"
+#include "shm/wire/layout.h"
+#include "shm/wire/protocol.h"
+#include "shm/zero_copy_slot.h"

@@ -1,0 +1,116 @@
+// shm wire protocol — message types, wire error codes, and the slot control word.
+//
+// This file and layout.h are the C++ rendering of SPECIFICATION.md; the document is normative. Any change to a
+// value here is a protocol change and follows the version rule in SPECIFICATION.md §Versioning.
+#pragma once
+
+#include <cstdint>
+
+namespace shm {
+
+/// Type of a message, carried in the slot header next to the size. Values below 128 are reserved for the
+/// protocol; applications use APP_START (128) and above. See IsUserRequestType / IsUserResponseType.
+enum class MsgType : uint32_t {
+  NORMAL = 0,          ///< Opaque bytes.
+  HEARTBEAT_REQ = 1,   ///< Liveness probe; the serving runtime answers it, the handler never sees it.
+  HEARTBEAT_RESP = 2,  ///< The answer to HEARTBEAT_REQ (size 0).
+  SHUTDOWN = 3,        ///< Reserved: shutdown is signalled through the segment header, not as a message.
+  FLATBUFFER = 10,     ///< A FlatBuffer, usually end-aligned (negative size).
+  GUEST_CALL = 11,     ///< A guest-to-host call.
+  SYSTEM_ERROR = 127,  ///< A protocol-level error answer; the slot's resp_error holds a WireError.
+  APP_START = 128,     ///< First application-defined type.
+};
+
+/// Whether a caller may send `t` as a request (NORMAL, HEARTBEAT_REQ, FLATBUFFER, GUEST_CALL, >= APP_START).
+constexpr bool IsUserRequestType(MsgType t) noexcept {
+  const uint32_t v = static_cast<uint32_t>(t);
+  return t == MsgType::NORMAL || t == MsgType::HEARTBEAT_REQ || t == MsgType::FLATBUFFER ||
+         t == MsgType::GUEST_CALL || v >= static_cast<uint32_t>(MsgType::APP_START);
+}
+
+/// Whether a handler may answer with `t` (NORMAL, FLATBUFFER, GUEST_CALL, >= APP_START).
+constexpr bool IsUserResponseType(MsgType t) noexcept {
+  return t != MsgType::HEARTBEAT_REQ && IsUserRequestType(t);
+}
+
+namespace wire {
+
+/// Error code carried in SlotHeader::resp_error when resp_type == SYSTEM_ERROR. Part of the wire protocol.
+enum class WireError : uint32_t {
+  kNone = 0,
+  kRequestTooLarge = 1,   ///< The request size exceeds the slot's capacity (or is INT32_MIN).
+  kResponseTooLarge = 2,  ///< The handler's response size exceeds the response capacity.
+  kReservedType = 3,      ///< A reserved MsgType was used as a request or response type.
+  kHandlerFailed = 4,     ///< The handler threw or reported failure.
+  kShuttingDown = 5,      ///< The server is shutting down and did not run the handler.
+  kNoHandler = 6,         ///< Nobody is registered to serve this kind of call.
+  kPeerRestarted = 7,     ///< The server died while serving; its successor answered for it.
+};
+
+/// Name of a wire error ("RequestTooLarge"); "Unknown" for values this version does not define.
+inline const char* ToString(WireError e) noexcept {
+  switch (e) {
+    case WireError::kNone: return "None";
+    case WireError::kRequestTooLarge: return "RequestTooLarge";
+    case WireError::kResponseTooLarge: return "ResponseTooLarge";
+    case WireError::kReservedType: return "ReservedType";
+    case WireError::kHandlerFailed: return "HandlerFailed";
+    case WireError::kShuttingDown: return "ShuttingDown";
+    case WireError::kNoHandler: return "NoHandler";
+    case WireError::kPeerRestarted: return "PeerRestarted";
+  }
+  return "Unknown";
+}
+
+// ---- The slot control word --------------------------------------------------------------------------------
+// One 32-bit word per slot, the futex word for both sides:
+//
+//   31                                   8  7 6  5  4  3      0
+//  +---------------------------------------+----+----+--+--------+
+//  |            seq (24 bits)              | 0  | 0  |W |  state |
+//  +---------------------------------------+----+----+--+--------+
+//
+// state: SlotState below. W (kWaiting): some thread sleeps, or is about to sleep, in FUTEX_WAIT on this word;
+// whoever changes the word while W is set clears W and calls FUTEX_WAKE. seq: transaction number, incremented
+// (mod 2^24) each time a request is published. Bits 6-7 are reserved and zero.
+
+/// Slot states. The transition table is in SPECIFICATION.md §State machine and detail/slot.h.
+enum class SlotState : uint32_t {
+  kFree = 0,       ///< Nobody owns the slot.
+  kClaimed = 1,    ///< The caller owns it and is writing a request (or holds it between calls).
+  kRequest = 2,    ///< A request is published; a server may take it.
+  kServing = 3,    ///< A server took the request and owns the response buffer.
+  kResponse = 4,   ///< The response is published; the caller owns the slot again.
+  kAbandoned = 5,  ///< The caller gave up while the server was serving; the server frees the slot.
+};
+constexpr uint32_t kStateCount = 6;
+
+constexpr uint32_t kStateMask = 0x0Fu;
+constexpr uint32_t kWaiting = 0x10u;
+constexpr uint32_t kReservedCtlBits = 0xE0u;
+constexpr uint32_t kSeqShift = 8;
+constexpr uint32_t kSeqMask = 0x00FFFFFFu;  // after shifting
+
+constexpr uint32_t CtlState(uint32_t ctl) noexcept { return ctl & kStateMask; }
+constexpr uint32_t CtlSeq(uint32_t ctl) noexcept { return ctl >> kSeqShift; }
+constexpr uint32_t MakeCtl(SlotState s, uint32_t seq) noexcept {
+  return static_cast<uint32_t>(s) | ((seq & kSeqMask) << kSeqShift);
+}
+constexpr bool CtlIs(uint32_t ctl, SlotState s) noexcept { return CtlState(ctl) == static_cast<uint32_t>(s); }
+constexpr uint32_t NextSeq(uint32_t seq) noexcept { return (seq + 1) & kSeqMask; }
+
+// ---- The guest-call doorbell ------------------------------------------------------------------------------
+// A 32-bit futex word in the segment header. bit 0: kWaiting (a host processor sleeps on it); bits 1-31: a
+// counter that every guest caller increments (by 2) after publishing a request in a guest slot.
+constexpr uint32_t kDoorbellWaiting = 0x1u;
+constexpr uint32_t kDoorbellIncrement = 0x2u;
+
+// ---- Host state word ---------------------------------------------------------------------------------------
+/// SegmentHeader::host_state values.
+enum class HostState : uint32_t {
+  kRunning = 0,
+  kShuttingDown = 1,  ///< SendShutdown() or Shutdown() was called: guest workers exit, new calls are refused.
+};
+
+}  // namespace wire
+}  // namespace shm

@@ -1,0 +1,118 @@
+// shm — ZeroCopySlot: a slot held across calls, written and read in place.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+#include "shm/bytes.h"
+#include "shm/config.h"
+#include "shm/detail/endpoint.h"
+#include "shm/error.h"
+
+namespace shm {
+
+class DirectHost;
+class DirectGuest;
+
+/// A slot this process holds for zero-copy calls: write the request into RequestBuffer(), Send() (or
+/// SendFlatBuffer()), then read Response() in place; repeat as often as wanted; the destructor (or Release())
+/// gives the slot back.
+///
+/// Ownership and lifetime: move-only; holds its DirectHost/DirectGuest weakly, so it may outlive it safely —
+/// every method then fails with kClosed or returns an empty view. Buffers returned by RequestBuffer() and
+/// Response() point into shared memory: they are valid while the slot is held and its owner is alive.
+/// Thread safety: not thread-safe; use one ZeroCopySlot from one thread at a time (different slots may be
+/// used concurrently).
+class ZeroCopySlot {
+ public:
+  ZeroCopySlot() = default;
+  ZeroCopySlot(ZeroCopySlot&& o) noexcept { *this = std::move(o); }
+  ZeroCopySlot& operator=(ZeroCopySlot&& o) noexcept {
+    if (this != &o) {
+      Release();
+      ep_ = std::move(o.ep_);
+      view_ = o.view_;
+      seq_ = o.seq_;
+      held_ = std::exchange(o.held_, false);
+      answered_ = std::exchange(o.answered_, false);
+      answer_ = o.answer_;
+    }
+    return *this;
+  }
+  ZeroCopySlot(const ZeroCopySlot&) = delete;
+  ZeroCopySlot& operator=(const ZeroCopySlot&) = delete;
+  ~ZeroCopySlot() { Release(); }
+
+  /// Whether this object holds a slot (false after Release(), a move, or a call that lost the slot).
+  bool valid() const noexcept { return held_ && !ep_.expired(); }
+  /// Index of the held slot.
+  uint32_t index() const noexcept { return view_.index; }
+  /// Capacity of the request buffer (and of the response buffer), in bytes.
+  uint32_t capacity() const noexcept { return held_ ? view_.capacity : 0; }
+
+  /// The whole request buffer, to write the request into. Empty if !valid().
+  MutableBytes RequestBuffer() const noexcept {
+    return valid() ? MutableBytes(view_.request, view_.capacity) : MutableBytes();
+  }
+
+  /// Send the request already written in RequestBuffer(): `size` bytes at its start, or, if negative, the
+  /// last -size bytes (end-aligned). Blocks until the answer, an error, or the deadline. On success the
+  /// answer is readable through Response*(). A timeout while the peer was serving loses the slot
+  /// (kSlotLost on the next call); a timeout before it took the request keeps it.
+  Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
+    auto ep = ep_.lock();
+    if (!ep) return Error(ErrorCode::kClosed, "the slot's host or guest is gone");
+    if (!held_) return Error(ErrorCode::kSlotLost, "this ZeroCopySlot no longer holds a slot");
+    answered_ = false;
+    bool owned = true;
+    auto a = ep->Call(view_, &seq_, size, type, ep->Deadline(timeout), &owned);
+    held_ = owned;
+    if (!a) return std::move(a).error();
+    answer_ = *a;
+    answered_ = true;
+    return Ok();
+  }
+
+  /// Send a FlatBuffer finished at the end of RequestBuffer() (as a FlatBufferBuilder builds it):
+  /// `size` bytes, end-aligned, type FLATBUFFER.
+  Result<void> SendFlatBuffer(int32_t size, Duration timeout = kUseDefault) {
+    if (size < 0) return Error(ErrorCode::kInvalidArgs, "SendFlatBuffer takes the FlatBuffer's size (>= 0)");
+    return Send(-size, MsgType::FLATBUFFER, timeout);
+  }
+
+  /// The last answer's bytes, in place in the response buffer. Empty before a successful Send().
+  Bytes Response() const noexcept {
+    if (!answered_ || !valid()) return Bytes();
+    return Bytes(view_.response + answer_.placement.offset, answer_.placement.length);
+  }
+  /// The last answer's wire size (negative: it was end-aligned). 0 before a successful Send().
+  int32_t ResponseSize() const noexcept { return answered_ ? answer_.wire_size : 0; }
+  /// The last answer's type.
+  MsgType ResponseType() const noexcept { return answered_ ? answer_.type : MsgType::NORMAL; }
+
+  /// Give the slot back. Idempotent; harmless after the owner is gone.
+  void Release() noexcept {
+    if (held_) {
+      if (auto ep = ep_.lock()) detail::Release(*view_.header, seq_);
+    }
+    held_ = false;
+    answered_ = false;
+    ep_.reset();
+  }
+
+ private:
+  friend class DirectHost;
+  friend class DirectGuest;
+  ZeroCopySlot(std::weak_ptr<detail::Endpoint> ep, detail::SlotView view, uint32_t seq)
+      : ep_(std::move(ep)), view_(view), seq_(seq), held_(true) {}
+
+  std::weak_ptr<detail::Endpoint> ep_;
+  detail::SlotView view_;
+  uint32_t seq_ = 0;
+  bool held_ = false;
+  bool answered_ = false;
+  detail::Answer answer_;
+};
+
+}  // namespace shm

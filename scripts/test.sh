@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build and run every test: a release build, an ASan+UBSan build and a TSan build, each running the whole
+# ctest suite (unit, multi-process, stress, fuzz smoke, install, Go). Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+jobs=$(nproc)
+passed=0
+failed=0
+run_build() {  # name, extra cmake args...
+  local name=$1
+  shift
+  echo "=== build ${name} ==="
+  cmake -S . -B "build/${name}" -G Ninja "$@" >/dev/null
+  cmake --build "build/${name}" -j "${jobs}"
+  echo "=== test ${name} ==="
+  local log="build/${name}/ctest.log"
+  if ctest --test-dir "build/${name}" --output-on-failure -j 2 --timeout 600 2>&1 | tee "${log}"; then :; fi
+  local line
+  line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "${log}" | tail -n 1 || true)
+  if [ -z "${line}" ]; then
+    echo "ctest for ${name} printed no summary"
+    failed=$((failed + 1))
+    return
+  fi
+  local total bad
+  total=$(echo "${line}" | sed -E 's/.*out of ([0-9]+).*/\1/')
+  bad=$(echo "${line}" | sed -E 's/.* ([0-9]+) tests failed.*/\1/')
+  passed=$((passed + total - bad))
+  failed=$((failed + bad))
+}
+run_build release -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_build asan -DCMAKE_BUILD_TYPE=Debug -DSHM_SANITIZE=address,undefined -DSHM_SANITIZER_BUILD=ON
+run_build tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHM_SANITIZE=thread -DSHM_SANITIZER_BUILD=ON
+echo
+echo "all builds: ${passed} passed, ${failed} failed"
+[ "${failed}" -eq 0 ]
