@@ -30,7 +30,7 @@ run_build() {  # name, extra cmake args...
   failed=$((failed + bad))
 }
 run_build release -DCMAKE_BUILD_TYPE=RelWithDebInfo
-run_build asan -DCMAKE_BUILD_TYPE=Debug -DSHM_SANITIZE=address,undefined
+run_build asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++ -DSHM_SANITIZE=address,undefined
 run_build tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHM_SANITIZE=thread
 echo
 echo "all builds: ${passed} passed, ${failed} failed"
