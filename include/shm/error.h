@@ -37,6 +37,7 @@ enum class ErrorCode : uint32_t {
   kProtocol,               ///< The peer broke the protocol (impossible size, state or type).
   kTooLarge,               ///< A size exceeds the slot's capacity (checked locally, before sending).
   kBufferTooSmall,         ///< A caller-provided buffer cannot hold the data.
+  kPermissionDenied,       ///< The segment exists but this user may not open it (its mode excludes us).
   kSystem,                 ///< A system call failed; see Error::sys_errno().
 };
 
@@ -63,6 +64,7 @@ inline const char* ToString(ErrorCode c) noexcept {
     case ErrorCode::kProtocol: return "Protocol";
     case ErrorCode::kTooLarge: return "TooLarge";
     case ErrorCode::kBufferTooSmall: return "BufferTooSmall";
+    case ErrorCode::kPermissionDenied: return "PermissionDenied";
     case ErrorCode::kSystem: return "System";
   }
   return "Unknown";

@@ -34,7 +34,8 @@ constexpr off_t kGuestLockByte = 1;
 inline std::string SegmentPath(std::string_view name) { return std::string(kSegmentDir) + std::string(name); }
 
 inline Error SysError(const std::string& what, int err) {
-  return Error(ErrorCode::kSystem, what + ": " + std::strerror(err), wire::WireError::kNone, err);
+  const ErrorCode code = (err == EACCES || err == EPERM) ? ErrorCode::kPermissionDenied : ErrorCode::kSystem;
+  return Error(code, what + ": " + std::strerror(err), wire::WireError::kNone, err);
 }
 
 /// Owning file descriptor. Move-only. Not thread-safe.
