@@ -65,14 +65,14 @@ inline const char* ToString(WireError e) noexcept {
 // ---- The slot control word --------------------------------------------------------------------------------
 // One 32-bit word per slot, the futex word for both sides:
 //
-//   31                                   8  7 6  5  4  3      0
-//  +---------------------------------------+----+----+--+--------+
-//  |            seq (24 bits)              | 0  | 0  |W |  state |
-//  +---------------------------------------+----+----+--+--------+
+//   31                                   8   7   6   5   4   3      0
+//  +---------------------------------------+---+---+---+---+--------+
+//  |            seq (24 bits)              | 0 | 0 | 0 | W |  state |
+//  +---------------------------------------+---+---+---+---+--------+
 //
 // state: SlotState below. W (kWaiting): some thread sleeps, or is about to sleep, in FUTEX_WAIT on this word;
 // whoever changes the word while W is set clears W and calls FUTEX_WAKE. seq: transaction number, incremented
-// (mod 2^24) each time a request is published. Bits 6-7 are reserved and zero.
+// (mod 2^24) each time a request is published. Bits 5-7 are reserved and zero.
 
 /// Slot states. The transition table is in SPECIFICATION.md §State machine and detail/slot.h.
 enum class SlotState : uint32_t {
