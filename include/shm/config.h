@@ -47,6 +47,10 @@ struct GuestConfig {
   Duration connect_timeout = std::chrono::seconds(10);  ///< How long Connect waits for the host to appear.
   Duration retry_interval = std::chrono::milliseconds(10);  ///< Pause between Connect attempts.
   Duration default_timeout = std::chrono::seconds(10);  ///< Deadline of guest calls using kUseDefault.
+  /// When the host dies, keep serving: attach to the next host that takes the name (retrying every
+  /// retry_interval until Close()) and restart the workers with the same handler. A host's SendShutdown still
+  /// ends the workers for good.
+  bool reconnect = false;
 };
 
 /// Check a segment name. Thread-safe.

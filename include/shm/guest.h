@@ -18,6 +18,7 @@
 #include "shm/detail/segment.h"
 #include "shm/error.h"
 #include "shm/handler.h"
+#include "shm/log.h"
 #include "shm/zero_copy_slot.h"
 
 namespace shm {
@@ -26,9 +27,10 @@ namespace shm {
 ///
 /// Lifetime: Connect() maps the segment and takes the guest lock until Close() or destruction; the kernel
 /// drops the lock if the process dies, and the next guest to attach answers or frees whatever this one left.
-/// Thread safety: Connect(), Close() and the destructor must not race with other calls. SendGuestCall,
-/// AcquireGuestSlot, Wait and HostAlive are thread-safe. The handler runs on one worker thread per host slot,
-/// concurrently: it must be thread-safe.
+/// Thread safety: Connect(), Start(), Close() and the destructor must not race with each other. SendGuestCall,
+/// AcquireGuestSlot, Wait and the accessors are thread-safe and may run concurrently with everything else
+/// (including a reconnect). The handler runs on one worker thread per host slot, concurrently: it must be
+/// thread-safe.
 class DirectGuest {
  public:
   DirectGuest() = default;
@@ -38,36 +40,27 @@ class DirectGuest {
 
   /// Attach to the host named config.name, retrying every retry_interval until connect_timeout. Errors:
   /// kInvalidArgs, kNotFound (no live host appeared in time), kBadMagic, kVersionMismatch, kBadGeometry,
-  /// kTruncated (file smaller than its header claims), kGuestAlreadyConnected, kSystem.
+  /// kTruncated (file smaller than its header claims), kGuestAlreadyConnected, kPermissionDenied, kSystem.
   Result<void> Connect(const GuestConfig& config) {
-    if (ep_) return Error(ErrorCode::kInvalidArgs, "DirectGuest is already connected; Close() first");
+    if (endpoint()) return Error(ErrorCode::kInvalidArgs, "DirectGuest is already connected; Close() first");
     if (auto r = ValidateName(config.name); !r) return r;
     if (auto r = ValidateTimeout(config.connect_timeout, "connect_timeout"); !r) return r;
     if (auto r = ValidateTimeout(config.default_timeout, "default_timeout"); !r) return r;
     if (config.retry_interval < Duration::zero()) return Error(ErrorCode::kInvalidArgs, "retry_interval < 0");
     const int64_t deadline = platform::MonotonicNs() + config.connect_timeout.count();
     for (;;) {
-      auto seg = detail::Segment::Attach(config.name);
-      if (seg) {
-        auto locked = platform::TryLockByte(seg->file(), platform::kGuestLockByte);
-        if (!locked) return std::move(locked).error();
-        if (!*locked) {
-          return Error(ErrorCode::kGuestAlreadyConnected,
-                       "segment " + config.name + " already has a live guest (pid " +
-                           std::to_string(seg->header().guest_pid.load(std::memory_order_relaxed)) + ")");
-        }
-        auto ep = std::make_shared<detail::Endpoint>(std::move(*seg), detail::Role::kGuest, config.default_timeout);
-        Recover(*ep);
-        ep->header().guest_pid.store(platform::ProcessId(), std::memory_order_relaxed);
-        ep->header().guest_session.fetch_add(1, std::memory_order_acq_rel);
-        ep_ = std::move(ep);
+      auto ep = AttachOnce(config);
+      if (ep) {
+        config_ = config;
+        closing_.store(false);
+        SetEndpoint(std::move(*ep));
         return Ok();
       }
-      if (seg.error().code() != ErrorCode::kNotFound) return std::move(seg).error();
+      if (ep.error().code() != ErrorCode::kNotFound) return std::move(ep).error();
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline) {
         return Error(ErrorCode::kNotFound, "no host appeared for " + config.name + " within the connect timeout (" +
-                                               seg.error().message() + ")");
+                                               ep.error().message() + ")");
       }
       platform::SleepNs(std::min<int64_t>(config.retry_interval.count(), deadline - now));
     }
@@ -76,23 +69,31 @@ class DirectGuest {
   /// Serve every host slot: one worker thread per slot runs `handler` on each request. HEARTBEAT_REQ is
   /// answered by the runtime without calling the handler; a handler that throws answers SYSTEM_ERROR
   /// kHandlerFailed and its worker goes on. Workers sleep on the slot's futex when idle and exit when the host
-  /// sends shutdown, dies, or Close() is called. Errors: kClosed, kInvalidArgs (no handler, already started).
+  /// sends shutdown, dies (unless GuestConfig::reconnect), or Close() is called.
+  /// Errors: kClosed, kInvalidArgs (no handler, already started).
   Result<void> Start(Handler handler) {
-    if (!ep_) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
+    auto ep = endpoint();
+    if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
     if (!handler) return Error(ErrorCode::kInvalidArgs, "Start needs a handler");
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (serving_) return Error(ErrorCode::kInvalidArgs, "workers are already running");
+    }
+    // A supervisor of an earlier Start() returns once serving_ is false; join it outside the lock it needs.
+    if (supervisor_.joinable()) supervisor_.join();
     std::lock_guard<std::mutex> lock(mu_);
-    if (!workers_.empty()) return Error(ErrorCode::kInvalidArgs, "workers are already running");
+    JoinFinishedLocked();
     handler_ = std::make_shared<const Handler>(std::move(handler));
-    const uint32_t n = ep_->segment().geometry().host_slots;
-    running_ = n;
     exit_error_.reset();
-    for (uint32_t i = 0; i < n; ++i) workers_.emplace_back([this, i, ep = ep_, h = handler_] { Work(*ep, i, *h); });
+    serving_ = true;
+    StartWorkersLocked(ep);
+    if (config_.reconnect && !supervisor_.joinable()) supervisor_ = std::thread([this] { Supervise(); });
     return Ok();
   }
 
-  /// Block until every worker has exited. Ok if they exited because the host sent shutdown or Close() was
-  /// called; kHostGone if the host died. Returns at once if Start() was not called. Ends whenever the host
-  /// ends (shutdown or death is noticed within ~50 ms), so it cannot hang on a vanished host.
+  /// Block until the workers have exited for good. Ok if they exited because the host sent shutdown or
+  /// Close() was called; kHostGone if the host died (without reconnect). Returns at once if Start() was not
+  /// called. A vanished host is noticed within ~50 ms, so this cannot hang on a dead host.
   Result<void> Wait() { return WaitUntil(INT64_MAX); }
 
   /// Like Wait(), at most `timeout`: kTimeout if workers are still running then.
@@ -101,18 +102,28 @@ class DirectGuest {
   /// Stop the workers (each finishes the request it is serving), release the guest lock and unmap.
   /// Idempotent.
   void Close() {
-    if (!ep_) return;
-    ep_->set_closing();
-    for (uint32_t i = 0; i < ep_->segment().slot_count(); ++i) detail::Nudge(ep_->segment().Slot(i).header->ctl);
+    closing_.store(true, std::memory_order_seq_cst);
+    if (auto ep = endpoint()) {
+      ep->set_closing();
+      for (uint32_t i = 0; i < ep->segment().slot_count(); ++i) detail::Nudge(ep->segment().Slot(i).header->ctl);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_.notify_all();  // the supervisor re-checks closing_
+    }
+    if (supervisor_.joinable()) supervisor_.join();
     std::vector<std::thread> workers;
     {
       std::lock_guard<std::mutex> lock(mu_);
       workers.swap(workers_);
     }
     for (auto& t : workers) t.join();
-    platform::UnlockByte(ep_->segment().file(), platform::kGuestLockByte);
-    ep_.reset();
+    if (auto ep = endpoint()) platform::UnlockByte(ep->segment().file(), platform::kGuestLockByte);
+    SetEndpoint(nullptr);
+    std::lock_guard<std::mutex> lock(mu_);
+    serving_ = false;
     handler_.reset();
+    done_.notify_all();
   }
 
   /// Call the host on any free guest slot; the answer's bytes are copied into `response`; returns its type.
@@ -120,14 +131,14 @@ class DirectGuest {
   /// kShuttingDown, kProtocol, kClosed. Thread-safe.
   Result<MsgType> SendGuestCall(Bytes request, MsgType type, std::vector<uint8_t>& response,
                                 const CallOptions& options = {}) {
-    auto ep = ep_;
+    auto ep = endpoint();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
     return detail::CopyCall(*ep, -1, request, type, response, options);
   }
 
   /// Hold a free guest slot for zero-copy guest calls (see ZeroCopySlot). Thread-safe.
   Result<ZeroCopySlot> AcquireGuestSlot(Duration timeout = kUseDefault) {
-    auto ep = ep_;
+    auto ep = endpoint();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
     uint32_t seq = 0;
     auto index = ep->ClaimAny(ep->Deadline(timeout), &seq);
@@ -136,13 +147,54 @@ class DirectGuest {
   }
 
   /// Whether the host still holds its lock (a system call). Thread-safe.
-  bool HostAlive() const { return ep_ && ep_->PeerAlive(); }
-  bool connected() const noexcept { return ep_ != nullptr; }
-  uint32_t host_slots() const noexcept { return ep_ ? ep_->segment().geometry().host_slots : 0; }
-  uint32_t guest_slots() const noexcept { return ep_ ? ep_->segment().geometry().guest_slots : 0; }
-  uint32_t guest_payload_capacity() const noexcept { return ep_ ? ep_->segment().geometry().guest_payload : 0; }
+  bool HostAlive() const {
+    auto ep = endpoint();
+    return ep && ep->PeerAlive();
+  }
+  bool connected() const { return endpoint() != nullptr; }
+  uint32_t host_slots() const {
+    auto ep = endpoint();
+    return ep ? ep->segment().geometry().host_slots : 0;
+  }
+  uint32_t guest_slots() const {
+    auto ep = endpoint();
+    return ep ? ep->segment().geometry().guest_slots : 0;
+  }
+  uint32_t guest_payload_capacity() const {
+    auto ep = endpoint();
+    return ep ? ep->segment().geometry().guest_payload : 0;
+  }
+  /// How many times this guest attached to a new host by itself (GuestConfig::reconnect).
+  uint32_t reconnects() const { return reconnects_.load(); }
 
  private:
+  std::shared_ptr<detail::Endpoint> endpoint() const {
+    std::lock_guard<std::mutex> lock(ep_mu_);
+    return ep_;
+  }
+  void SetEndpoint(std::shared_ptr<detail::Endpoint> ep) {
+    std::lock_guard<std::mutex> lock(ep_mu_);
+    ep_ = std::move(ep);
+  }
+
+  // One attempt: map a live host's segment, take the guest lock, recover what a dead guest left.
+  static Result<std::shared_ptr<detail::Endpoint>> AttachOnce(const GuestConfig& config) {
+    auto seg = detail::Segment::Attach(config.name);
+    if (!seg) return std::move(seg).error();
+    auto locked = platform::TryLockByte(seg->file(), platform::kGuestLockByte);
+    if (!locked) return std::move(locked).error();
+    if (!*locked) {
+      return Error(ErrorCode::kGuestAlreadyConnected,
+                   "segment " + config.name + " already has a live guest (pid " +
+                       std::to_string(seg->header().guest_pid.load(std::memory_order_relaxed)) + ")");
+    }
+    auto ep = std::make_shared<detail::Endpoint>(std::move(*seg), detail::Role::kGuest, config.default_timeout);
+    Recover(*ep);
+    ep->header().guest_pid.store(platform::ProcessId(), std::memory_order_relaxed);
+    ep->header().guest_session.fetch_add(1, std::memory_order_acq_rel);
+    return ep;
+  }
+
   // This guest just took the guest lock, so every earlier guest is dead: answer or free what they left.
   static void Recover(detail::Endpoint& ep) {
     const auto& g = ep.segment().geometry();
@@ -150,6 +202,21 @@ class DirectGuest {
     for (uint32_t i = 0; i < g.guest_slots; ++i) {
       detail::SweepAsNewCaller(*ep.segment().Slot(g.host_slots + i).header);
     }
+  }
+
+  void StartWorkersLocked(const std::shared_ptr<detail::Endpoint>& ep) {
+    const uint32_t n = ep->segment().geometry().host_slots;
+    running_ = n;
+    host_gone_ = false;
+    for (uint32_t i = 0; i < n; ++i) {
+      workers_.emplace_back([this, i, ep, h = handler_] { Work(*ep, i, *h); });
+    }
+  }
+
+  void JoinFinishedLocked() {
+    // Called with no worker running: joining returns at once.
+    for (auto& t : workers_) t.join();
+    workers_.clear();
   }
 
   void Work(detail::Endpoint& ep, uint32_t index, const Handler& handler) {
@@ -171,15 +238,53 @@ class DirectGuest {
       if (detail::TryTake(*s.header, &seq)) (void)ep.Serve(s, seq, &handler, false);
     }
     std::lock_guard<std::mutex> lock(mu_);
-    if (host_gone && !exit_error_) {
-      exit_error_ = std::make_unique<Error>(ErrorCode::kHostGone, "the host died");
+    host_gone_ |= host_gone;
+    if (--running_ > 0) return;
+    const bool follow = config_.reconnect && host_gone_ && !closing_.load();
+    if (!follow) {
+      if (host_gone_ && !closing_.load()) exit_error_ = std::make_unique<Error>(ErrorCode::kHostGone, "the host died");
+      serving_ = false;
     }
-    if (--running_ == 0) done_.notify_all();
+    done_.notify_all();
+  }
+
+  // With reconnect: whenever every worker has exited because the host died, attach to the next host and start
+  // a new generation of workers.
+  void Supervise() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      done_.wait(lock, [&] { return closing_.load() || !serving_ || (running_ == 0 && host_gone_); });
+      if (closing_.load() || !serving_) return;
+      JoinFinishedLocked();
+      lock.unlock();
+      Log(LogLevel::kWarn, "host of " + config_.name + " died; waiting for the next host");
+      std::shared_ptr<detail::Endpoint> next;
+      while (!closing_.load()) {
+        auto ep = AttachOnce(config_);
+        if (ep) {
+          next = std::move(*ep);
+          break;
+        }
+        if (ep.error().code() != ErrorCode::kNotFound) Log(LogLevel::kWarn, "reconnect: " + ep.error().ToString());
+        platform::SleepNs(std::max<int64_t>(config_.retry_interval.count(), 1000000));
+      }
+      if (!next) return;
+      auto old = endpoint();
+      SetEndpoint(next);
+      if (old) platform::UnlockByte(old->segment().file(), platform::kGuestLockByte);
+      reconnects_.fetch_add(1);
+      lock.lock();
+      if (closing_.load()) {
+        next->set_closing();
+        return;
+      }
+      StartWorkersLocked(next);
+    }
   }
 
   Result<void> WaitUntil(int64_t deadline) {
     std::unique_lock<std::mutex> lock(mu_);
-    while (running_ > 0) {
+    while (serving_) {
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline) return Error(ErrorCode::kTimeout, "workers are still running");
       done_.wait_for(lock, std::chrono::nanoseconds(std::min<int64_t>(deadline - now, 100000000)));
@@ -188,13 +293,20 @@ class DirectGuest {
     return Ok();
   }
 
-  std::shared_ptr<detail::Endpoint> ep_;
-  std::shared_ptr<const Handler> handler_;
-  std::mutex mu_;
+  GuestConfig config_;
+  mutable std::mutex ep_mu_;
+  std::shared_ptr<detail::Endpoint> ep_;  // guarded by ep_mu_; replaced on reconnect
+  std::mutex mu_;                         // guards everything below
   std::condition_variable done_;
+  std::shared_ptr<const Handler> handler_;
   std::vector<std::thread> workers_;
   uint32_t running_ = 0;
+  bool serving_ = false;
+  bool host_gone_ = false;
   std::unique_ptr<Error> exit_error_;
+  std::thread supervisor_;
+  std::atomic<bool> closing_{false};
+  std::atomic<uint32_t> reconnects_{0};
 };
 
 }  // namespace shm
