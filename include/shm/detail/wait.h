@@ -83,7 +83,9 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
     }
   }
   // Sleep phase: publish kWaiting, re-check, sleep; whoever changes the word sees kWaiting and wakes us.
-  int64_t next_slow = platform::MonotonicNs();
+  // The first slow check comes one slice into the sleep: a wait that ends soon after the spin makes no
+  // system call besides the futex.
+  int64_t next_slow = platform::MonotonicNs() + kLivenessSliceNs;
   for (;;) {
     v = word.load(std::memory_order_acquire);
     if (pred(v)) {
