@@ -74,51 +74,20 @@ class Endpoint {
     return caller == Role::kHost ? segment_.geometry().host_slots : segment_.geometry().guest_slots;
   }
 
-  /// Claim a free slot among those this side calls on, until the deadline. Frees slots abandoned by a dead
-  /// server on the way. Returns the slot index; *seq gets its sequence number.
+  /// Claim a free slot among those this side calls on, until the deadline (kNoFreeSlot). Returns the slot
+  /// index; *seq gets its sequence number.
   Result<uint32_t> ClaimAny(int64_t deadline, uint32_t* seq) {
-    const uint32_t first = first_slot(role_), n = slot_count(role_);
-    if (n == 0) return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0)");
-    int64_t backoff_ns = 1000;
-    for (uint32_t round = 0;; ++round) {
-      for (uint32_t i = 0; i < n; ++i) {
-        if (TryClaim(*segment_.Slot(first + i).header, seq)) return first + i;
-      }
-      if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
-      if (role_ == Role::kGuest && host_shutting_down()) {
-        return Error(ErrorCode::kShuttingDown, "host is shutting down");
-      }
-      if (round % 64 == 63 && ReclaimAbandonedIfServerDead(first, n)) continue;
-      if (platform::MonotonicNs() >= deadline) {
-        return Error(ErrorCode::kNoFreeSlot, "all " + std::to_string(n) + " slots stayed busy until the deadline");
-      }
-      // Every slot is busy: back off (bounded), this is contention, not the hot path.
-      if (round < 16) {
-        platform::YieldThread();
-      } else {
-        platform::SleepNs(std::min(backoff_ns, deadline - platform::MonotonicNs()));
-        backoff_ns = std::min<int64_t>(backoff_ns * 2, 1000000);
-      }
+    if (slot_count(role_) == 0) {
+      return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0)");
     }
+    return ClaimIn(first_slot(role_), slot_count(role_), deadline, seq, ErrorCode::kNoFreeSlot);
   }
 
-  /// Claim one given slot (FREE -> CLAIMED), waiting until the deadline while it is busy.
+  /// Claim slot `index`, waiting until the deadline while it is busy (kSlotBusy).
   Result<void> ClaimOne(uint32_t index, int64_t deadline, uint32_t* seq) {
-    int64_t backoff_ns = 1000;
-    for (uint32_t round = 0;; ++round) {
-      if (TryClaim(*segment_.Slot(index).header, seq)) return Ok();
-      if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
-      if (round % 64 == 63 && ReclaimAbandonedIfServerDead(index, 1)) continue;
-      if (platform::MonotonicNs() >= deadline) {
-        return Error(ErrorCode::kSlotBusy, "slot " + std::to_string(index) + " stayed busy until the deadline");
-      }
-      if (round < 16) {
-        platform::YieldThread();
-      } else {
-        platform::SleepNs(std::min(backoff_ns, deadline - platform::MonotonicNs()));
-        backoff_ns = std::min<int64_t>(backoff_ns * 2, 1000000);
-      }
-    }
+    auto r = ClaimIn(index, 1, deadline, seq, ErrorCode::kSlotBusy);
+    if (!r) return std::move(r).error();
+    return Ok();
   }
 
   /// The caller half of a transaction on slot `s`, which the caller owns at *seq (CLAIMED or RESPONSE). The
@@ -302,6 +271,34 @@ class Endpoint {
       h.resp_type.store(static_cast<uint32_t>(r.type), std::memory_order_relaxed);
       h.resp_size.store(static_cast<uint32_t>(r.size), std::memory_order_relaxed);
       h.resp_error.store(0, std::memory_order_relaxed);
+    }
+  }
+
+  // FREE -> CLAIMED on the first free slot of [first, first + n). Frees slots abandoned by a dead server on
+  // the way. While all are busy it backs off (yield, then sleeps doubling to 1 ms): that is contention, not
+  // the hot path.
+  Result<uint32_t> ClaimIn(uint32_t first, uint32_t n, int64_t deadline, uint32_t* seq, ErrorCode busy) {
+    int64_t backoff_ns = 1000;
+    for (uint32_t round = 0;; ++round) {
+      for (uint32_t i = 0; i < n; ++i) {
+        if (TryClaim(*segment_.Slot(first + i).header, seq)) return first + i;
+      }
+      if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+      if (role_ == Role::kGuest && host_shutting_down()) {
+        return Error(ErrorCode::kShuttingDown, "host is shutting down");
+      }
+      if (round % 64 == 63 && ReclaimAbandonedIfServerDead(first, n)) continue;
+      const int64_t now = platform::MonotonicNs();
+      if (now >= deadline) {
+        return Error(busy, n == 1 ? "slot " + std::to_string(first) + " stayed busy until the deadline"
+                                  : "all " + std::to_string(n) + " slots stayed busy until the deadline");
+      }
+      if (round < 16) {
+        platform::YieldThread();
+      } else {
+        platform::SleepNs(std::min(backoff_ns, deadline - now));
+        backoff_ns = std::min<int64_t>(backoff_ns * 2, 1000000);
+      }
     }
   }
 
