@@ -85,8 +85,12 @@ inline Result<wire::Geometry> ValidateHostConfig(const HostConfig& c) {
   if (auto r = ValidateTimeout(c.default_timeout, "default_timeout"); !r) return std::move(r).error();
   auto bad = [](const std::string& m) { return Error(ErrorCode::kInvalidArgs, m); };
   if (c.host_slots == 0) return bad("host_slots is 0; a host needs at least one slot");
-  if (c.host_slots > wire::kMaxSlots || c.guest_slots > wire::kMaxSlots) {
-    return bad("slot counts are limited to " + std::to_string(wire::kMaxSlots) + " of each kind");
+  if (c.host_slots > wire::kMaxSlots) {
+    return bad("host_slots is " + std::to_string(c.host_slots) + "; the limit is " + std::to_string(wire::kMaxSlots));
+  }
+  if (c.guest_slots > wire::kMaxSlots) {
+    return bad("guest_slots is " + std::to_string(c.guest_slots) + "; the limit is " +
+               std::to_string(wire::kMaxSlots));
   }
   auto payload = [&](uint32_t v, const char* field) -> Result<uint32_t> {
     if (v < wire::kMinPayload) {
@@ -115,13 +119,14 @@ inline Result<wire::Geometry> ValidateHostConfig(const HostConfig& c) {
   }
   const uint64_t size = wire::SegmentSize(g);
   if (size > wire::kMaxSegmentSize) {
-    return bad("segment would be " + std::to_string(size) + " bytes; the limit is " +
-               std::to_string(wire::kMaxSegmentSize));
+    return bad("host_slots x payload_size (+ guest_slots x guest_payload_size) makes a segment of " +
+               std::to_string(size) + " bytes; the limit is " + std::to_string(wire::kMaxSegmentSize));
   }
   const uint64_t space = platform::SegmentSpaceAvailable();
   if (size > space) {
-    return bad("segment would be " + std::to_string(size) + " bytes but only " + std::to_string(space) +
-               " bytes are free in " + platform::kSegmentDir);
+    return bad("host_slots x payload_size (+ guest_slots x guest_payload_size) makes a segment of " +
+               std::to_string(size) + " bytes but only " + std::to_string(space) + " bytes are free in " +
+               platform::kSegmentDir);
   }
   return g;
 }

@@ -46,8 +46,8 @@ class DirectGuest {
     if (auto r = ValidateName(config.name); !r) return r;
     if (auto r = ValidateTimeout(config.connect_timeout, "connect_timeout"); !r) return r;
     if (auto r = ValidateTimeout(config.default_timeout, "default_timeout"); !r) return r;
-    if (config.retry_interval < Duration::zero()) return Error(ErrorCode::kInvalidArgs, "retry_interval < 0");
-    const int64_t deadline = platform::MonotonicNs() + config.connect_timeout.count();
+    if (auto r = ValidateTimeout(config.retry_interval, "retry_interval"); !r) return r;
+    const int64_t deadline = platform::DeadlineAfter(config.connect_timeout.count());
     for (;;) {
       auto ep = AttachOnce(config);
       if (ep) {
@@ -97,7 +97,7 @@ class DirectGuest {
   Result<void> Wait() { return WaitUntil(INT64_MAX); }
 
   /// Like Wait(), at most `timeout`: kTimeout if workers are still running then.
-  Result<void> Wait(Duration timeout) { return WaitUntil(platform::MonotonicNs() + timeout.count()); }
+  Result<void> Wait(Duration timeout) { return WaitUntil(platform::DeadlineAfter(timeout.count())); }
 
   /// Stop the workers (each finishes the request it is serving), release the guest lock and unmap.
   /// Idempotent.

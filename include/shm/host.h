@@ -38,10 +38,12 @@ class DirectHost {
     ep_.reset();
   }
 
-  /// Validate `config`, take the name, create and initialise the segment. Errors: kInvalidArgs (the message
-  /// names the field), kHostAlreadyRunning (names the holder's pid), kSystem.
+  /// Validate `config`, take the name, create and initialise the segment. Allowed again after Shutdown().
+  /// Errors: kInvalidArgs (the message names the field), kHostAlreadyRunning (names the holder's pid),
+  /// kPermissionDenied, kSystem.
   Result<void> Init(const HostConfig& config) {
-    if (ep_) return Error(ErrorCode::kInvalidArgs, "DirectHost is already initialised");
+    if (ep_ && !shut_down_.load()) return Error(ErrorCode::kInvalidArgs, "DirectHost is already initialised");
+    ep_.reset();  // a host that was shut down may be initialised again
     auto geometry = ValidateHostConfig(config);
     if (!geometry) return std::move(geometry).error();
     auto segment = detail::Segment::Create(config.name, *geometry, config.mode);

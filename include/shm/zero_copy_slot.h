@@ -49,7 +49,7 @@ class ZeroCopySlot {
   /// Index of the held slot.
   uint32_t index() const noexcept { return view_.index; }
   /// Capacity of the request buffer (and of the response buffer), in bytes.
-  uint32_t capacity() const noexcept { return held_ ? view_.capacity : 0; }
+  uint32_t capacity() const noexcept { return valid() ? view_.capacity : 0; }
 
   /// The whole request buffer, to write the request into. Empty if !valid().
   MutableBytes RequestBuffer() const noexcept {

@@ -62,8 +62,7 @@ class Endpoint {
 
   /// Absolute CLOCK_MONOTONIC deadline for a timeout (kUseDefault = configured default).
   int64_t Deadline(Duration timeout) const noexcept {
-    const int64_t t = timeout.count() < 0 ? default_timeout_ns_ : timeout.count();
-    return platform::MonotonicNs() + t;
+    return platform::DeadlineAfter(timeout.count() < 0 ? default_timeout_ns_ : timeout.count());
   }
 
   /// Host slots are [0, host_slots); guest slots follow.
@@ -105,6 +104,7 @@ class Endpoint {
                    "message type " + std::to_string(static_cast<uint32_t>(type)) + " is reserved by the protocol");
     }
     if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+    if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
     h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
     h.req_size.store(size, std::memory_order_relaxed);

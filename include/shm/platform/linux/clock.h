@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <climits>
 
 namespace shm {
 namespace platform {
@@ -16,6 +17,14 @@ inline int64_t MonotonicNs() noexcept {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+/// The CLOCK_MONOTONIC instant `timeout_ns` from now, saturating at INT64_MAX (a huge timeout means "never";
+/// a negative one means "now"). Thread-safe.
+inline int64_t DeadlineAfter(int64_t timeout_ns) noexcept {
+  const int64_t now = MonotonicNs();
+  if (timeout_ns <= 0) return now;
+  return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
 }
 
 /// One spin-wait hint to the CPU (PAUSE on x86, YIELD on ARM). Thread-safe.
