@@ -1,9 +1,9 @@
 // Waiting on a futex word: spin for an adaptive budget, then sleep in FUTEX_WAIT.
 //
 // Sleeping costs a wake-up: the notifier's FUTEX_WAKE plus the scheduler's latency to run the waiter again,
-// a few microseconds on bare metal, tens on a VM. Spinning about as long as a wake-up costs before sleeping
-// keeps a busy exchange free of system calls while bounding what an idle waiter burns (the classic
-// 2-competitive rule). SpinPolicy learns the cost from real wake-ups: the notifier stamps CLOCK_MONOTONIC into
+// a few microseconds on bare metal, tens on a VM. Spinning for about twice what a wake-up costs before sleeping
+// keeps a busy exchange free of system calls while bounding what an idle waiter burns (the spirit of the
+// classic 2-competitive rule; see SpinPolicy::budget_ns for the factor). SpinPolicy learns the cost from real wake-ups: the notifier stamps CLOCK_MONOTONIC into
 // the slot just before FUTEX_WAKE and the woken waiter measures how long it took to run.
 #pragma once
 
@@ -26,9 +26,11 @@ class SpinPolicy {
   static constexpr int64_t kMaxBudgetNs = 200000;
   static constexpr int64_t kInitialCostNs = 50000;
 
-  /// How long to spin before sleeping.
+  /// How long to spin before sleeping: twice the wake-up cost. Once one side sleeps, the other's next wait
+  /// lasts at least one wake-up latency plus the work in between; spinning less than that makes both sides
+  /// sleep on every message, a stable and slow equilibrium.
   int64_t budget_ns() const noexcept {
-    return std::clamp(cost_ns_.load(std::memory_order_relaxed), kMinBudgetNs, kMaxBudgetNs);
+    return std::clamp(2 * cost_ns_.load(std::memory_order_relaxed), kMinBudgetNs, kMaxBudgetNs);
   }
   /// Feed one measured wake-up latency (ns). Exponential moving average, weight 1/8.
   void Observe(int64_t sample_ns) noexcept {
