@@ -1,10 +1,10 @@
 // Waiting on a futex word: spin for an adaptive budget, then sleep in FUTEX_WAIT.
 //
 // Sleeping costs a wake-up: the notifier's FUTEX_WAKE plus the scheduler's latency to run the waiter again,
-// a few microseconds on bare metal, tens on a VM. Spinning for about twice what a wake-up costs before sleeping
-// keeps a busy exchange free of system calls while bounding what an idle waiter burns (the spirit of the
-// classic 2-competitive rule; see SpinPolicy::budget_ns for the factor). SpinPolicy learns the cost from real wake-ups: the notifier stamps CLOCK_MONOTONIC into
-// the slot just before FUTEX_WAKE and the woken waiter measures how long it took to run.
+// a few microseconds on bare metal, tens on a VM. Spinning for about twice what a wake-up costs before
+// sleeping keeps a busy exchange free of system calls while bounding what an idle waiter burns (see
+// SpinPolicy::budget_ns for the factor). SpinPolicy learns the cost from real wake-ups: the notifier stamps
+// CLOCK_MONOTONIC into the slot just before FUTEX_WAKE and the woken waiter measures how long it took to run.
 #pragma once
 
 #include <algorithm>
