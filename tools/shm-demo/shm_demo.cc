@@ -370,7 +370,9 @@ int RunHost(Options o) {
               Thousands(static_cast<uint64_t>(static_cast<double>(all.count()) / secs)).c_str());
   std::printf("round-trip time  %s\n", Percentiles(all).c_str());
 
-  if (o.guest_calls > 0) {
+  if (o.guest_calls > 0 && !host.GuestAttached()) {
+    std::printf("guest calls      not measured: the guest is gone\n");
+  } else if (o.guest_calls > 0) {
     std::vector<uint8_t> report;
     const uint32_t n = o.guest_calls;
     // Generous deadline: the guest makes all n calls inside this one request.
