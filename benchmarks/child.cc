@@ -7,9 +7,11 @@
 // latency agree. Sleep mode times each call alone (two reads) because the pause between calls is not part of
 // it. CPU time of both processes over the window comes from CLOCK_PROCESS_CPUTIME_ID and the peer's
 // clock_getcpuclockid() clock (nanosecond resolution, not the 10 ms ticks of /proc); context switches from
-// /proc/<pid>/task/*/status.
+// /proc/<pid>/task/*/status for
+// the server and getrusage(RUSAGE_SELF) for the caller.
 #include <dirent.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,6 +61,14 @@ int64_t ContextSwitches(int pid) {
   return total;
 }
 
+/// This process's context switches, threads that already exited included (the measuring threads have been
+/// joined when the window's end is sampled).
+int64_t OwnContextSwitches() {
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+  return int64_t{ru.ru_nvcsw} + int64_t{ru.ru_nivcsw};
+}
+
 /// CPU and context switches of both processes at one instant.
 struct Sample {
   int64_t wall = 0, self_cpu = 0, peer_cpu = 0, self_cs = 0, peer_cs = 0;
@@ -73,7 +83,7 @@ class Accounting {
     Sample s;
     s.wall = NowNs();
     s.self_cpu = CpuNs(CLOCK_PROCESS_CPUTIME_ID);
-    s.self_cs = ContextSwitches(getpid());
+    s.self_cs = OwnContextSwitches();
     if (peer_) {
       s.peer_cpu = CpuNs(peer_clock_);
       s.peer_cs = ContextSwitches(peer_);
@@ -284,6 +294,14 @@ int ChildMain(int argc, char** argv) {
   }
   if (o.role == "caller") return RunCaller(o);
   if (o.role == "server") return RunServer(o);
+  if (o.role == "hog") {  // competing CPU-bound work for the contended cases
+    struct sigaction sa {};
+    sa.sa_handler = OnTerm;
+    sigaction(SIGTERM, &sa, nullptr);
+    volatile uint64_t x = 0;
+    while (!g_stop.load(std::memory_order_relaxed)) x = x + 1;
+    return 0;
+  }
   fprintf(stderr, "shm-bench: unknown child role '%s'\n", o.role.c_str());
   return 2;
 }

@@ -88,6 +88,10 @@ std::vector<Case> AllCases(bool with_iceoryx, bool with_boost) {
   for (const char* t : {"futex-floor", "shm-copy", "shm-zc", "uds-seqpacket", "pipe"}) {
     cs.push_back({"sleep", t, "sleep", 64, 1});
   }
+  // One CPU-bound process competes with the pair for the 2 cores: what a busy machine does to each transport.
+  for (const char* t : {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket"}) {
+    cs.push_back({"contended", t, "busy", 64, 1});
+  }
   cs.push_back({"idle", "shm-copy", "idle", 64, 1});
   for (const char* t : {"shm-copy", "shm-zc"}) cs.push_back({"guestcall", t, "guestcall", 64, 1});
   for (const char* t : {"memcpy", "spin-floor", "shm-copy", "shm-zc"}) cs.push_back({"bulk", t, "bulk", 1u << 20, 1});
@@ -248,6 +252,8 @@ RunResult RunCase(const Case& c, const Settings& st) {
                                     std::string("idle=") + idle, "peer=" + std::to_string(peer),
                                     "fd_send=10", "fd_recv=11", "result_fd=3"};
   };
+  pid_t hog = 0;
+  if (c.group == "contended") hog = Spawn({"--child", "role=hog"}, {}, true);
   pid_t server = 0;
   if (c.transport != "memcpy") {
     std::vector<std::pair<int, int>> fds;
@@ -276,6 +282,7 @@ RunResult RunCase(const Case& c, const Settings& st) {
   // Servers that block without a peer-gone signal (busy-polling iceoryx, boost's queues) are told by SIGTERM.
   const bool signal_stop = c.transport == "iceoryx" || c.transport == "boost-mq";
   Reap(server, signal_stop ? 0 : 3'000'000'000);
+  Reap(hog, 0);
   if (c.transport == "boost-mq") bench::RemoveBoostQueues(name);
   unlink(("/dev/shm/" + name).c_str());  // an shm segment left by a failed host
   RunResult r = ParseResult(line);
@@ -594,6 +601,7 @@ class Report {
          "server's context switches per round trip (0 when it never sleeps).\n\n";
     Busy(o);
     Threads(o);
+    Contended(o);
     Sleep(o);
     Idle(o);
     GuestCalls(o);
@@ -650,6 +658,29 @@ class Report {
         << RatioCell(Ratio(&c, one, "rtps")) << " | " << WithSpread(Metric(&c, "p50", 1e-3)) << " | "
         << WithSpread(Metric(&c, "p99", 1e-3)) << " | " << WithSpread(Metric(&c, "p999", 1e-3)) << " | "
         << Cores(&c, "caller") << " / " << Cores(&c, "server") << " |\n";
+    }
+    o << "\n";
+  }
+
+  void Contended(std::ostringstream& o) const {
+    bool any = false;
+    for (const auto& c : cases_) any |= c.group == "contended";
+    if (!any) return;
+    o << "## Contended: one CPU-bound process runs beside the pair (64 B, 2 cores)\n\n";
+    o << "| transport | round trips/s | p50 µs | p99 µs | p99.9 µs | CPU caller / server | ctx sw/RT | "
+         "p50 ÷ uncontended |\n";
+    o << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto& c : cases_) {
+      if (c.group != "contended") continue;
+      const std::string fail = Failure(&c);
+      if (!fail.empty()) {
+        o << "| " << c.transport << " | n/a: " << fail << " | | | | | | |\n";
+        continue;
+      }
+      o << "| " << c.transport << " | " << Rate(Metric(&c, "rtps")) << " | " << WithSpread(Metric(&c, "p50", 1e-3))
+        << " | " << WithSpread(Metric(&c, "p99", 1e-3)) << " | " << WithSpread(Metric(&c, "p999", 1e-3)) << " | "
+        << Cores(&c, "caller") << " / " << Cores(&c, "server") << " | " << CsPerRt(&c) << " | "
+        << RatioCell(Ratio(&c, Find("busy", c.transport, 64), "p50")) << " |\n";
     }
     o << "\n";
   }
