@@ -1,0 +1,355 @@
+// Helpers shared by the reliability tests, their peer program and the soak: unique names, checksummed
+// messages, child processes with a notification pipe, a read-only view of a segment's slot states, and the
+// tagged result lines that scripts/reliability_table.py turns into RELIABILITY.md's table.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "shm/wire/layout.h"
+
+namespace testkit {
+
+inline int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+/// A segment name no other test (or concurrent run) uses: tag, pid and a per-process counter.
+inline std::string UniqueName(const std::string& tag) {
+  static std::atomic<uint32_t> counter{0};
+  return "shmrel-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+/// An order-sensitive 64-bit checksum, eight bytes at a time (the soak checksums gigabytes): catches torn,
+/// shifted or misplaced bytes.
+inline uint64_t Checksum(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h ^ n;
+}
+
+/// splitmix64: a seeded generator whose sequence is the same on every platform (replayable seeds).
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed) {}
+  uint64_t Next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  uint32_t Below(uint32_t n) { return n == 0 ? 0 : static_cast<uint32_t>(Next() % n); }
+  void Fill(uint8_t* p, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const uint64_t v = Next();
+      std::memcpy(p + i, &v, 8);
+    }
+    for (; i < n; ++i) p[i] = static_cast<uint8_t>(Next());
+  }
+};
+
+inline void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+inline uint64_t Get64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// ---- The echo protocol used by the reliability peers ------------------------------------------------------
+// Request: [id u64][payload...]. Answer: [id u64][checksum of the whole request u64][server pid u64]
+// [checksum of the first 24 bytes u64]. The caller checks that the answer names its own id (no misdelivery,
+// no stale answer) and the checksum of what it sent (no torn request), and the answer's own checksum.
+constexpr size_t kEchoAnswerSize = 32;
+
+inline std::vector<uint8_t> MakeEchoRequest(uint64_t id, size_t size, Rng& rng) {
+  std::vector<uint8_t> r(size < 8 ? 8 : size);
+  Put64(r.data(), id);
+  rng.Fill(r.data() + 8, r.size() - 8);
+  return r;
+}
+
+/// Writes the answer into `out` (>= kEchoAnswerSize bytes). Returns false if the request is too short.
+inline bool WriteEchoAnswer(const uint8_t* req, size_t n, uint8_t* out, uint64_t server_pid) {
+  if (n < 8) return false;
+  Put64(out, Get64(req));
+  Put64(out + 8, Checksum(req, n));
+  Put64(out + 16, server_pid);
+  Put64(out + 24, Checksum(out, 24));
+  return true;
+}
+
+enum class EchoCheck { kOk, kWrongId, kBadRequestChecksum, kBadAnswer };
+inline EchoCheck CheckEchoAnswer(const std::vector<uint8_t>& req, const std::vector<uint8_t>& ans) {
+  if (ans.size() != kEchoAnswerSize || Get64(ans.data() + 24) != Checksum(ans.data(), 24)) {
+    return EchoCheck::kBadAnswer;
+  }
+  if (Get64(ans.data()) != Get64(req.data())) return EchoCheck::kWrongId;
+  if (Get64(ans.data() + 8) != Checksum(req.data(), req.size())) return EchoCheck::kBadRequestChecksum;
+  return EchoCheck::kOk;
+}
+
+// ---- Child processes ----------------------------------------------------------------------------------------
+
+/// Options for Spawn. The child gets the write end of a pipe as fd 3 (its notification channel) and dies with
+/// its parent (PR_SET_PDEATHSIG), so a failing test never leaves a peer behind.
+struct SpawnOptions {
+  int uid = -1;  ///< setuid to this in the child (after setgid), if >= 0
+  int gid = -1;  ///< setgid (and clear supplementary groups), if >= 0
+};
+
+class Child {
+ public:
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  Child(Child&& o) noexcept { *this = std::move(o); }
+  Child& operator=(Child&& o) noexcept {
+    std::swap(pid_, o.pid_);
+    std::swap(fd_, o.fd_);
+    std::swap(buf_, o.buf_);
+    return *this;
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int st;
+      ::waitpid(pid_, &st, 0);
+    }
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  /// fork + exec argv[0] with argv. Returns false (with errno) if fork or pipe failed.
+  bool Spawn(const std::vector<std::string>& argv, const SpawnOptions& opt = {}) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return false;
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) return false;
+    if (pid == 0) {
+      // Child: async-signal-safe calls only until exec.
+      if (opt.gid >= 0 && (::setgroups(0, nullptr) != 0 || ::setgid(static_cast<gid_t>(opt.gid)) != 0)) _exit(125);
+      if (opt.uid >= 0 && ::setuid(static_cast<uid_t>(opt.uid)) != 0) _exit(125);
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // after setuid, which clears it
+      if (::getppid() != parent) _exit(124);
+      if (::dup2(p[1], 3) < 0) _exit(125);  // dup2 clears O_CLOEXEC on fd 3
+      ::execv(args[0], args.data());
+      _exit(127);
+    }
+    ::close(p[1]);
+    pid_ = pid;
+    fd_ = p[0];
+    return true;
+  }
+
+  pid_t pid() const { return pid_; }
+
+  /// Next line the child wrote on fd 3, waiting until `timeout_ms`. Empty on timeout or end of file.
+  std::string ReadLine(int timeout_ms) {
+    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+    for (;;) {
+      size_t nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      const int64_t left = deadline - NowNs();
+      if (left <= 0 || fd_ < 0) return "";
+      pollfd pfd{fd_, POLLIN, 0};
+      int r = ::poll(&pfd, 1, static_cast<int>(left / 1000000 + 1));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) continue;
+      char tmp[512];
+      ssize_t n = ::read(fd_, tmp, sizeof tmp);
+      if (n <= 0) {
+        ::close(fd_);
+        fd_ = -1;
+        return "";
+      }
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+  }
+
+  /// Read lines until one starts with `prefix`; returns it (empty on timeout).
+  std::string WaitFor(const std::string& prefix, int timeout_ms) {
+    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+    for (;;) {
+      const int64_t left_ms = (deadline - NowNs()) / 1000000;
+      if (left_ms <= 0) return "";
+      std::string line = ReadLine(static_cast<int>(left_ms));
+      if (line.empty() && fd_ < 0) return "";
+      if (line.compare(0, prefix.size(), prefix) == 0) return line;
+    }
+  }
+
+  void Kill(int sig = SIGKILL) const {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+
+  /// Reap the child, waiting at most timeout_ms. Returns the wait status, or -1 on timeout.
+  int Reap(int timeout_ms) {
+    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+    while (pid_ > 0) {
+      int st = 0;
+      pid_t r = ::waitpid(pid_, &st, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return st;
+      }
+      if (NowNs() >= deadline) return -1;
+      ::usleep(2000);  // polling a child's exit; bounded by the deadline above
+    }
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string buf_;
+};
+
+/// Exit code of a wait status, or 128 + signal, or -1.
+inline int ExitCode(int status) {
+  if (status < 0) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+/// The state letter of /proc/<pid>/stat ('Z' for a dead process not yet reaped), or '?' if unreadable.
+inline char ProcState(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s;
+  std::getline(f, s);
+  size_t p = s.rfind(')');
+  return (p == std::string::npos || p + 2 >= s.size()) ? '?' : s[p + 2];
+}
+
+/// Wait until `pid` (a child) has completely exited — every thread gone, so the kernel has closed its files
+/// and dropped its locks — without reaping it (WNOWAIT): it stays a zombie. false on timeout.
+inline bool WaitDeadUnreaped(pid_t pid, int timeout_ms) {
+  const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+  for (;;) {
+    siginfo_t info;
+    std::memset(&info, 0, sizeof info);
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT | WNOHANG) == 0 && info.si_pid == pid) {
+      return true;
+    }
+    if (NowNs() >= deadline) return false;
+    ::usleep(1000);
+  }
+}
+
+/// Write a line on fd 3 (a peer's notification channel). Thread-safe (one write call per line).
+inline void Notify(const std::string& line) {
+  std::string l = line + "\n";
+  ssize_t r = ::write(3, l.data(), l.size());
+  (void)r;
+}
+
+// ---- A read-only view of a segment's slot control words ---------------------------------------------------
+class SegmentView {
+ public:
+  explicit SegmentView(const std::string& name) {
+    int fd = ::open(("/dev/shm/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    shm::wire::SegmentHeader h;
+    if (::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h)) {
+      slots_ = h.host_slots.load() + h.guest_slots.load();
+      host_slots_ = h.host_slots.load();
+      size_ = shm::wire::kSegmentHeaderSize + size_t{shm::wire::kSlotHeaderSize} * slots_;
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+      if (p != MAP_FAILED) base_ = static_cast<const uint8_t*>(p);
+    }
+    ::close(fd);
+  }
+  ~SegmentView() {
+    if (base_) ::munmap(const_cast<uint8_t*>(base_), size_);
+  }
+  bool ok() const { return base_ != nullptr; }
+  uint32_t slots() const { return slots_; }
+  uint32_t host_slots() const { return host_slots_; }
+  uint32_t Ctl(uint32_t i) const {
+    auto* h = reinterpret_cast<const shm::wire::SlotHeader*>(base_ + shm::wire::kSegmentHeaderSize +
+                                                             size_t{shm::wire::kSlotHeaderSize} * i);
+    return h->ctl.load(std::memory_order_acquire);
+  }
+  uint32_t State(uint32_t i) const { return shm::wire::CtlState(Ctl(i)); }
+  /// Slots not FREE, as "index:state" (empty when every slot is FREE).
+  std::string Busy() const {
+    std::string s;
+    for (uint32_t i = 0; i < slots_; ++i) {
+      if (State(i) != 0) s += std::to_string(i) + ":" + std::to_string(State(i)) + " ";
+    }
+    return s;
+  }
+  /// Wait until every slot is FREE (or timeout); returns the busy list seen last.
+  std::string WaitAllFree(int timeout_ms) const {
+    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+    for (;;) {
+      std::string b = Busy();
+      if (b.empty() || NowNs() >= deadline) return b;
+      ::usleep(1000);
+    }
+  }
+
+ private:
+  const uint8_t* base_ = nullptr;
+  size_t size_ = 0;
+  uint32_t slots_ = 0, host_slots_ = 0;
+};
+
+inline bool FileExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+/// Open descriptors of this process.
+inline int CountFds() {
+  int n = 0;
+  if (auto* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n - 2;
+}
+
+/// Lines of /proc/self/maps (one per mapping).
+inline int CountMaps() {
+  std::ifstream f("/proc/self/maps");
+  std::string line;
+  int n = 0;
+  while (std::getline(f, line)) ++n;
+  return n;
+}
+
+}  // namespace testkit
