@@ -1,0 +1,66 @@
+// Helpers shared by the unit tests.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "shm/detail/wait.h"
+#include "shm/platform/platform.h"
+#include "shm/wire/protocol.h"
+
+namespace shm_unit {
+
+/// A segment name no other test, build or concurrent ctest process uses: tag, pid and a per-process counter.
+inline std::string UniqueName(const std::string& tag) {
+  static std::atomic<int> counter{0};
+  return "shm-unit-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+/// Whether /dev/shm/<name> exists.
+inline bool SegmentFileExists(const std::string& name) {
+  struct stat st;
+  return ::stat(("/dev/shm/" + name).c_str(), &st) == 0;
+}
+
+/// Poll `cond` until it holds or `timeout` passes (a generous bound for conditions another thread sets).
+template <typename Cond>
+bool WaitUntil(Cond cond, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+struct WakeResult {
+  bool slept = false;  // the waiter published kWaiting before `wake` ran
+  shm::detail::WaitStatus status = shm::detail::WaitStatus::kTimeout;
+  int64_t latency_ns = 0;  // from just before `wake` to the waiter's return
+};
+
+/// Runs `wait` (returning a WaitStatus) on a thread; once it has published kWaiting on `word` (it sleeps or is
+/// about to), runs `wake` and measures how long the waiter takes to return.
+template <typename Wait, typename Wake>
+WakeResult WakeLatency(std::atomic<uint32_t>& word, Wait wait, Wake wake) {
+  WakeResult r;
+  std::atomic<int64_t> returned_at{0};
+  std::thread waiter([&] {
+    r.status = wait();
+    returned_at.store(shm::platform::MonotonicNs());
+  });
+  r.slept = WaitUntil([&] { return (word.load() & shm::wire::kWaiting) != 0; });
+  const int64_t woke_at = shm::platform::MonotonicNs();
+  wake();
+  waiter.join();
+  r.latency_ns = returned_at.load() - woke_at;
+  return r;
+}
+
+}  // namespace shm_unit
