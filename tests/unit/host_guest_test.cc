@@ -1,0 +1,637 @@
+// A DirectHost and a DirectGuest in one test process (their OFD locks conflict even within one process, so they
+// behave as two peers). Calls, zero-copy slots, wire errors, and the host's name lifecycle. Separate-process
+// behaviour is the multi-process tier's.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shm/detail/segment.h"
+#include "shm/guest.h"
+#include "shm/host.h"
+#include "shm/log.h"
+#include "unit_util.h"
+
+namespace {
+
+using shm::ErrorCode;
+using shm::Message;
+using shm::MsgType;
+using shm::MutableBytes;
+using shm::Reply;
+using shm::wire::WireError;
+using namespace std::chrono_literals;
+
+constexpr uint32_t kPayload = 256;
+const MsgType kAppType = static_cast<MsgType>(200);
+
+std::string Str(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }
+std::string Str(shm::Bytes b) { return std::string(b.as_string_view()); }
+
+// Copies the request to the start of the response buffer, with an application type.
+Reply Echo(const Message& m, MutableBytes out) {
+  std::memcpy(out.data(), m.data.data(), m.data.size());
+  return Reply{static_cast<int32_t>(m.data.size()), kAppType};
+}
+
+shm::HostConfig HostConfigFor(const std::string& name) {
+  shm::HostConfig c;
+  c.name = name;
+  c.host_slots = 2;
+  c.guest_slots = 1;
+  c.payload_size = kPayload;
+  return c;
+}
+
+shm::GuestConfig GuestConfigFor(const std::string& name) {
+  shm::GuestConfig c;
+  c.name = name;
+  c.connect_timeout = 10s;
+  return c;
+}
+
+// What the handler last saw, copied out of the slot.
+struct Seen {
+  std::string bytes;
+  MsgType type = MsgType::NORMAL;
+  bool end_aligned = false;
+  uint32_t slot = UINT32_MAX;
+  uintptr_t end_address = 0;
+};
+
+// A host and a guest serving its slots. The handler runs on guest worker threads while the test thread waits
+// in a call: the two are ordered only through the segment, which ThreadSanitizer cannot follow here because
+// host and guest map it at different addresses. So what the test and the handler share goes through a mutex.
+class HostGuest : public ::testing::Test {
+ protected:
+  using HandlerFn = std::function<Reply(const Message&, MutableBytes)>;
+
+  void SetUp() override {
+    name_ = shm_unit::UniqueName("hg");
+    auto h = host_.Init(HostConfigFor(name_));
+    ASSERT_TRUE(h.ok()) << h.error().ToString();
+    auto g = guest_.Connect(GuestConfigFor(name_));
+    ASSERT_TRUE(g.ok()) << g.error().ToString();
+    auto s = guest_.Start([this](const Message& m, MutableBytes out) {
+      HandlerFn fn;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++calls_;
+        seen_.bytes = Str(m.data);
+        seen_.type = m.type;
+        seen_.end_aligned = m.end_aligned;
+        seen_.slot = m.slot;
+        seen_.end_address = reinterpret_cast<uintptr_t>(m.data.end());
+        fn = handler_;
+      }
+      return fn(m, out);
+    });
+    ASSERT_TRUE(s.ok()) << s.error().ToString();
+  }
+  void TearDown() override {
+    guest_.Close();
+    host_.Shutdown();
+    EXPECT_FALSE(shm_unit::SegmentFileExists(name_));
+  }
+
+  void SetHandler(HandlerFn fn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    handler_ = std::move(fn);
+  }
+  int calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  Seen seen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+
+  // Expects a call to fail with kRemote carrying `wire`.
+  void ExpectRemote(const shm::Result<MsgType>& r, WireError wire) {
+    ASSERT_FALSE(r.ok()) << "succeeded with type " << static_cast<uint32_t>(*r);
+    EXPECT_EQ(r.error().code(), ErrorCode::kRemote) << r.error().ToString();
+    EXPECT_EQ(r.error().remote(), wire) << r.error().ToString();
+    EXPECT_NE(r.error().message().find(shm::wire::ToString(wire)), std::string::npos) << r.error().message();
+  }
+
+  std::string name_;
+  shm::DirectHost host_;
+  shm::DirectGuest guest_;
+
+ private:
+  std::mutex mu_;
+  HandlerFn handler_ = Echo;
+  int calls_ = 0;
+  Seen seen_;
+};
+
+// ---- Copying calls -----------------------------------------------------------------------------------------------
+
+TEST_F(HostGuest, RoundTripDeliversRequestAndResponse) {
+  SetHandler([](const Message& m, MutableBytes out) {
+    const std::string answer = "answer to " + Str(m.data);
+    std::memcpy(out.data(), answer.data(), answer.size());
+    return Reply{static_cast<int32_t>(answer.size()), MsgType::APP_START};
+  });
+  std::vector<uint8_t> response;
+  auto r = host_.Send("hello", static_cast<MsgType>(130), response);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(*r, MsgType::APP_START);
+  EXPECT_EQ(Str(response), "answer to hello");
+  const Seen seen_now = seen();
+  EXPECT_EQ(seen_now.bytes, "hello");
+  EXPECT_EQ(seen_now.type, static_cast<MsgType>(130));
+  EXPECT_FALSE(seen_now.end_aligned);
+  EXPECT_LT(seen_now.slot, 2u);
+  EXPECT_EQ(calls(), 1);
+}
+
+TEST_F(HostGuest, ManyCallsOnEverySlotEachGetTheirOwnAnswer) {
+  std::vector<uint8_t> response;
+  for (int i = 0; i < 200; ++i) {
+    const std::string req = "request-" + std::to_string(i);
+    auto r = (i % 3 == 0) ? host_.Send(req, MsgType::NORMAL, response)
+                          : host_.SendToSlot(static_cast<uint32_t>(i % 2), req, MsgType::NORMAL, response);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.error().ToString();
+    ASSERT_EQ(Str(response), req);
+  }
+  EXPECT_EQ(calls(), 200);
+}
+
+TEST_F(HostGuest, EmptyRequestAndEmptyResponse) {
+  SetHandler([](const Message& m, MutableBytes) {
+    return Reply{0, m.data.empty() ? MsgType::NORMAL : kAppType};
+  });
+  std::vector<uint8_t> response{1, 2, 3};
+  auto r = host_.Send(shm::Bytes(), MsgType::NORMAL, response);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(*r, MsgType::NORMAL);
+  EXPECT_TRUE(response.empty());
+}
+
+TEST_F(HostGuest, FullCapacityRequestFits) {
+  const std::string req(kPayload, 'x');
+  std::vector<uint8_t> response;
+  auto r = host_.Send(req, MsgType::NORMAL, response);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(response), req);
+}
+
+TEST_F(HostGuest, RequestTooLargeIsRefusedBeforeSending) {
+  const std::string big(kPayload + 1, 'x');
+  std::vector<uint8_t> response;
+  auto r = host_.Send(big, MsgType::NORMAL, response);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kTooLarge) << r.error().ToString();
+  EXPECT_NE(r.error().message().find(std::to_string(kPayload + 1)), std::string::npos) << r.error().message();
+  auto r2 = host_.SendToSlot(1, big, MsgType::NORMAL, response, {shm::kUseDefault, true});
+  ASSERT_FALSE(r2.ok());
+  EXPECT_EQ(r2.error().code(), ErrorCode::kTooLarge) << r2.error().ToString();
+  EXPECT_EQ(calls(), 0) << "nothing was sent";
+  // The slots were given back: calls on both still work.
+  for (uint32_t slot : {0u, 1u}) {
+    auto ok = host_.SendToSlot(slot, "fits", MsgType::NORMAL, response);
+    ASSERT_TRUE(ok.ok()) << ok.error().ToString();
+  }
+}
+
+TEST_F(HostGuest, ReservedRequestTypeIsRefusedBeforeSending) {
+  std::vector<uint8_t> response;
+  for (uint32_t t : {2u, 3u, 4u, 9u, 12u, 100u, 126u, 127u}) {
+    auto r = host_.Send("x", static_cast<MsgType>(t), response);
+    ASSERT_FALSE(r.ok()) << "type " << t;
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgs) << r.error().ToString();
+    EXPECT_NE(r.error().message().find("reserved"), std::string::npos) << r.error().message();
+  }
+  EXPECT_EQ(calls(), 0);
+  auto ok = host_.Send("x", MsgType::GUEST_CALL, response);
+  EXPECT_TRUE(ok.ok()) << ok.error().ToString();
+}
+
+TEST_F(HostGuest, HandlerResponseTooLargeIsAnsweredWithResponseTooLarge) {
+  std::vector<uint8_t> response;
+  for (int32_t size : {static_cast<int32_t>(kPayload) + 1, -static_cast<int32_t>(kPayload) - 1, INT32_MAX, INT32_MIN}) {
+    SCOPED_TRACE(size);
+    SetHandler([size](const Message&, MutableBytes) { return Reply{size, MsgType::NORMAL}; });
+    ExpectRemote(host_.Send("x", MsgType::NORMAL, response), WireError::kResponseTooLarge);
+  }
+  EXPECT_EQ(calls(), 4);
+}
+
+TEST_F(HostGuest, HandlerThatThrowsFailsTheCallAndTheNextCallSucceeds) {
+  std::mutex mu;
+  std::vector<std::string> logged;
+  shm::SetLogSink([&](shm::LogLevel, std::string_view line) {
+    std::lock_guard<std::mutex> lock(mu);
+    logged.emplace_back(line);
+  });
+  std::vector<uint8_t> response;
+  SetHandler([](const Message&, MutableBytes) -> Reply { throw std::runtime_error("boom"); });
+  ExpectRemote(host_.Send("x", MsgType::NORMAL, response), WireError::kHandlerFailed);
+  SetHandler([](const Message&, MutableBytes) -> Reply { throw 42; });
+  ExpectRemote(host_.Send("x", MsgType::NORMAL, response), WireError::kHandlerFailed);
+  SetHandler(Echo);
+  for (uint32_t slot : {0u, 1u}) {  // every worker is still serving
+    auto r = host_.SendToSlot(slot, "after", MsgType::NORMAL, response);
+    ASSERT_TRUE(r.ok()) << r.error().ToString();
+    EXPECT_EQ(Str(response), "after");
+  }
+  shm::SetLogSink(nullptr);
+  std::lock_guard<std::mutex> lock(mu);
+  int threw = 0;
+  bool boom = false;
+  for (const auto& line : logged) {
+    threw += line.find("handler threw") != std::string::npos;
+    boom |= line.find("boom") != std::string::npos;
+  }
+  EXPECT_EQ(threw, 2) << "each exception is logged through the sink";
+  EXPECT_TRUE(boom) << "the log names what the handler threw";
+}
+
+TEST_F(HostGuest, HandlerFailureReplyFailsTheCall) {
+  SetHandler([](const Message&, MutableBytes) { return Reply::Failure(); });
+  std::vector<uint8_t> response;
+  ExpectRemote(host_.Send("x", MsgType::NORMAL, response), WireError::kHandlerFailed);
+}
+
+TEST_F(HostGuest, HandlerReplyingAReservedTypeFailsTheCall) {
+  std::vector<uint8_t> response;
+  for (uint32_t t : {1u, 2u, 3u, 50u, 126u}) {
+    SCOPED_TRACE(t);
+    SetHandler([t](const Message&, MutableBytes) { return Reply{0, static_cast<MsgType>(t)}; });
+    ExpectRemote(host_.Send("x", MsgType::NORMAL, response), WireError::kReservedType);
+  }
+}
+
+TEST_F(HostGuest, HeartbeatIsAnsweredWithoutCallingTheHandler) {
+  std::vector<uint8_t> response{9};
+  for (int i = 0; i < 3; ++i) {
+    auto r = host_.Send(i == 0 ? shm::Bytes() : shm::Bytes("probe"), MsgType::HEARTBEAT_REQ, response);
+    ASSERT_TRUE(r.ok()) << r.error().ToString();
+    EXPECT_EQ(*r, MsgType::HEARTBEAT_RESP);
+    EXPECT_TRUE(response.empty());
+  }
+  EXPECT_EQ(calls(), 0);
+  auto r = host_.Send("x", MsgType::NORMAL, response);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(calls(), 1);
+}
+
+TEST_F(HostGuest, EndAlignedRequestArrivesEndAligned) {
+  std::vector<uint8_t> response;
+  // (An empty request cannot be end-aligned on the wire: -0 is 0.)
+  for (const std::string& req : {std::string("tail"), std::string(kPayload, 't'), std::string(1, '1')}) {
+    SCOPED_TRACE(req.size());
+    auto r = host_.Send(req, MsgType::FLATBUFFER, response, {10s, true});
+    ASSERT_TRUE(r.ok()) << r.error().ToString();
+    const Seen seen_now = seen();
+    EXPECT_TRUE(seen_now.end_aligned);
+    EXPECT_EQ(seen_now.type, MsgType::FLATBUFFER);
+    EXPECT_EQ(seen_now.bytes, req);
+    EXPECT_EQ(seen_now.end_address % 64, 0u) << "end-aligned data ends on a cache line";
+    EXPECT_EQ(Str(response), req);
+  }
+}
+
+TEST_F(HostGuest, EndAlignedResponseArrivesWhole) {
+  SetHandler([](const Message& m, MutableBytes out) {
+    std::memcpy(out.end() - m.data.size(), m.data.data(), m.data.size());
+    return Reply{-static_cast<int32_t>(m.data.size()), MsgType::FLATBUFFER};
+  });
+  std::vector<uint8_t> response;
+  auto r = host_.Send("at the end", MsgType::NORMAL, response);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(*r, MsgType::FLATBUFFER);
+  EXPECT_EQ(Str(response), "at the end");
+}
+
+TEST_F(HostGuest, BusySlotsGiveNoFreeSlotAndSlotBusyAtTheDeadline) {
+  auto a = host_.GetZeroCopySlot(1s);
+  auto b = host_.GetZeroCopySlot(1s);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<uint8_t> response;
+  auto r = host_.Send("x", MsgType::NORMAL, response, {5ms});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kNoFreeSlot) << r.error().ToString();
+  auto r2 = host_.SendToSlot(a->index(), "x", MsgType::NORMAL, response, {5ms});
+  ASSERT_FALSE(r2.ok());
+  EXPECT_EQ(r2.error().code(), ErrorCode::kSlotBusy) << r2.error().ToString();
+  auto z = host_.GetZeroCopySlot(5ms);
+  ASSERT_FALSE(z.ok());
+  EXPECT_EQ(z.error().code(), ErrorCode::kNoFreeSlot);
+  a->Release();
+  auto r3 = host_.Send("x", MsgType::NORMAL, response, {10s});
+  EXPECT_TRUE(r3.ok()) << r3.error().ToString();
+}
+
+TEST_F(HostGuest, SendToSlotOutOfRangeIsInvalid) {
+  std::vector<uint8_t> response;
+  for (uint32_t slot : {2u, 3u, UINT32_MAX}) {
+    auto r = host_.SendToSlot(slot, "x", MsgType::NORMAL, response);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgs) << r.error().ToString();
+  }
+}
+
+// ---- Zero-copy slots ---------------------------------------------------------------------------------------------
+
+TEST_F(HostGuest, ZeroCopySlotWritesAndReadsInPlace) {
+  auto slot = host_.GetZeroCopySlot();
+  ASSERT_TRUE(slot.ok()) << slot.error().ToString();
+  ASSERT_TRUE(slot->valid());
+  EXPECT_EQ(slot->capacity(), kPayload);
+  MutableBytes buf = slot->RequestBuffer();
+  ASSERT_EQ(buf.size(), kPayload);
+  for (int i = 0; i < 3; ++i) {  // the held slot sends again from RESPONSE
+    const std::string req = "zero-copy " + std::to_string(i);
+    std::memcpy(buf.data(), req.data(), req.size());
+    auto r = slot->Send(static_cast<int32_t>(req.size()), kAppType);
+    ASSERT_TRUE(r.ok()) << r.error().ToString();
+    EXPECT_EQ(Str(slot->Response()), req);
+    EXPECT_EQ(slot->ResponseSize(), static_cast<int32_t>(req.size()));
+    EXPECT_EQ(slot->ResponseType(), kAppType);
+  }
+  slot->Release();
+  EXPECT_FALSE(slot->valid());
+  EXPECT_EQ(slot->RequestBuffer().size(), 0u);
+  EXPECT_TRUE(slot->Response().empty());
+  auto again = slot->Send(1);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(calls(), 3);
+}
+
+TEST_F(HostGuest, ZeroCopySlotReadsAnEndAlignedResponseInPlace) {
+  SetHandler([](const Message& m, MutableBytes out) {
+    std::memcpy(out.end() - m.data.size(), m.data.data(), m.data.size());
+    return Reply{-static_cast<int32_t>(m.data.size()), MsgType::NORMAL};
+  });
+  auto slot = host_.GetZeroCopySlot();
+  ASSERT_TRUE(slot.ok()) << slot.error().ToString();
+  std::memcpy(slot->RequestBuffer().data(), "abc", 3);
+  auto r = slot->Send(3);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(slot->ResponseSize(), -3);
+  EXPECT_EQ(Str(slot->Response()), "abc");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(slot->Response().end()) % 64, 0u);
+}
+
+TEST_F(HostGuest, SendFlatBufferSendsEndAlignedFlatBuffer) {
+  auto slot = host_.GetZeroCopySlot();
+  ASSERT_TRUE(slot.ok()) << slot.error().ToString();
+  MutableBytes buf = slot->RequestBuffer();
+  std::memset(buf.data(), '.', buf.size());
+  std::memcpy(buf.end() - 6, "fbdata", 6);  // where a FlatBufferBuilder leaves a finished buffer
+  auto r = slot->SendFlatBuffer(6);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  const Seen seen_now = seen();
+  EXPECT_EQ(seen_now.type, MsgType::FLATBUFFER);
+  EXPECT_TRUE(seen_now.end_aligned);
+  EXPECT_EQ(seen_now.bytes, "fbdata");
+  EXPECT_EQ(Str(slot->Response()), "fbdata");
+}
+
+TEST_F(HostGuest, ZeroCopySlotRefusesHostileSizesAndKeepsTheSlot) {
+  auto slot = host_.GetZeroCopySlot();
+  ASSERT_TRUE(slot.ok()) << slot.error().ToString();
+  const int32_t cap = static_cast<int32_t>(slot->capacity());
+  for (int32_t size : {INT32_MIN, INT32_MIN + 1, INT32_MAX, cap + 1, -(cap + 1)}) {
+    SCOPED_TRACE(size);
+    auto r = slot->Send(size);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), ErrorCode::kTooLarge) << r.error().ToString();
+    EXPECT_TRUE(slot->valid()) << "nothing was published, so the slot is still held";
+  }
+  for (int32_t size : {-1, -cap, INT32_MIN}) {
+    auto r = slot->SendFlatBuffer(size);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgs) << r.error().ToString();
+  }
+  auto big = slot->SendFlatBuffer(cap + 1);
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.error().code(), ErrorCode::kTooLarge);
+  auto reserved = slot->Send(1, MsgType::SYSTEM_ERROR);
+  ASSERT_FALSE(reserved.ok());
+  EXPECT_EQ(reserved.error().code(), ErrorCode::kInvalidArgs);
+  EXPECT_EQ(calls(), 0);
+  std::memcpy(slot->RequestBuffer().data(), "ok", 2);
+  auto r = slot->Send(2);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(slot->Response()), "ok");
+  // Full capacity, both directions.
+  EXPECT_TRUE(slot->Send(cap).ok());
+  EXPECT_TRUE(slot->Send(-cap).ok());
+}
+
+// ---- Guest calls --------------------------------------------------------------------------------------------------
+
+TEST_F(HostGuest, GuestCallServedByTheHostWorker) {
+  auto s = host_.Start([](const Message& m, MutableBytes out) {
+    const std::string a = "host saw " + Str(m.data);
+    std::memcpy(out.data(), a.data(), a.size());
+    return Reply{static_cast<int32_t>(a.size()), MsgType::GUEST_CALL};
+  });
+  ASSERT_TRUE(s.ok()) << s.error().ToString();
+  std::vector<uint8_t> response;
+  auto r = guest_.SendGuestCall("question", MsgType::GUEST_CALL, response);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(*r, MsgType::GUEST_CALL);
+  EXPECT_EQ(Str(response), "host saw question");
+  auto bad = guest_.SendGuestCall("x", MsgType::SYSTEM_ERROR, response);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgs);
+  host_.Stop();
+}
+
+TEST_F(HostGuest, GuestCallServedFromTheHostsOwnLoop) {
+  std::vector<uint8_t> response;
+  shm::Result<MsgType> result = shm::Error(ErrorCode::kClosed, "not run");
+  std::thread caller([&] { result = guest_.SendGuestCall("loop", MsgType::NORMAL, response, {10s}); });
+  auto pending = host_.WaitForGuestCalls(10s);
+  ASSERT_TRUE(pending.ok()) << pending.error().ToString();
+  ASSERT_TRUE(*pending);
+  auto served = host_.ProcessGuestCalls(Echo);
+  caller.join();
+  ASSERT_TRUE(served.ok()) << served.error().ToString();
+  EXPECT_EQ(*served, 1u);
+  ASSERT_TRUE(result.ok()) << result.error().ToString();
+  EXPECT_EQ(Str(response), "loop");
+}
+
+TEST_F(HostGuest, SendShutdownEndsTheGuestsWorkers) {
+  ASSERT_TRUE(host_.SendShutdown().ok());
+  auto w = guest_.Wait(10s);
+  EXPECT_TRUE(w.ok()) << w.error().ToString();
+  std::vector<uint8_t> response;
+  auto r = host_.Send("x", MsgType::NORMAL, response);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kShuttingDown);
+}
+
+TEST_F(HostGuest, SecondGuestIsRefused) {
+  shm::DirectGuest second;
+  auto r = second.Connect(GuestConfigFor(name_));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kGuestAlreadyConnected) << r.error().ToString();
+  EXPECT_NE(r.error().message().find(std::to_string(::getpid())), std::string::npos) << r.error().message();
+}
+
+// ---- Lifetimes and names -----------------------------------------------------------------------------------------
+
+TEST(ZeroCopyLifetime, SlotOutlivingItsHostIsHarmless) {
+  const std::string name = shm_unit::UniqueName("outlive");
+  auto host = std::make_unique<shm::DirectHost>();
+  ASSERT_TRUE(host->Init(HostConfigFor(name)).ok());
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  ASSERT_TRUE(guest.Start(Echo).ok());
+  auto slot = host->GetZeroCopySlot();
+  ASSERT_TRUE(slot.ok()) << slot.error().ToString();
+  std::memcpy(slot->RequestBuffer().data(), "before", 6);
+  ASSERT_TRUE(slot->Send(6).ok());
+  ASSERT_EQ(Str(slot->Response()), "before");
+
+  host.reset();  // unmaps the segment the slot pointed into
+  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  EXPECT_FALSE(slot->valid());
+  EXPECT_EQ(slot->RequestBuffer().data(), nullptr);
+  EXPECT_EQ(slot->RequestBuffer().size(), 0u);
+  EXPECT_TRUE(slot->Response().empty()) << "no view into the unmapped response buffer";
+  auto r = slot->Send(6);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kClosed) << r.error().ToString();
+  auto f = slot->SendFlatBuffer(6);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.error().code(), ErrorCode::kClosed);
+  slot->Release();
+  slot->Release();
+  EXPECT_TRUE(guest.Wait(10s).ok());
+  guest.Close();
+}
+
+TEST(ZeroCopyLifetime, SlotOfAnUninitialisedOrShutDownHost) {
+  shm::DirectHost host;
+  auto none = host.GetZeroCopySlot(1ms);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code(), ErrorCode::kClosed);
+  const std::string name = shm_unit::UniqueName("zc-shut");
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  auto held = host.GetZeroCopySlot(1s);
+  ASSERT_TRUE(held.ok());
+  host.Shutdown();
+  auto after = host.GetZeroCopySlot(1ms);
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code(), ErrorCode::kShuttingDown);
+  auto r = held->Send(0, MsgType::NORMAL, 1s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kShuttingDown) << r.error().ToString();
+}
+
+TEST(HostName, SecondHostOnTheSameNameIsRefusedWithTheHoldersPid) {
+  const std::string name = shm_unit::UniqueName("twice");
+  shm::DirectHost first;
+  ASSERT_TRUE(first.Init(HostConfigFor(name)).ok());
+  shm::DirectHost second;
+  auto r = second.Init(HostConfigFor(name));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kHostAlreadyRunning) << r.error().ToString();
+  EXPECT_NE(r.error().message().find("pid " + std::to_string(::getpid())), std::string::npos) << r.error().message();
+  EXPECT_FALSE(second.initialized());
+  EXPECT_TRUE(shm_unit::SegmentFileExists(name)) << "the refused host must not remove the holder's segment";
+
+  // The first host still works: a guest attaches to it, not to anything the second one made.
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  guest.Close();
+
+  first.Shutdown();
+  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  auto again = second.Init(HostConfigFor(name));
+  ASSERT_TRUE(again.ok()) << again.error().ToString();
+  EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+  second.Shutdown();
+  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+}
+
+TEST(HostName, DestructorRemovesTheName) {
+  const std::string name = shm_unit::UniqueName("dtor");
+  {
+    shm::DirectHost host;
+    ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+    EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+  }
+  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  shm::DirectHost next;
+  EXPECT_TRUE(next.Init(HostConfigFor(name)).ok());
+}
+
+TEST(HostName, ShutdownIsIdempotentAndEndsCalls) {
+  const std::string name = shm_unit::UniqueName("idem");
+  shm::DirectHost host;
+  std::vector<uint8_t> response;
+  auto before = host.Send("x", MsgType::NORMAL, response);
+  ASSERT_FALSE(before.ok());
+  EXPECT_EQ(before.error().code(), ErrorCode::kClosed);
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  auto twice = host.Init(HostConfigFor(name));
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.error().code(), ErrorCode::kInvalidArgs) << twice.error().ToString();
+  host.Shutdown();
+  host.Shutdown();
+  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  auto after = host.Send("x", MsgType::NORMAL, response);
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code(), ErrorCode::kShuttingDown);
+  // A host that was shut down may take the name again.
+  auto again = host.Init(HostConfigFor(name));
+  ASSERT_TRUE(again.ok()) << again.error().ToString();
+  EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+}
+
+// The file a host creates is what SPECIFICATION.md says: mode as configured, and a header that validates to
+// the configured geometry.
+TEST(HostName, SegmentFileHasTheConfiguredModeAndAValidHeader) {
+  for (uint32_t mode : {0600u, 0640u}) {
+    const std::string name = shm_unit::UniqueName("file");
+    auto c = HostConfigFor(name);
+    c.mode = mode;
+    c.payload_size = 100;
+    shm::DirectHost host;
+    ASSERT_TRUE(host.Init(c).ok());
+    const std::string path = "/dev/shm/" + name;
+    struct stat st;
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, mode);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    uint8_t header[256];
+    ASSERT_EQ(::pread(fd, header, sizeof header, 0), 256);
+    ::close(fd);
+    auto g = shm::detail::ValidateHeader(header, sizeof header, static_cast<uint64_t>(st.st_size));
+    ASSERT_TRUE(g.ok()) << g.error().ToString();
+    EXPECT_EQ(g->host_slots, 2u);
+    EXPECT_EQ(g->guest_slots, 1u);
+    EXPECT_EQ(g->host_payload, 128u);
+    EXPECT_EQ(g->guest_payload, 128u);
+    EXPECT_EQ(static_cast<uint64_t>(st.st_size), shm::wire::SegmentSize(*g));
+    uint32_t pid = 0;
+    std::memcpy(&pid, header + offsetof(shm::wire::SegmentHeader, host_pid), 4);
+    EXPECT_EQ(pid, static_cast<uint32_t>(::getpid()));
+  }
+}
+
+}  // namespace

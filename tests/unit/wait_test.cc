@@ -1,0 +1,210 @@
+// Waiting and deadlines in one process: detail::WaitFor, Nudge, SpinPolicy, and a short call timeout on a real
+// DirectHost.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <vector>
+
+#include "shm/detail/wait.h"
+#include "shm/host.h"
+#include "shm/platform/platform.h"
+#include "shm/wire/protocol.h"
+#include "unit_util.h"
+
+namespace {
+
+using shm::detail::SpinPolicy;
+using shm::detail::WaitFor;
+using shm::detail::WaitStatus;
+using shm::platform::MonotonicNs;
+
+constexpr int64_t kMs = 1000000;
+
+TEST(WaitFor, ReturnsReadyAtOnceWhenThePredicateHolds) {
+  std::atomic<uint32_t> word{7};
+  SpinPolicy policy;
+  uint32_t observed = 0;
+  int aborts = 0;
+  const auto st = WaitFor(
+      word, nullptr, MonotonicNs() + 10000 * kMs, policy, [](uint32_t w) { return w == 7; },
+      [&](bool) { return ++aborts, false; }, &observed);
+  EXPECT_EQ(st, WaitStatus::kReady);
+  EXPECT_EQ(observed, 7u);
+  EXPECT_EQ(aborts, 0);
+  EXPECT_EQ(word.load(), 7u) << "a satisfied wait never publishes kWaiting";
+}
+
+TEST(WaitFor, TimesOutAtItsDeadlineWhenNothingHappens) {
+  std::atomic<uint32_t> word{0};
+  SpinPolicy policy;
+  uint32_t observed = 0;
+  const int64_t start = MonotonicNs();
+  const int64_t deadline = start + 20 * kMs;
+  const auto st = WaitFor(
+      word, nullptr, deadline, policy, [](uint32_t) { return false; }, [](bool) { return false; }, &observed);
+  const int64_t end = MonotonicNs();
+  EXPECT_EQ(st, WaitStatus::kTimeout);
+  EXPECT_GE(end, deadline) << "returned before its deadline";
+  EXPECT_LT(end - start, 5000 * kMs) << "the deadline bounds the wait";
+  EXPECT_EQ(word.load(), shm::wire::kWaiting) << "it slept: it published kWaiting";
+}
+
+TEST(WaitFor, PastDeadlineTimesOutWithoutSleeping) {
+  std::atomic<uint32_t> word{0};
+  SpinPolicy policy;
+  uint32_t observed = 0;
+  const int64_t start = MonotonicNs();
+  const auto st = WaitFor(
+      word, nullptr, start - 1, policy, [](uint32_t) { return false; }, [](bool) { return false; }, &observed);
+  EXPECT_EQ(st, WaitStatus::kTimeout);
+  EXPECT_LT(MonotonicNs() - start, 5000 * kMs);
+}
+
+TEST(WaitFor, UsesTheGivenWaitingBit) {
+  std::atomic<uint32_t> doorbell{8};  // a counter value with bit 0 clear
+  SpinPolicy policy;
+  uint32_t observed = 0;
+  const auto st = WaitFor(
+      doorbell, nullptr, MonotonicNs() + 5 * kMs, policy, [](uint32_t) { return false; },
+      [](bool) { return false; }, &observed, shm::wire::kDoorbellWaiting);
+  EXPECT_EQ(st, WaitStatus::kTimeout);
+  EXPECT_EQ(doorbell.load(), 8u | shm::wire::kDoorbellWaiting);
+}
+
+TEST(WaitFor, CheapAbortStopsTheWait) {
+  std::atomic<uint32_t> word{0};
+  SpinPolicy policy;
+  uint32_t observed = 0;
+  const auto st = WaitFor(
+      word, nullptr, MonotonicNs() + 10000 * kMs, policy, [](uint32_t) { return false; },
+      [](bool slow) { return !slow; }, &observed);
+  EXPECT_EQ(st, WaitStatus::kAborted);
+}
+
+TEST(WaitFor, SlowChecksRunWhileSleeping) {
+  std::atomic<uint32_t> word{0};
+  SpinPolicy policy;
+  uint32_t observed = 0;
+  int slow_checks = 0;
+  const int64_t start = MonotonicNs();
+  const auto st = WaitFor(
+      word, nullptr, start + 10000 * kMs, policy, [](uint32_t) { return false; },
+      [&](bool slow) { return slow && ++slow_checks == 2; }, &observed);
+  EXPECT_EQ(st, WaitStatus::kAborted) << "a sleeper wakes every liveness slice for its slow checks";
+  EXPECT_EQ(slow_checks, 2);
+  EXPECT_GE(MonotonicNs() - start, shm::detail::kLivenessSliceNs) << "slow checks are at most one per slice";
+}
+
+// Nudge makes a sleeper re-check a condition kept outside the word. The waiter must return because it was
+// woken, not because its 50 ms liveness slice ran out: the best of three rounds returns well within it.
+TEST(Nudge, WakesASleepingWaiterWhoseAbortHookThenReturnsTrue) {
+  int64_t best = INT64_MAX;
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<uint32_t> word{shm::wire::MakeCtl(shm::wire::SlotState::kRequest, 3)};
+    std::atomic<bool> stop{false};
+    SpinPolicy policy;
+    const auto r = shm_unit::WakeLatency(
+        word,
+        [&] {
+          uint32_t observed = 0;
+          return WaitFor(
+              word, nullptr, MonotonicNs() + 60000 * kMs, policy, [](uint32_t) { return false; },
+              [&](bool) { return stop.load(std::memory_order_seq_cst); }, &observed);
+        },
+        [&] {
+          stop.store(true, std::memory_order_seq_cst);
+          shm::detail::Nudge(word);
+        });
+    ASSERT_TRUE(r.slept) << "the waiter never published kWaiting";
+    EXPECT_EQ(r.status, WaitStatus::kAborted);
+    EXPECT_EQ(word.load(), shm::wire::MakeCtl(shm::wire::SlotState::kRequest, 3)) << "Nudge clears only kWaiting";
+    best = std::min(best, r.latency_ns);
+  }
+  RecordProperty("best_wake_latency_ns", static_cast<int>(best));
+  EXPECT_LT(best, 25 * kMs) << "best wake latency " << best << " ns: Nudge did not wake the sleeper";
+}
+
+TEST(Nudge, LeavesAWordWithoutSleepersUnchanged) {
+  const uint32_t v = shm::wire::MakeCtl(shm::wire::SlotState::kServing, 9);
+  std::atomic<uint32_t> word{v};
+  shm::detail::Nudge(word);
+  EXPECT_EQ(word.load(), v);
+}
+
+// ---- SpinPolicy --------------------------------------------------------------------------------------------------
+
+TEST(SpinPolicy, StartsAtTheInitialCost) {
+  SpinPolicy p;
+  EXPECT_EQ(p.wake_cost_ns(), SpinPolicy::kInitialCostNs);
+  EXPECT_EQ(p.budget_ns(), 2 * SpinPolicy::kInitialCostNs);
+}
+
+TEST(SpinPolicy, ClampsBudgetToTheMinimumForCheapWakeUps) {
+  SpinPolicy p;
+  for (int i = 0; i < 500; ++i) p.Observe(100);
+  EXPECT_LT(p.wake_cost_ns(), SpinPolicy::kMinBudgetNs / 2);
+  EXPECT_EQ(p.budget_ns(), SpinPolicy::kMinBudgetNs);
+}
+
+TEST(SpinPolicy, ClampsBudgetToTheMaximumForCostlyWakeUps) {
+  SpinPolicy p;
+  for (int i = 0; i < 500; ++i) p.Observe(9 * kMs);
+  EXPECT_GT(p.wake_cost_ns(), SpinPolicy::kMaxBudgetNs);
+  EXPECT_EQ(p.budget_ns(), SpinPolicy::kMaxBudgetNs);
+}
+
+// The budget is twice the measured cost (wait.h), inside the clamps.
+TEST(SpinPolicy, FollowsTheMeasuredCost) {
+  SpinPolicy p;
+  for (int i = 0; i < 500; ++i) p.Observe(20000);
+  EXPECT_NEAR(static_cast<double>(p.wake_cost_ns()), 20000.0, 10.0);
+  EXPECT_NEAR(static_cast<double>(p.budget_ns()), 40000.0, 20.0);
+  p.Observe(100000);  // one sample moves it by 1/8 of the difference
+  EXPECT_NEAR(static_cast<double>(p.wake_cost_ns()), 30000.0, 10.0);
+}
+
+TEST(SpinPolicy, IgnoresAbsurdSamples) {
+  SpinPolicy p;
+  for (int64_t s : {int64_t{0}, int64_t{-1}, int64_t{-1000000}, 10 * kMs + 1, int64_t{INT64_MAX}, int64_t{INT64_MIN}}) {
+    p.Observe(s);
+    EXPECT_EQ(p.wake_cost_ns(), SpinPolicy::kInitialCostNs) << "sample " << s;
+  }
+  p.Observe(10 * kMs);  // the largest plausible sample counts
+  EXPECT_NE(p.wake_cost_ns(), SpinPolicy::kInitialCostNs);
+}
+
+// ---- A short call timeout on a real host ----------------------------------------------------------------------
+
+// Acceptance bound (issue item 13): a 1 ms timeout returns in well under 50 ms.
+TEST(CallTimeout, OneMillisecondTimeoutWithoutGuestReturnsTimeoutPromptly) {
+  shm::HostConfig c;
+  c.name = shm_unit::UniqueName("timeout");
+  c.host_slots = 2;
+  c.guest_slots = 0;
+  c.payload_size = 64;
+  shm::DirectHost host;
+  auto init = host.Init(c);
+  ASSERT_TRUE(init.ok()) << init.error().ToString();
+  std::vector<int64_t> elapsed;
+  std::vector<uint8_t> response;
+  for (int i = 0; i < 20; ++i) {
+    const int64_t start = MonotonicNs();
+    auto r = host.Send("ping", shm::MsgType::NORMAL, response, {std::chrono::milliseconds(1)});
+    const int64_t took = MonotonicNs() - start;
+    ASSERT_FALSE(r.ok());
+    ASSERT_EQ(r.error().code(), shm::ErrorCode::kTimeout) << r.error().ToString();
+    EXPECT_NE(r.error().message().find("no peer"), std::string::npos) << r.error().message();
+    EXPECT_GE(took, 1 * kMs) << "returned before its deadline";
+    elapsed.push_back(took);
+  }
+  std::sort(elapsed.begin(), elapsed.end());
+  const int64_t median = elapsed[elapsed.size() / 2];
+  RecordProperty("median_ns", static_cast<int>(median));
+  EXPECT_LT(median, 50 * kMs) << "median of 20 one-millisecond calls: " << median << " ns";
+}
+
+}  // namespace
