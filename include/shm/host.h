@@ -43,9 +43,9 @@ class DirectHost {
   /// kPermissionDenied, kSystem.
   Result<void> Init(const HostConfig& config) {
     if (ep_ && !shut_down_.load()) return Error(ErrorCode::kInvalidArgs, "DirectHost is already initialised");
-    ep_.reset();  // a host that was shut down may be initialised again
     auto geometry = ValidateHostConfig(config);
     if (!geometry) return std::move(geometry).error();
+    ep_.reset();  // a host that was shut down may be initialised again
     auto segment = detail::Segment::Create(config.name, *geometry, config.mode);
     if (!segment) return std::move(segment).error();
     ep_ = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);

@@ -58,6 +58,11 @@ inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uin
                      std::to_string(g.guest_slots) + " guest slots, payloads " + std::to_string(g.host_payload) +
                      "/" + std::to_string(g.guest_payload));
   }
+  if (wire::SegmentSize(g) > wire::kMaxSegmentSize) {
+    return Error(ErrorCode::kBadGeometry, "geometry needs " + std::to_string(wire::SegmentSize(g)) +
+                                              " bytes, over the " + std::to_string(wire::kMaxSegmentSize) +
+                                              "-byte limit");
+  }
   const uint64_t total = u64(offsetof(wire::SegmentHeader, total_size));
   if (total != wire::SegmentSize(g)) {
     return Error(ErrorCode::kBadGeometry, "header says " + std::to_string(total) + " bytes but its geometry needs " +

@@ -139,7 +139,7 @@ constexpr bool GeometryValid(const Geometry& g) noexcept {
                                 g.guest_payload % kPayloadAlign == 0));
 }
 
-/// Total segment size in bytes for a valid geometry (at most ~8 TiB under the bounds, so no overflow).
+/// Total segment size in bytes for a valid geometry (at most ~16 TiB under the bounds, so no overflow).
 constexpr uint64_t SegmentSize(const Geometry& g) noexcept {
   return AlignUp(BuffersOffset(g) + 2ull * g.host_payload * g.host_slots + 2ull * g.guest_payload * g.guest_slots,
                  kPage);
