@@ -15,7 +15,7 @@ namespace shm {
 struct Message {
   Bytes data;                  ///< The request payload (already placed: end-aligned payloads too).
   MsgType type = MsgType::NORMAL;
-  bool end_aligned = false;    ///< The payload sat at the end of the buffer (wire size was negative).
+  bool end_aligned = false;    ///< The wire size was negative (always false for an empty payload: -0 == 0).
   uint32_t slot = 0;           ///< Index of the slot it arrived on.
 };
 
