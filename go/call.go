@@ -1,0 +1,227 @@
+package shm
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// The caller half of a transaction on a guest slot (SPECIFICATION.md §8.3): the guest calls the host.
+
+// answer is a validated response, located in the slot's response buffer.
+type answer struct {
+	typ      MsgType
+	wireSize int32
+	off, len uint32
+}
+
+func (c *Client) deadline(timeout time.Duration) int64 {
+	if timeout < 0 {
+		timeout = c.defaultTimeout
+	}
+	return monoNow() + int64(timeout)
+}
+
+// claimAny claims a free guest slot (T1), until the deadline. The caller holds c.mu for reading.
+func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
+	g := c.seg.geo
+	if g.guestSlots == 0 {
+		return nil, 0, newErr(ErrInvalidArgument, "segment %s has no guest slots", c.seg.name)
+	}
+	backoff := time.Microsecond
+	for round := 0; ; round++ {
+		if c.seg.hostShuttingDown() {
+			return nil, 0, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
+		}
+		for i := g.hostSlots; i < g.slotCount(); i++ {
+			s := &c.seg.slots[i]
+			if seq, ok := tryClaim(s.h); ok {
+				return s, seq, nil
+			}
+		}
+		if c.isClosing() {
+			return nil, 0, newErr(ErrClosed, "the client is closed")
+		}
+		now := monoNow()
+		if now >= deadline {
+			return nil, 0, newErr(ErrNoFreeSlot, "all %d guest slots stayed busy until the deadline", g.guestSlots)
+		}
+		if round%64 == 63 && !c.seg.hostAlive() {
+			return nil, 0, newErr(ErrHostGone, "the host of %s died", c.seg.name)
+		}
+		// Every slot is busy: this is contention, not the busy path. Back off, bounded.
+		if left := time.Duration(deadline - now); backoff > left {
+			time.Sleep(left)
+		} else {
+			time.Sleep(backoff)
+		}
+		if backoff < time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// call publishes the request already written in slot s (owned at *seq, CLAIMED or RESPONSE) and waits for
+// its answer. On return *seq is the transaction's seq and owned says whether the caller still owns the slot
+// (false: it is the host's until it finishes, or the segment is dead or broken). The caller holds c.mu for
+// reading.
+func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline int64) (a answer, owned bool, err error) {
+	if _, _, ok := placement(size, s.capacity); !ok {
+		return a, true, newErr(ErrTooLarge, "request size %d does not fit the slot's %d-byte buffer", size, s.capacity)
+	}
+	if !IsRequestType(t) {
+		return a, true, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
+	}
+	if c.isClosing() {
+		return a, true, newErr(ErrClosed, "the client is closed")
+	}
+	atomic.StoreUint32(&s.h.reqType, uint32(t))
+	atomic.StoreUint32(&s.h.reqSize, uint32(size))
+	tx, ok := publish(s.h, *seq)
+	if !ok {
+		return a, false, newErr(ErrProtocol, "guest slot %d was taken from its caller", s.index)
+	}
+	*seq = tx
+	c.seg.ringDoorbell()
+
+	var cause error
+	inFlight := func(w uint32) bool {
+		return ctlSeq(w) == tx && (ctlState(w) == stateRequest || ctlState(w) == stateServing)
+	}
+	abort := func(slow bool) bool {
+		if c.isClosing() {
+			cause = newErr(ErrClosed, "the client was closed during the call")
+			return true
+		}
+		if !slow {
+			return false
+		}
+		if !c.seg.hostAlive() {
+			cause = newErr(ErrHostGone, "the host of %s died during the call", c.seg.name)
+			return true
+		}
+		// Host servers answer ShuttingDown themselves; a request nobody took ends here.
+		if c.seg.hostShuttingDown() && ctlState(atomic.LoadUint32(&s.h.ctl)) == stateRequest {
+			cause = newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
+			return true
+		}
+		return false
+	}
+	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, deadline, c.spin, func(w uint32) bool { return !inFlight(w) },
+		abort, ctlWaiting)
+	if st != waitReady {
+		if st == waitTimeout {
+			cause = newErr(ErrTimeout, "guest call on slot %d did not finish in time", s.index)
+		}
+		if errorIs(cause, ErrHostGone) {
+			return a, false, cause // the segment is dead: nothing to give back
+		}
+		switch cancel(s.h, tx) {
+		case cancelWithdrawn:
+			return a, true, cause
+		case cancelAbandoned, cancelLost:
+			return a, false, cause
+		case cancelAnswered:
+			w = atomic.LoadUint32(&s.h.ctl)
+		}
+	}
+	if ctlState(w) != stateResponse || ctlSeq(w) != tx {
+		return a, false, newErr(ErrProtocol, "guest slot %d left its transaction (word %#x, expected seq %d)",
+			s.index, w, tx)
+	}
+	a, err = readAnswer(s)
+	return a, true, err
+}
+
+// readAnswer reads the response fields once and validates them (§8.3 step 4). The caller observed RESPONSE
+// with its seq, so the host has finished writing them.
+func readAnswer(s *slotView) (answer, error) {
+	var a answer
+	a.typ = MsgType(atomic.LoadUint32(&s.h.respType))
+	a.wireSize = int32(atomic.LoadUint32(&s.h.respSize))
+	if a.typ == MsgTypeSystemError {
+		return a, &RemoteError{Code: WireError(atomic.LoadUint32(&s.h.respError)), Slot: int(s.index)}
+	}
+	off, length, ok := placement(a.wireSize, s.capacity)
+	if !ok {
+		return a, newErr(ErrProtocol, "the host answered size %d on guest slot %d, outside the %d-byte buffer",
+			a.wireSize, s.index, s.capacity)
+	}
+	if a.typ != MsgTypeHeartbeatResp && !IsResponseType(a.typ) {
+		return a, newErr(ErrProtocol, "the host answered reserved type %v on guest slot %d", a.typ, s.index)
+	}
+	a.off, a.len = off, length
+	return a, nil
+}
+
+func errorIs(err, kind error) bool {
+	e, ok := err.(*shmError)
+	return ok && e.kind == kind
+}
+
+// SendGuestCall calls the host with a copy of data and type t on any free guest slot, waiting up to the
+// configured DefaultTimeout, and returns a copy of the answer and its type. See SendGuestCallWithTimeout for
+// the errors. Safe for concurrent use (each call uses its own slot).
+func (c *Client) SendGuestCall(data []byte, t MsgType) ([]byte, MsgType, error) {
+	return c.SendGuestCallWithTimeout(data, t, -1)
+}
+
+// SendGuestCallWithTimeout is SendGuestCall with its own deadline (timeout < 0: the default), slot
+// acquisition included. A MsgTypeSystemError answer is returned as a *RemoteError, never as data. Errors:
+// ErrTimeout, ErrNoFreeSlot, ErrTooLarge, ErrInvalidArgument (reserved type, no guest slots), *RemoteError
+// (ErrRemote), ErrHostGone, ErrShuttingDown, ErrProtocol, ErrClosed. Safe for concurrent use.
+func (c *Client) SendGuestCallWithTimeout(data []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
+	return c.sendCopy(data, t, timeout, nil)
+}
+
+// SendGuestCallBuffer is SendGuestCall that returns the answer in buf[:n] instead of a new slice, so a
+// caller that reuses buf does not allocate. Errors: those of SendGuestCallWithTimeout, and ErrBufferTooSmall
+// when the answer is longer than len(buf) (the answer is then dropped). Safe for concurrent use.
+func (c *Client) SendGuestCallBuffer(data []byte, buf []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
+	if buf == nil {
+		buf = []byte{}
+	}
+	return c.sendCopy(data, t, timeout, buf)
+}
+
+func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []byte) ([]byte, MsgType, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return nil, 0, newErr(ErrClosed, "the client is closed")
+	}
+	deadline := c.deadline(timeout)
+	if !IsRequestType(t) {
+		return nil, 0, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
+	}
+	s, seq, err := c.claimAny(deadline)
+	if err != nil {
+		return nil, 0, err
+	}
+	if uint64(len(data)) > uint64(s.capacity) {
+		release(s.h, seq)
+		return nil, 0, newErr(ErrTooLarge, "request of %d bytes does not fit the slot's %d-byte buffer", len(data),
+			s.capacity)
+	}
+	copy(s.req, data)
+	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)
+	var out []byte
+	if err == nil {
+		src := s.resp[a.off : a.off+a.len]
+		if buf != nil {
+			if len(src) > len(buf) {
+				err = newErr(ErrBufferTooSmall, "the answer has %d bytes; the buffer holds %d", len(src), len(buf))
+			} else {
+				out = buf[:copy(buf, src)]
+			}
+		} else {
+			out = append([]byte{}, src...)
+		}
+	}
+	if owned {
+		release(s.h, seq)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, a.typ, nil
+}

@@ -1,0 +1,301 @@
+package shm
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ClientConfig configures Connect. The zero value of every field but ShmName means its default.
+type ClientConfig struct {
+	// ShmName is the host's segment name: 1-255 characters of [A-Za-z0-9._-] (the file /dev/shm/<ShmName>).
+	ShmName string
+	// ConnectionTimeout bounds how long Connect waits for a live host to publish the segment. Default 10 s.
+	ConnectionTimeout time.Duration
+	// RetryInterval is the pause between attach attempts. Default 10 ms.
+	RetryInterval time.Duration
+	// DefaultTimeout is the deadline of SendGuestCall and GuestSlot.Send. Default 10 s.
+	DefaultTimeout time.Duration
+	// Logf, if set, receives the package's rare diagnostics (a handler panic and its value). It is called from
+	// worker goroutines and must be safe for concurrent use. The package never prints by itself.
+	Logf func(format string, args ...any)
+}
+
+// Handler serves one host request. req is the request payload, in place in shared memory (end-aligned
+// payloads are already located); respBuf is the slot's whole response buffer. The handler writes its answer
+// into respBuf and returns its size and type: size n >= 0 means respBuf[:n], n < 0 means the last -n bytes
+// of respBuf (end-aligned, as a FlatBuffers builder leaves them).
+//
+// Errors are answered to the host as MsgTypeSystemError, never as data: a panic, or the type
+// MsgTypeSystemError, answers WireErrHandlerFailed; a size that does not fit respBuf answers
+// WireErrResponseTooLarge; another reserved type answers WireErrReservedType.
+//
+// Contract: req and respBuf are valid only until the handler returns; the host may still write req, so parse
+// it as untrusted input. The handler runs concurrently on one goroutine per host slot and must be safe for
+// concurrent use. It may call SendGuestCall and AcquireGuestSlot, but not Close.
+type Handler func(req []byte, respBuf []byte, t MsgType) (int32, MsgType)
+
+// Client is a guest attached to a host's segment: it serves the host's requests (Start) and calls the host
+// (SendGuestCall, AcquireGuestSlot). One guest is attached to a segment at a time (the guest lock).
+//
+// Lifetime: Connect maps the segment and holds the guest lock until Close; if the process dies the kernel
+// drops the lock, and the next guest to attach answers or frees whatever this one left.
+// Concurrency: every method is safe for concurrent use. Close waits for the workers (each finishes the
+// request it is serving) and for calls in flight (they end with ErrClosed).
+type Client struct {
+	seg            *segment
+	spin           *spinPolicy
+	defaultTimeout time.Duration
+	logf           func(format string, args ...any)
+
+	closing uint32       // atomic; set once by Close: every wait ends
+	closeMu sync.Mutex   // serialises Close
+	mu      sync.RWMutex // read-held while the mapping is used by a call; write-held by Close to unmap
+	closed  bool         // under mu
+
+	startMu sync.Mutex
+	started bool
+	workers sync.WaitGroup
+	done    chan struct{} // closed when the last worker has exited
+	exitErr error         // why the workers exited; under startMu
+}
+
+// Connect attaches to the segment cfg.ShmName, retrying every cfg.RetryInterval until a live host has
+// published it or cfg.ConnectionTimeout passes (SPECIFICATION.md §4). Errors: ErrInvalidArgument,
+// ErrNotFound (no live host in time), ErrBadMagic, ErrVersionMismatch, ErrBadGeometry, ErrTruncated (the
+// last three also match ErrInvalidSegment), ErrGuestAlreadyConnected, ErrPermissionDenied, ErrSystem.
+// A failed Connect leaves no descriptor or mapping behind. Safe for concurrent use.
+func Connect(cfg ClientConfig) (*Client, error) {
+	if !validName(cfg.ShmName) {
+		return nil, newErr(ErrInvalidArgument, "segment name %q must be 1-%d characters of [A-Za-z0-9._-], not . or ..",
+			cfg.ShmName, maxNameLen)
+	}
+	if cfg.ConnectionTimeout < 0 || cfg.RetryInterval < 0 || cfg.DefaultTimeout < 0 {
+		return nil, newErr(ErrInvalidArgument, "timeouts and intervals must not be negative")
+	}
+	if cfg.ConnectionTimeout == 0 {
+		cfg.ConnectionTimeout = 10 * time.Second
+	}
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = 10 * time.Millisecond
+	}
+	if cfg.DefaultTimeout == 0 {
+		cfg.DefaultTimeout = 10 * time.Second
+	}
+	deadline := time.Now().Add(cfg.ConnectionTimeout)
+	for {
+		seg, err := attachOnce(cfg.ShmName)
+		if err == nil {
+			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf}, nil
+		}
+		retry, ok := err.(*errRetry)
+		if !ok {
+			return nil, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, newErr(ErrNotFound, "no live host published %s within %v (%s)", cfg.ShmName,
+				cfg.ConnectionTimeout, retry.reason)
+		}
+		if left > cfg.RetryInterval {
+			left = cfg.RetryInterval
+		}
+		time.Sleep(left)
+	}
+}
+
+func (c *Client) isClosing() bool { return atomic.LoadUint32(&c.closing) != 0 }
+
+// HostSlots returns the number of host slots, each served by one worker. Safe for concurrent use.
+func (c *Client) HostSlots() int { return int(c.seg.geo.hostSlots) }
+
+// GuestSlots returns the number of guest slots (concurrent guest calls). Safe for concurrent use.
+func (c *Client) GuestSlots() int { return int(c.seg.geo.guestSlots) }
+
+// GuestPayloadCapacity returns the capacity in bytes of a guest slot's request (and response) buffer.
+// Safe for concurrent use.
+func (c *Client) GuestPayloadCapacity() int { return int(c.seg.geo.guestPayload) }
+
+// HostPayloadCapacity returns the capacity in bytes of a host slot's request (and response) buffer, the size
+// of a handler's respBuf. Safe for concurrent use.
+func (c *Client) HostPayloadCapacity() int { return int(c.seg.geo.hostPayload) }
+
+// HostAlive reports whether the host still holds its liveness lock (a system call). Safe for concurrent use.
+func (c *Client) HostAlive() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return !c.closed && c.seg.hostAlive()
+}
+
+// Start serves every host slot: one goroutine per slot, locked to its OS thread (it sleeps in FUTEX_WAIT),
+// runs h on each request. MsgTypeHeartbeatReq is answered by the runtime without calling h. Idle workers spin
+// briefly, then sleep; they exit when the host sends shutdown or dies, or on Close. Errors:
+// ErrInvalidArgument (nil handler, or Start was already called), ErrClosed. Safe for concurrent use.
+func (c *Client) Start(h Handler) error {
+	if h == nil {
+		return newErr(ErrInvalidArgument, "Start needs a handler")
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed || c.isClosing() {
+		return newErr(ErrClosed, "the client is closed")
+	}
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	if c.isClosing() {
+		return newErr(ErrClosed, "the client is closed")
+	}
+	if c.started {
+		return newErr(ErrInvalidArgument, "Start was already called")
+	}
+	c.started = true
+	c.done = make(chan struct{})
+	n := int(c.seg.geo.hostSlots)
+	c.workers.Add(n)
+	for i := 0; i < n; i++ {
+		go c.work(&c.seg.slots[i], h)
+	}
+	go func() {
+		c.workers.Wait()
+		close(c.done)
+	}()
+	return nil
+}
+
+// Wait blocks until every worker has exited and says why: nil if the host sent shutdown or Close was called,
+// an error matching ErrHostGone if the host died. It returns nil at once if Start was not called. A dead host
+// is noticed within about 50 ms, so Wait cannot hang on a vanished host. Safe for concurrent use.
+func (c *Client) Wait() error {
+	c.startMu.Lock()
+	done := c.done
+	c.startMu.Unlock()
+	if done == nil {
+		return nil
+	}
+	<-done
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	return c.exitErr
+}
+
+// Close stops the workers (each finishes the request it is serving), ends calls in flight with ErrClosed,
+// releases the guest lock and unmaps the segment. Slices obtained from the segment (GuestSlot buffers, a
+// handler's req and respBuf) must not be used afterwards. Idempotent; safe for concurrent use, but must not
+// be called from a handler (it waits for the handler to return).
+func (c *Client) Close() error {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if atomic.LoadUint32(&c.closing) != 0 {
+		return nil
+	}
+	atomic.StoreUint32(&c.closing, 1)
+	// Make every sleeper re-check: workers on host slots, callers on guest slots.
+	for i := range c.seg.slots {
+		nudge(&c.seg.slots[i].h.ctl)
+	}
+	// Start checks closing under startMu, so once this section has passed no worker can be added.
+	c.startMu.Lock()
+	c.startMu.Unlock()
+	c.workers.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.seg.close()
+	return nil
+}
+
+func (c *Client) logPanic(slot uint32, v any) {
+	if c.logf != nil {
+		c.logf("shm: handler panicked on slot %d: %v", slot, v)
+	}
+}
+
+// work serves one host slot until shutdown, host death or Close.
+func (c *Client) work(s *slotView, h Handler) {
+	// The worker sleeps in FUTEX_WAIT: keep it on one OS thread so the runtime does not shuffle goroutines
+	// around a thread that is parked in the kernel.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer c.workers.Done()
+	hostGone := false
+	isRequest := func(w uint32) bool { return ctlState(w) == stateRequest }
+	abort := func(slow bool) bool {
+		if c.isClosing() || c.seg.hostShuttingDown() {
+			return true
+		}
+		if slow && !c.seg.hostAlive() {
+			hostGone = true
+			return true
+		}
+		return false
+	}
+	for {
+		if _, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting); st != waitReady {
+			break
+		}
+		if seq, ok := tryTake(s.h); ok {
+			c.serve(s, seq, h)
+		}
+	}
+	if hostGone {
+		c.startMu.Lock()
+		if c.exitErr == nil {
+			c.exitErr = newErr(ErrHostGone, "the host of %s died", c.seg.name)
+		}
+		c.startMu.Unlock()
+	}
+}
+
+// serve is the server half of a transaction on a slot this worker took at seq (SPECIFICATION.md §8.4).
+func (c *Client) serve(s *slotView, seq uint32, h Handler) {
+	// Read once into locals; only the locals are used from here on.
+	size := int32(atomic.LoadUint32(&s.h.reqSize))
+	typ := MsgType(atomic.LoadUint32(&s.h.reqType))
+	off, length, ok := placement(size, s.capacity)
+	switch {
+	case !ok:
+		writeErrorResponse(s.h, WireErrRequestTooLarge)
+	case !IsRequestType(typ):
+		writeErrorResponse(s.h, WireErrReservedType)
+	case typ == MsgTypeHeartbeatReq:
+		atomic.StoreUint32(&s.h.respType, uint32(MsgTypeHeartbeatResp))
+		atomic.StoreUint32(&s.h.respSize, 0)
+		atomic.StoreUint32(&s.h.respError, 0)
+	case c.isClosing():
+		writeErrorResponse(s.h, WireErrShuttingDown)
+	default:
+		n, rt, failed := c.runHandler(s, h, s.req[off:off+length:off+length], typ)
+		_, _, fits := placement(n, s.capacity)
+		switch {
+		case failed || rt == MsgTypeSystemError:
+			writeErrorResponse(s.h, WireErrHandlerFailed)
+		case !IsResponseType(rt):
+			writeErrorResponse(s.h, WireErrReservedType)
+		case !fits:
+			writeErrorResponse(s.h, WireErrResponseTooLarge)
+		default:
+			atomic.StoreUint32(&s.h.respType, uint32(rt))
+			atomic.StoreUint32(&s.h.respSize, uint32(n))
+			atomic.StoreUint32(&s.h.respError, 0)
+		}
+	}
+	// T4, or T7 if the host abandoned the call meanwhile (the answer is dropped); a slot taken from this
+	// server by recovery is left alone.
+	complete(s.h, seq)
+}
+
+// runHandler calls h, turning a panic into failed = true.
+func (c *Client) runHandler(s *slotView, h Handler, req []byte, t MsgType) (n int32, rt MsgType, failed bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.logPanic(s.index, v)
+			n, rt, failed = 0, MsgTypeSystemError, true
+		}
+	}()
+	n, rt = h(req, s.resp[:s.capacity:s.capacity], t)
+	return n, rt, false
+}
+
+func (c *Client) String() string { return fmt.Sprintf("shm.Client(%s)", c.seg.name) }

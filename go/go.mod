@@ -1,0 +1,3 @@
+module shmipc.dev/shm
+
+go 1.19

@@ -1,0 +1,126 @@
+package shm
+
+import "time"
+
+// GuestSlot is a guest slot held for zero-copy calls to the host: write the request into RequestBuffer, Send
+// (or SendFlatBuffer), read Response in place; repeat as often as wanted; Release gives the slot back.
+//
+// Ownership and lifetime: the slices RequestBuffer and Response return point into shared memory; they are
+// valid while the slot is held and its Client is open, and Response only until the next Send. After Close
+// every method fails with ErrClosed or returns nil.
+// Concurrency: a GuestSlot is not safe for concurrent use; use it from one goroutine at a time (different
+// GuestSlots may be used concurrently).
+type GuestSlot struct {
+	c        *Client
+	s        *slotView
+	seq      uint32
+	held     bool
+	answered bool
+	ans      answer
+}
+
+// AcquireGuestSlot claims a free guest slot, waiting up to timeout (< 0: the default timeout) while all are
+// busy. Errors: ErrNoFreeSlot, ErrShuttingDown, ErrHostGone, ErrInvalidArgument (no guest slots), ErrClosed.
+// Safe for concurrent use.
+func (c *Client) AcquireGuestSlot(timeout time.Duration) (*GuestSlot, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return nil, newErr(ErrClosed, "the client is closed")
+	}
+	s, seq, err := c.claimAny(c.deadline(timeout))
+	if err != nil {
+		return nil, err
+	}
+	return &GuestSlot{c: c, s: s, seq: seq, held: true}, nil
+}
+
+// Index returns the slot's index in the segment (guest slots follow the host slots).
+func (g *GuestSlot) Index() int { return int(g.s.index) }
+
+// Capacity returns the size in bytes of the request buffer (and of the response buffer).
+func (g *GuestSlot) Capacity() int { return int(g.s.capacity) }
+
+// RequestBuffer returns the whole request buffer, to write the request into; nil if the slot is not held.
+func (g *GuestSlot) RequestBuffer() []byte {
+	g.c.mu.RLock()
+	defer g.c.mu.RUnlock()
+	if !g.held || g.c.closed {
+		return nil
+	}
+	return g.s.req
+}
+
+// Send sends the request already written in RequestBuffer: size bytes at its start or, if size is negative,
+// its last -size bytes (end-aligned). It waits up to the default timeout; see SendWithTimeout.
+func (g *GuestSlot) Send(size int32, t MsgType) error { return g.SendWithTimeout(size, t, -1) }
+
+// SendFlatBuffer sends a FlatBuffer of size bytes finished at the end of RequestBuffer (as a FlatBuffers
+// builder leaves it), with type MsgTypeFlatbuffer.
+func (g *GuestSlot) SendFlatBuffer(size int) error {
+	if size < 0 || size > int(g.s.capacity) {
+		return newErr(ErrTooLarge, "FlatBuffer of %d bytes does not fit the slot's %d-byte buffer", size, g.s.capacity)
+	}
+	return g.SendWithTimeout(-int32(size), MsgTypeFlatbuffer, -1)
+}
+
+// SendWithTimeout is Send with its own deadline (timeout < 0: the default). On success the answer is readable
+// through Response, ResponseSize and ResponseType. A MsgTypeSystemError answer is a *RemoteError. A timeout
+// before the host took the request keeps the slot; a timeout while the host was serving it loses the slot
+// (the next Send fails with ErrSlotLost). Errors: those of Client.SendGuestCallWithTimeout, and ErrSlotLost.
+func (g *GuestSlot) SendWithTimeout(size int32, t MsgType, timeout time.Duration) error {
+	g.c.mu.RLock()
+	defer g.c.mu.RUnlock()
+	if g.c.closed {
+		return newErr(ErrClosed, "the client is closed")
+	}
+	if !g.held {
+		return newErr(ErrSlotLost, "this GuestSlot no longer holds a slot")
+	}
+	g.answered = false
+	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout))
+	g.held = owned
+	if err != nil {
+		return err
+	}
+	g.ans = a
+	g.answered = true
+	return nil
+}
+
+// Response returns the last answer's bytes in place in the response buffer; nil before a successful Send.
+func (g *GuestSlot) Response() []byte {
+	g.c.mu.RLock()
+	defer g.c.mu.RUnlock()
+	if !g.answered || !g.held || g.c.closed {
+		return nil
+	}
+	return g.s.resp[g.ans.off : g.ans.off+g.ans.len : g.ans.off+g.ans.len]
+}
+
+// ResponseSize returns the last answer's wire size (negative: it was end-aligned); 0 before a successful Send.
+func (g *GuestSlot) ResponseSize() int32 {
+	if !g.answered {
+		return 0
+	}
+	return g.ans.wireSize
+}
+
+// ResponseType returns the last answer's type; MsgTypeNormal before a successful Send.
+func (g *GuestSlot) ResponseType() MsgType {
+	if !g.answered {
+		return MsgTypeNormal
+	}
+	return g.ans.typ
+}
+
+// Release gives the slot back. Idempotent; harmless after Close.
+func (g *GuestSlot) Release() {
+	g.c.mu.RLock()
+	defer g.c.mu.RUnlock()
+	if g.held && !g.c.closed {
+		release(g.s.h, g.seq)
+	}
+	g.held = false
+	g.answered = false
+}

@@ -1,0 +1,130 @@
+package shm
+
+import (
+	"math"
+	"sync/atomic"
+)
+
+// Waiting on a futex word (SPECIFICATION.md §7): spin for an adaptive budget, then publish the W bit,
+// re-check, and sleep in FUTEX_WAIT. Two busy peers therefore never enter the kernel, and an idle waiter
+// sleeps. A sleeper wakes at least every livenessSliceNs to run its slow checks (the host's liveness lock).
+
+const (
+	minSpinNs       int64 = 2000
+	maxSpinNs       int64 = 200000
+	initialWakeNs   int64 = 50000
+	livenessSliceNs int64 = 50000000 // 50 ms
+	noDeadline      int64 = math.MaxInt64
+)
+
+// spinPolicy learns what a wake-up costs on this machine (the peer stamps wake_stamp_ns just before
+// FUTEX_WAKE; the woken waiter measures how long it took to run) and spins about that long before sleeping.
+// Safe for concurrent use; a lost update only delays adaptation.
+type spinPolicy struct {
+	costNs int64
+}
+
+func newSpinPolicy() *spinPolicy { return &spinPolicy{costNs: initialWakeNs} }
+
+func (p *spinPolicy) budget() int64 {
+	c := atomic.LoadInt64(&p.costNs)
+	if c < minSpinNs {
+		return minSpinNs
+	}
+	if c > maxSpinNs {
+		return maxSpinNs
+	}
+	return c
+}
+
+// observe feeds one measured wake-up latency: exponential moving average, weight 1/8.
+func (p *spinPolicy) observe(sampleNs int64) {
+	if sampleNs <= 0 || sampleNs > 10000000 {
+		return // clock skew or a stale stamp
+	}
+	cur := atomic.LoadInt64(&p.costNs)
+	atomic.StoreInt64(&p.costNs, cur+(sampleNs-cur)/8)
+}
+
+type waitStatus int
+
+const (
+	waitReady   waitStatus = iota // the predicate held
+	waitTimeout                   // the deadline passed
+	waitAborted                   // abort asked to stop; its reason is the caller's to keep
+)
+
+// waitFor waits until pred(*word) holds, the deadline (monoNow clock) passes, or abort returns true.
+// abort(false) must be cheap (atomic loads): it runs every few dozen spins and before every sleep.
+// abort(true) may make system calls: it runs at most every livenessSliceNs while sleeping. stamp is the slot's
+// wake_stamp_ns, or nil. waitBit is the word's "a sleeper is here" bit. Safe for any number of concurrent
+// waiters on one word.
+func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred func(uint32) bool,
+	abort func(slow bool) bool, waitBit uint32) (uint32, waitStatus) {
+	// Spin phase: no system call (monoNow reads the vDSO clock).
+	v := atomic.LoadUint32(word)
+	if pred(v) {
+		return v, waitReady
+	}
+	spinEnd := monoNow() + spin.budget()
+	if spinEnd > deadline {
+		spinEnd = deadline
+	}
+	for i := 1; ; i++ {
+		v = atomic.LoadUint32(word)
+		if pred(v) {
+			return v, waitReady
+		}
+		if i&31 == 0 {
+			if abort(false) {
+				return v, waitAborted
+			}
+			if monoNow() >= spinEnd {
+				break
+			}
+		}
+	}
+	// Sleep phase. The first slow check comes one slice in, so a wait that ends soon after the spin makes no
+	// system call besides the futex.
+	nextSlow := monoNow() + livenessSliceNs
+	for {
+		v = atomic.LoadUint32(word)
+		if pred(v) {
+			return v, waitReady
+		}
+		now := monoNow()
+		if abort(false) {
+			return v, waitAborted
+		}
+		if now >= nextSlow {
+			if abort(true) {
+				return v, waitAborted
+			}
+			nextSlow = now + livenessSliceNs
+		}
+		if now >= deadline {
+			return v, waitTimeout
+		}
+		if v&waitBit == 0 {
+			// Publish "about to sleep", then loop to re-check everything once more before sleeping: either a
+			// notifier sees the bit and wakes us, or we see its change.
+			atomic.CompareAndSwapUint32(word, v, v|waitBit)
+			continue
+		}
+		sleep := nextSlow
+		if deadline < sleep {
+			sleep = deadline
+		}
+		sleep -= now
+		if sleep < 1000 {
+			sleep = 1000
+		}
+		if futexWait(word, v, sleep) == futexWoken && stamp != nil {
+			woke := monoNow()
+			stamped := int64(atomic.LoadUint64(stamp))
+			if stamped >= now && stamped <= woke {
+				spin.observe(woke - stamped)
+			}
+		}
+	}
+}

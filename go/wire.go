@@ -1,0 +1,287 @@
+package shm
+
+import "unsafe"
+
+// The wire layout of a segment (SPECIFICATION.md §5, §6, §7.2, §11), version 1. These values and offsets are
+// checked against the C++ definitions by TestLayoutMatchesCpp; changing one is a protocol change.
+
+const (
+	protocolVersion   uint32 = 1
+	segmentMagic      uint64 = 0x31304745534D4853 // "SHMSEG01" read as a little-endian u64
+	cacheLine         uint32 = 64
+	pageSize          uint64 = 4096
+	segmentHeaderSize uint32 = 256
+	slotHeaderSize    uint32 = 64
+	payloadAlign      uint32 = 64
+	minPayload        uint32 = 64
+	maxPayload        uint32 = 1 << 30
+	maxSlots          uint32 = 4096
+	maxSegmentSize    uint64 = 1 << 40
+)
+
+// segmentHeader mirrors the 256-byte header at offset 0. It is only ever accessed through a pointer into the
+// mapping, field by field with sync/atomic (the magic and total_size words are 8-byte aligned there).
+type segmentHeader struct {
+	magic          uint64
+	version        uint32
+	headerSize     uint32
+	slotHeaderSize uint32
+	hostSlots      uint32
+	guestSlots     uint32
+	hostPayload    uint32
+	guestPayload   uint32
+	flags          uint32
+	totalSize      uint64
+	reserved0      [16]byte
+	hostState      uint32
+	hostPID        uint32
+	guestPID       uint32
+	guestSession   uint32
+	reserved1      [48]byte
+	doorbell       uint32
+	reserved2      [124]byte
+}
+
+// slotHeader mirrors the 64-byte header of a slot, at 256 + 64*index.
+type slotHeader struct {
+	ctl         uint32
+	reqType     uint32
+	reqSize     uint32 // int32 on the wire; negative = end-aligned
+	respType    uint32
+	respSize    uint32 // int32 on the wire; negative = end-aligned
+	respError   uint32
+	wakeStampNs uint64
+	reserved    [32]byte
+}
+
+// Compile-time pins: each array length is negative (a compile error) unless the size is exact.
+var (
+	_ [unsafe.Sizeof(segmentHeader{}) - uintptr(segmentHeaderSize)]struct{}
+	_ [uintptr(segmentHeaderSize) - unsafe.Sizeof(segmentHeader{})]struct{}
+	_ [unsafe.Sizeof(slotHeader{}) - uintptr(slotHeaderSize)]struct{}
+	_ [uintptr(slotHeaderSize) - unsafe.Sizeof(slotHeader{})]struct{}
+)
+
+// Slot states (bits 0-3 of the control word).
+const (
+	stateFree      uint32 = 0
+	stateClaimed   uint32 = 1
+	stateRequest   uint32 = 2
+	stateServing   uint32 = 3
+	stateResponse  uint32 = 4
+	stateAbandoned uint32 = 5
+	stateCount     uint32 = 6
+)
+
+// The control word: seq (bits 8-31) | reserved (5-7) | W (4) | state (0-3).
+const (
+	ctlStateMask    uint32 = 0x0F
+	ctlWaiting      uint32 = 0x10
+	ctlReservedBits uint32 = 0xE0
+	ctlSeqShift     uint32 = 8
+	ctlSeqMask      uint32 = 0x00FFFFFF // after shifting
+)
+
+// The guest-call doorbell: bit 0 = a host server sleeps on it, bits 1-31 = a counter.
+const (
+	doorbellWaiting   uint32 = 0x1
+	doorbellIncrement uint32 = 0x2
+)
+
+// host_state values.
+const (
+	hostRunning      uint32 = 0
+	hostShuttingDown uint32 = 1
+)
+
+// Liveness lock bytes (SPECIFICATION.md §2).
+const (
+	hostLockByte  int64 = 0
+	guestLockByte int64 = 1
+)
+
+func ctlState(ctl uint32) uint32          { return ctl & ctlStateMask }
+func ctlSeq(ctl uint32) uint32            { return ctl >> ctlSeqShift }
+func makeCtl(state, seq uint32) uint32    { return state | (seq&ctlSeqMask)<<ctlSeqShift }
+func nextSeq(seq uint32) uint32           { return (seq + 1) & ctlSeqMask }
+func ctlIs(ctl uint32, state uint32) bool { return ctlState(ctl) == state }
+
+// MsgType is the type of a message, carried next to its size. Values below 128 are reserved for the
+// protocol; applications use MsgTypeAppStart and above. The values are those of the C++ shm::MsgType.
+type MsgType uint32
+
+const (
+	MsgTypeNormal        MsgType = 0   // opaque bytes
+	MsgTypeHeartbeatReq  MsgType = 1   // liveness probe; answered by the runtime, never seen by a handler
+	MsgTypeHeartbeatResp MsgType = 2   // the answer to MsgTypeHeartbeatReq (size 0)
+	MsgTypeShutdown      MsgType = 3   // reserved: shutdown travels in the segment header, not as a message
+	MsgTypeFlatbuffer    MsgType = 10  // a FlatBuffer, usually end-aligned (negative size)
+	MsgTypeGuestCall     MsgType = 11  // conventional type of guest-to-host calls
+	MsgTypeSystemError   MsgType = 127 // an error answer; never returned as data (see RemoteError)
+	MsgTypeAppStart      MsgType = 128 // first application-defined type
+)
+
+// IsRequestType reports whether a caller may send t as a request: MsgTypeNormal, MsgTypeHeartbeatReq,
+// MsgTypeFlatbuffer, MsgTypeGuestCall, or t >= MsgTypeAppStart.
+func IsRequestType(t MsgType) bool {
+	return t == MsgTypeNormal || t == MsgTypeHeartbeatReq || t == MsgTypeFlatbuffer || t == MsgTypeGuestCall ||
+		t >= MsgTypeAppStart
+}
+
+// IsResponseType reports whether a handler may answer with t: a request type other than
+// MsgTypeHeartbeatReq.
+func IsResponseType(t MsgType) bool { return t != MsgTypeHeartbeatReq && IsRequestType(t) }
+
+// String returns the protocol name of t ("NORMAL", "APP(200)", "RESERVED(5)").
+func (t MsgType) String() string {
+	switch t {
+	case MsgTypeNormal:
+		return "NORMAL"
+	case MsgTypeHeartbeatReq:
+		return "HEARTBEAT_REQ"
+	case MsgTypeHeartbeatResp:
+		return "HEARTBEAT_RESP"
+	case MsgTypeShutdown:
+		return "SHUTDOWN"
+	case MsgTypeFlatbuffer:
+		return "FLATBUFFER"
+	case MsgTypeGuestCall:
+		return "GUEST_CALL"
+	case MsgTypeSystemError:
+		return "SYSTEM_ERROR"
+	case MsgTypeAppStart:
+		return "APP_START"
+	}
+	if t >= MsgTypeAppStart {
+		return "APP(" + utoa(uint64(t)) + ")"
+	}
+	return "RESERVED(" + utoa(uint64(t)) + ")"
+}
+
+// WireError is the error code of a MsgTypeSystemError answer (SPECIFICATION.md §11). The values are those of
+// the C++ shm::wire::WireError.
+type WireError uint32
+
+const (
+	WireErrNone             WireError = 0 // not an error
+	WireErrRequestTooLarge  WireError = 1 // request size invalid for the slot's capacity
+	WireErrResponseTooLarge WireError = 2 // the handler's response size is invalid for the capacity
+	WireErrReservedType     WireError = 3 // a reserved MsgType was used as request or response type
+	WireErrHandlerFailed    WireError = 4 // the handler panicked, threw, or answered MsgTypeSystemError
+	WireErrShuttingDown     WireError = 5 // the server is shutting down and did not run the handler
+	WireErrNoHandler        WireError = 6 // nobody serves this kind of call
+	WireErrPeerRestarted    WireError = 7 // the server died while serving; its successor answered for it
+)
+
+// String returns the protocol name of e ("HandlerFailed"), or "Unknown(n)" for a value version 1 does not
+// define.
+func (e WireError) String() string {
+	switch e {
+	case WireErrNone:
+		return "None"
+	case WireErrRequestTooLarge:
+		return "RequestTooLarge"
+	case WireErrResponseTooLarge:
+		return "ResponseTooLarge"
+	case WireErrReservedType:
+		return "ReservedType"
+	case WireErrHandlerFailed:
+		return "HandlerFailed"
+	case WireErrShuttingDown:
+		return "ShuttingDown"
+	case WireErrNoHandler:
+		return "NoHandler"
+	case WireErrPeerRestarted:
+		return "PeerRestarted"
+	}
+	return "Unknown(" + utoa(uint64(e)) + ")"
+}
+
+func utoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// geometry is what defines a segment (SPECIFICATION.md §5.3). Validated once at attach, then kept in
+// process memory: never re-read from the segment.
+type geometry struct {
+	hostSlots    uint32
+	guestSlots   uint32
+	hostPayload  uint32
+	guestPayload uint32
+}
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
+
+func payloadValid(p uint32) bool { return p >= minPayload && p <= maxPayload && p%payloadAlign == 0 }
+
+// valid reports whether g is within the bounds of version 1. Under them every size below fits in 44 bits.
+func (g geometry) valid() bool {
+	if g.hostSlots < 1 || g.hostSlots > maxSlots || g.guestSlots > maxSlots || !payloadValid(g.hostPayload) {
+		return false
+	}
+	if g.guestSlots == 0 {
+		return g.guestPayload == 0
+	}
+	return payloadValid(g.guestPayload)
+}
+
+// buffersOffset is where the first request buffer starts: after the slot headers, page aligned.
+func (g geometry) buffersOffset() uint64 {
+	return alignUp(uint64(segmentHeaderSize)+uint64(slotHeaderSize)*(uint64(g.hostSlots)+uint64(g.guestSlots)), pageSize)
+}
+
+// totalSize is the size of the whole segment. Precondition: g.valid().
+func (g geometry) totalSize() uint64 {
+	return alignUp(g.buffersOffset()+2*uint64(g.hostPayload)*uint64(g.hostSlots)+
+		2*uint64(g.guestPayload)*uint64(g.guestSlots), pageSize)
+}
+
+// slotCount is the number of slots, host slots first.
+func (g geometry) slotCount() uint32 { return g.hostSlots + g.guestSlots }
+
+// capacity of slot i's request buffer (and of its response buffer).
+func (g geometry) capacity(i uint32) uint32 {
+	if i < g.hostSlots {
+		return g.hostPayload
+	}
+	return g.guestPayload
+}
+
+// requestOffset is the offset of slot i's request buffer; its response buffer follows at + capacity(i).
+func (g geometry) requestOffset(i uint32) uint64 {
+	if i < g.hostSlots {
+		return g.buffersOffset() + 2*uint64(g.hostPayload)*uint64(i)
+	}
+	return g.buffersOffset() + 2*uint64(g.hostPayload)*uint64(g.hostSlots) +
+		2*uint64(g.guestPayload)*uint64(i-g.hostSlots)
+}
+
+// placement resolves a wire size against a buffer of capacity bytes (SPECIFICATION.md §8.1): n >= 0 means
+// [0, n), n < 0 the last |n| bytes. ok is false for math.MinInt32 and |n| > capacity: such a size is
+// rejected, never used.
+func placement(n int32, capacity uint32) (offset, length uint32, ok bool) {
+	if n == -1<<31 {
+		return 0, 0, false
+	}
+	if n < 0 {
+		length = uint32(-n)
+	} else {
+		length = uint32(n)
+	}
+	if length > capacity {
+		return 0, 0, false
+	}
+	if n < 0 {
+		offset = capacity - length
+	}
+	return offset, length, true
+}
