@@ -1,0 +1,392 @@
+package shm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func connect(t *testing.T, h *fakeHost) *Client {
+	t.Helper()
+	c, err := Connect(ClientConfig{ShmName: h.name, DefaultTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitDone fails the test if ch is not closed or sent to within a generous deadline.
+func waitErr(t *testing.T, ch <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not return", what)
+		return nil
+	}
+}
+
+func complement(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[i] = ^c
+	}
+	return out
+}
+
+// testHandler: echo complemented (end-aligned for FLATBUFFER), or what the type asks for.
+func testHandler(req, resp []byte, t MsgType) (int32, MsgType) {
+	switch t {
+	case 200:
+		panic("asked to panic")
+	case 201:
+		return int32(len(resp) + 1), MsgTypeNormal
+	case 202:
+		return -int32(len(resp)) - 1, MsgTypeNormal
+	case 203:
+		return -1 << 31, MsgTypeNormal
+	case 204:
+		return 0, MsgTypeSystemError
+	case 205:
+		return 0, MsgType(5)
+	case 206:
+		return 0, MsgTypeHeartbeatReq
+	case MsgTypeHeartbeatReq:
+		panic("the handler saw a heartbeat")
+	case MsgTypeFlatbuffer:
+		copy(resp[len(resp)-len(req):], complement(req))
+		return -int32(len(req)), t
+	}
+	copy(resp, complement(req))
+	return int32(len(req)), t
+}
+
+func TestServeAnswersAndRefuses(t *testing.T) {
+	h := newFakeHost(t, smallGeometry)
+	c := connect(t, h)
+	if err := c.Start(testHandler); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(testHandler); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("second Start: %v", err)
+	}
+	capacity := int32(smallGeometry.hostPayload)
+	req := []byte("hello, guest")
+	cases := []struct {
+		name    string
+		size    int32
+		typ     MsgType
+		want    []byte
+		rtype   MsgType
+		wireErr WireError
+	}{
+		{"echo", int32(len(req)), MsgTypeNormal, complement(req), MsgTypeNormal, 0},
+		{"end-aligned echo", int32(len(req)), MsgTypeFlatbuffer, complement(req), MsgTypeFlatbuffer, 0},
+		{"app type", int32(len(req)), 0xFFFFFFFF, complement(req), 0xFFFFFFFF, 0},
+		{"empty", 0, MsgTypeGuestCall, []byte{}, MsgTypeGuestCall, 0},
+		{"heartbeat", 0, MsgTypeHeartbeatReq, []byte{}, MsgTypeHeartbeatResp, 0},
+		{"panic", 1, 200, nil, MsgTypeSystemError, WireErrHandlerFailed},
+		{"answer too large", 1, 201, nil, MsgTypeSystemError, WireErrResponseTooLarge},
+		{"answer too large, end-aligned", 1, 202, nil, MsgTypeSystemError, WireErrResponseTooLarge},
+		{"answer INT32_MIN", 1, 203, nil, MsgTypeSystemError, WireErrResponseTooLarge},
+		{"answer SYSTEM_ERROR", 1, 204, nil, MsgTypeSystemError, WireErrHandlerFailed},
+		{"answer reserved type", 1, 205, nil, MsgTypeSystemError, WireErrReservedType},
+		{"answer HEARTBEAT_REQ", 1, 206, nil, MsgTypeSystemError, WireErrReservedType},
+		{"request too large", capacity + 1, MsgTypeNormal, nil, MsgTypeSystemError, WireErrRequestTooLarge},
+		{"request INT32_MIN", -1 << 31, MsgTypeNormal, nil, MsgTypeSystemError, WireErrRequestTooLarge},
+		{"reserved request type", 0, 3, nil, MsgTypeSystemError, WireErrReservedType},
+		{"SYSTEM_ERROR request", 0, MsgTypeSystemError, nil, MsgTypeSystemError, WireErrReservedType},
+	}
+	for round := 0; round < 3; round++ { // workers go on after every failure
+		for _, k := range cases {
+			slot := uint32(round) % smallGeometry.hostSlots
+			data := req
+			if k.typ == MsgTypeFlatbuffer { // the request end-aligned too
+				data = append(make([]byte, capacity-int32(len(req))), req...)
+			}
+			size := k.size
+			if k.typ == MsgTypeFlatbuffer {
+				size = -size
+			}
+			got, rt, we, err := h.call(slot, data, size, k.typ, 30*time.Second)
+			if err != nil || rt != k.rtype || we != k.wireErr || (k.want != nil && !bytes.Equal(got, k.want)) {
+				t.Errorf("%s on slot %d: %q, %v, %v, %v", k.name, slot, got, rt, we, err)
+			}
+		}
+	}
+}
+
+func TestGuestCallsConcurrentlyWithChecksums(t *testing.T) {
+	h := newFakeHost(t, geometry{hostSlots: 1, guestSlots: 3, hostPayload: 64, guestPayload: 1024})
+	h.serveGuestCalls(nil)
+	c := connect(t, h)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			for i := 0; i < 300; i++ {
+				req := make([]byte, rng.Intn(1025))
+				rng.Read(req)
+				if i%2 == 0 {
+					got, rt, err := c.SendGuestCall(req, MsgTypeGuestCall)
+					if err != nil || rt != MsgTypeGuestCall || !bytes.Equal(got, complement(req)) {
+						errs <- fmt.Errorf("worker %d call %d: %v", w, i, err)
+						return
+					}
+					continue
+				}
+				slot, err := c.AcquireGuestSlot(-1)
+				if err != nil {
+					errs <- err
+					return
+				}
+				copy(slot.RequestBuffer(), req)
+				err = slot.Send(int32(len(req)), MsgTypeAppStart)
+				ok := err == nil && bytes.Equal(slot.Response(), complement(req)) && slot.ResponseType() == MsgTypeAppStart
+				slot.Release()
+				if !ok {
+					errs <- fmt.Errorf("worker %d zero-copy call %d: %v", w, i, err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestGuestCallErrors(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 64, guestPayload: 128}
+	h := newFakeHost(t, g)
+	h.serveGuestCalls(func(s *slotView, req []byte, typ MsgType) bool {
+		switch typ {
+		case 300:
+			writeErrorResponse(s.h, WireErrHandlerFailed)
+		case 301:
+			writeErrorResponse(s.h, WireError(42))
+		case 302:
+			writeErrorResponse(s.h, WireErrShuttingDown)
+		default:
+			return false
+		}
+		return true
+	})
+	c := connect(t, h)
+	_, _, err := c.SendGuestCall([]byte("x"), 300)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != WireErrHandlerFailed || !errors.Is(err, ErrRemote) ||
+		!errors.Is(err, &RemoteError{Code: WireErrHandlerFailed}) || errors.Is(err, ErrShuttingDown) {
+		t.Errorf("HandlerFailed: %v", err)
+	}
+	if _, _, err = c.SendGuestCall([]byte("x"), 301); !errors.As(err, &re) || re.Code != 42 {
+		t.Errorf("unknown code: %v", err)
+	}
+	if _, _, err = c.SendGuestCall([]byte("x"), 302); !errors.Is(err, ErrShuttingDown) || !errors.Is(err, ErrRemote) {
+		t.Errorf("remote ShuttingDown: %v", err)
+	}
+	if _, _, err = c.SendGuestCall(make([]byte, 129), MsgTypeNormal); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("too large: %v", err)
+	}
+	if _, _, err = c.SendGuestCall(nil, MsgTypeSystemError); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("reserved type: %v", err)
+	}
+	if _, _, err = c.SendGuestCallBuffer([]byte("abc"), make([]byte, 2), MsgTypeNormal, -1); !errors.Is(err, ErrBufferTooSmall) {
+		t.Errorf("small buffer: %v", err)
+	}
+	if got, _, err := c.SendGuestCallBuffer([]byte("abc"), make([]byte, 3), MsgTypeNormal, -1); err != nil || !bytes.Equal(got, complement([]byte("abc"))) {
+		t.Errorf("exact buffer: %v", err)
+	}
+	// Every failure above left the only guest slot free.
+	if got := ctlState(atomic.LoadUint32(&h.slots[1].h.ctl)); got != stateFree {
+		t.Errorf("guest slot left in state %d", got)
+	}
+}
+
+func TestGuestCallTimeoutWithdrawsAndAbandons(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 64, guestPayload: 64}
+	h := newFakeHost(t, g)
+	c := connect(t, h)
+	s := &h.slots[1]
+	// Nobody serves: the request is withdrawn (T5) and the slot given back.
+	if _, _, err := c.SendGuestCallWithTimeout([]byte("x"), MsgTypeNormal, time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v", err)
+	}
+	if st := ctlState(atomic.LoadUint32(&s.h.ctl)); st != stateFree {
+		t.Fatalf("state %d after a withdrawn call", st)
+	}
+	// The host takes the request and never answers: the call abandons it (T6) and the slot is the host's.
+	taken := make(chan uint32, 1)
+	go func() {
+		for {
+			if seq, ok := tryTake(s.h); ok {
+				taken <- seq
+				return
+			}
+			time.Sleep(10 * time.Microsecond)
+		}
+	}()
+	slot, err := c.AcquireGuestSlot(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(slot.RequestBuffer(), "y")
+	done := make(chan error, 1)
+	go func() { done <- slot.SendWithTimeout(1, MsgTypeNormal, 200*time.Millisecond) }()
+	seq := <-taken
+	if err := waitErr(t, done, "Send"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v", err)
+	}
+	if w := atomic.LoadUint32(&s.h.ctl); ctlState(w) != stateAbandoned || ctlSeq(w) != seq {
+		t.Fatalf("word %#x, want ABANDONED(%d)", w, seq)
+	}
+	if err := slot.Send(1, MsgTypeNormal); !errors.Is(err, ErrSlotLost) {
+		t.Errorf("send on a lost slot: %v", err)
+	}
+	slot.Release()
+	// The host's late answer is discarded (T7); the next call gets its own answer.
+	atomic.StoreUint32(&s.h.respType, uint32(MsgTypeNormal))
+	atomic.StoreUint32(&s.h.respSize, 1)
+	if complete(s.h, seq) != completeDiscarded {
+		t.Fatal("late answer not discarded")
+	}
+	h.serveGuestCalls(nil)
+	if got, _, err := c.SendGuestCall([]byte("z"), MsgTypeNormal); err != nil || !bytes.Equal(got, complement([]byte("z"))) {
+		t.Errorf("next call: %q %v", got, err)
+	}
+}
+
+func TestShutdownEndsWorkersAndCalls(t *testing.T) {
+	h := newFakeHost(t, smallGeometry)
+	c := connect(t, h)
+	if err := c.Start(testHandler); err != nil {
+		t.Fatal(err)
+	}
+	call := make(chan error, 1)
+	go func() {
+		_, _, err := c.SendGuestCallWithTimeout([]byte("x"), MsgTypeNormal, time.Minute)
+		call <- err
+	}()
+	for ctlState(atomic.LoadUint32(&h.slots[2].h.ctl)) != stateRequest {
+		time.Sleep(time.Millisecond)
+	}
+	h.shutdown()
+	if err := waitErr(t, call, "the guest call"); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("call: %v", err)
+	}
+	wait := make(chan error, 1)
+	go func() { wait <- c.Wait() }()
+	if err := waitErr(t, wait, "Wait"); err != nil {
+		t.Errorf("Wait after shutdown: %v", err)
+	}
+	if _, err := c.AcquireGuestSlot(time.Second); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("acquire after shutdown: %v", err)
+	}
+}
+
+func TestHostDeathEndsWaitWithErrHostGone(t *testing.T) {
+	h := newFakeHost(t, smallGeometry)
+	c := connect(t, h)
+	if err := c.Start(testHandler); err != nil {
+		t.Fatal(err)
+	}
+	h.die()
+	wait := make(chan error, 1)
+	go func() { wait <- c.Wait() }()
+	if err := waitErr(t, wait, "Wait"); !errors.Is(err, ErrHostGone) {
+		t.Errorf("Wait: %v", err)
+	}
+	if _, _, err := c.SendGuestCall([]byte("x"), MsgTypeNormal); !errors.Is(err, ErrHostGone) {
+		t.Errorf("call to a dead host: %v", err)
+	}
+	if c.HostAlive() {
+		t.Error("HostAlive after death")
+	}
+}
+
+func TestCloseEndsCallsAndWorkers(t *testing.T) {
+	h := newFakeHost(t, geometry{hostSlots: 3, guestSlots: 3, hostPayload: 64, guestPayload: 64})
+	c := connect(t, h)
+	if err := c.Start(testHandler); err != nil {
+		t.Fatal(err)
+	}
+	calls := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			_, _, err := c.SendGuestCallWithTimeout([]byte("x"), MsgTypeNormal, time.Minute)
+			calls <- err
+		}()
+	}
+	// Idle workers and waiting callers sleep: each publishes the W bit before FUTEX_WAIT.
+	for i := range h.slots {
+		for atomic.LoadUint32(&h.slots[i].h.ctl)&ctlWaiting == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	if err := waitErr(t, closed, "Close"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := waitErr(t, calls, "a guest call"); !errors.Is(err, ErrClosed) {
+			t.Errorf("call during Close: %v", err)
+		}
+	}
+	if err := c.Wait(); err != nil {
+		t.Errorf("Wait after Close: %v", err)
+	}
+	// The guest lock is free again: another guest can attach.
+	c2 := connect(t, h)
+	c2.Close()
+}
+
+// A handler that is still running when Close is called finishes; Close waits for it.
+func TestCloseWaitsForARunningHandler(t *testing.T) {
+	h := newFakeHost(t, smallGeometry)
+	c := connect(t, h)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	if err := c.Start(func(req, resp []byte, t MsgType) (int32, MsgType) {
+		close(entered)
+		<-release
+		return int32(copy(resp, "done")), MsgTypeNormal
+	}); err != nil {
+		t.Fatal(err)
+	}
+	answer := make(chan error, 1)
+	go func() {
+		got, _, _, err := h.call(0, nil, 0, MsgTypeNormal, time.Minute)
+		if err == nil && string(got) != "done" {
+			err = fmt.Errorf("answer %q", got)
+		}
+		answer <- err
+	}()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a handler was running")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	if err := waitErr(t, closed, "Close"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitErr(t, answer, "the host call"); err != nil {
+		t.Error(err)
+	}
+}
