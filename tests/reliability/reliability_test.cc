@@ -68,7 +68,10 @@ shm::HostConfig HostCfg(const std::string& name) {
   argv.insert(argv.end(), extra.begin(), extra.end());
   if (!c.Spawn(argv, o)) return ::testing::AssertionFailure() << "fork failed: " << std::strerror(errno);
   std::string line = c.WaitFor("ready", 30000);
-  if (line.empty()) return ::testing::AssertionFailure() << "peer " << mode << " did not become ready";
+  if (line.empty()) {
+    return ::testing::AssertionFailure() << "peer " << mode << " did not become ready (last line: '"
+                                         << c.last_line() << "')";
+  }
   return ::testing::AssertionSuccess();
 }
 
@@ -208,8 +211,10 @@ TEST(GuestDeath, KillsUnderLoadLoseNothing) {
   int kills = 0;
   for (; kills < 3 && progressed; ++kills) {
     guest->Kill();  // at a random point of the traffic
+    // A supervisor restarts the guest once it is dead (its parent was told), not yet reaped: the successor
+    // attaches anyway. (While the killed process is still tearing down, it still holds the guest lock.)
+    if (!testkit::WaitDeadUnreaped(guest->pid(), 10000)) break;
     auto next = std::make_unique<Child>();
-    // The dead guest is not reaped yet: its successor attaches anyway.
     if (!SpawnPeer(*next, "guest", name)) break;
     guest->Reap(10000);
     guest = std::move(next);

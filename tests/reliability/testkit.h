@@ -133,6 +133,7 @@ class Child {
     std::swap(pid_, o.pid_);
     std::swap(fd_, o.fd_);
     std::swap(buf_, o.buf_);
+    std::swap(last_line_, o.last_line_);
     return *this;
   }
   ~Child() {
@@ -207,9 +208,13 @@ class Child {
       if (left_ms <= 0) return "";
       std::string line = ReadLine(static_cast<int>(left_ms));
       if (line.empty() && fd_ < 0) return "";
+      if (!line.empty()) last_line_ = line;
       if (line.compare(0, prefix.size(), prefix) == 0) return line;
     }
   }
+
+  /// The last line WaitFor read (for failure messages).
+  const std::string& last_line() const { return last_line_; }
 
   void Kill(int sig = SIGKILL) const {
     if (pid_ > 0) ::kill(pid_, sig);
@@ -235,6 +240,7 @@ class Child {
   pid_t pid_ = -1;
   int fd_ = -1;
   std::string buf_;
+  std::string last_line_;
 };
 
 /// Exit code of a wait status, or 128 + signal, or -1.
