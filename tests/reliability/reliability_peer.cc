@@ -4,8 +4,8 @@
 //   reliability_peer host <name>                     create the segment, serve guest calls (kHang blocks);
 //                                                    SIGTERM shuts it down cleanly
 //   reliability_peer attach <name>                   try to attach once; report the outcome; serve if attached
-//   reliability_peer flipper <name>                  keep overwriting sizes and types in every slot header
-//   reliability_peer flipped-guest <name> <calls>    serve and call while a flipper runs; check every bound
+//   reliability_peer flipper <name> --seed S         keep overwriting sizes and types in every slot header
+//   reliability_peer flipped-guest <name> <calls> --seed S   serve and call while a flipper runs; check bounds
 //
 // Progress goes to fd 3 as lines ("ready", "entered <slot> <id>", "stats ..."). Exit codes: 0 clean,
 // 10 the host died (Wait() said kHostGone), 30 + ErrorCode for a failed Connect, 40 a bound was violated,
@@ -106,7 +106,7 @@ int Attach(const std::string& name) {
 
 // Overwrites the fields a reader must read once: req_size/req_type (read by the server) and
 // resp_size/resp_type/resp_error (read by the caller), in every slot, with values chosen to hurt.
-int Flipper(const std::string& name) {
+int Flipper(const std::string& name, uint64_t seed) {
   testkit::SegmentView probe(name);
   int fd = ::open(("/dev/shm/" + name).c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0 || !probe.ok()) return 4;
@@ -120,7 +120,7 @@ int Flipper(const std::string& name) {
   const int32_t cap = static_cast<int32_t>(h.host_payload.load());
   const int32_t sizes[] = {INT_MIN, INT_MAX, cap, cap + 1, -cap, -cap - 1, 0, -1, 1, 2 * cap, -2 * cap, 64};
   const uint32_t types[] = {0, 1, 2, 3, 10, 11, 127, 128, 200, 0xFFFFFFFFu, 126};
-  testkit::Rng rng(static_cast<uint64_t>(::getpid()));
+  testkit::Rng rng(seed);
   auto* slots = reinterpret_cast<shm::wire::SlotHeader*>(static_cast<uint8_t*>(p) + shm::wire::kSegmentHeaderSize);
   for (uint64_t round = 0;; ++round) {
     for (uint32_t i = 0; i < n; ++i) {
@@ -139,7 +139,7 @@ int Flipper(const std::string& name) {
 
 // Serves and calls while a flipper rewrites sizes and types. Every request the handler sees must lie inside its
 // slot's request buffer and every answer must fit the response buffer; every call must end in time.
-int FlippedGuest(const std::string& name, long calls) {
+int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
   shm::GuestConfig c;
   c.name = name;
   c.connect_timeout = std::chrono::seconds(20);
@@ -157,7 +157,7 @@ int FlippedGuest(const std::string& name, long calls) {
   };
   if (auto r = g.Start(handler); !r) return 3;
   testkit::Notify("ready");
-  testkit::Rng rng(static_cast<uint64_t>(::getpid()) * 7919);
+  testkit::Rng rng(seed);
   const uint32_t cap = g.guest_payload_capacity();
   long ok = 0, typed = 0, late = 0;
   std::vector<uint8_t> req(cap), resp;
@@ -199,17 +199,19 @@ int main(int argc, char** argv) {
   bool reconnect = false;
   long calls = 1000;
   unsigned lifetime = 300;
+  uint64_t seed = 1;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reconnect") reconnect = true;
     else if (a == "--lifetime" && i + 1 < argc) lifetime = static_cast<unsigned>(std::stoul(argv[++i]));
+    else if (a == "--seed" && i + 1 < argc) seed = std::stoull(argv[++i]);
     else calls = std::stol(a);
   }
   ::alarm(lifetime);  // SIGALRM ends a peer that a test forgot
   if (mode == "guest") return Guest(name, reconnect);
   if (mode == "host") return Host(name);
   if (mode == "attach") return Attach(name);
-  if (mode == "flipper") return Flipper(name);
-  if (mode == "flipped-guest") return FlippedGuest(name, calls);
+  if (mode == "flipper") return Flipper(name, seed);
+  if (mode == "flipped-guest") return FlippedGuest(name, calls, seed);
   return 2;
 }

@@ -388,8 +388,8 @@ TEST(ReadOnce, FlippedSizesAndTypesNeverReadOutOfBounds) {
     return shm::Reply{(sum & 0x100) ? -n : n, MsgType::NORMAL};
   }));
   Child guest, flipper;
-  ASSERT_TRUE(SpawnPeer(guest, "flipped-guest", name, {"4000"}));
-  ASSERT_TRUE(SpawnPeer(flipper, "flipper", name));
+  ASSERT_TRUE(SpawnPeer(guest, "flipped-guest", name, {"4000", "--seed", std::to_string(seed + 100)}));
+  ASSERT_TRUE(SpawnPeer(flipper, "flipper", name, {"--seed", std::to_string(seed + 200)}));
   const uint32_t cap = host.payload_capacity();
   std::mutex mu;
   std::map<std::string, long> outcomes;
