@@ -188,9 +188,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             uint32_t cur = h->ctl.load();
             if (shm::wire::CtlState(cur) != 2) continue;  // REQUEST
             const uint32_t seq = shm::wire::CtlSeq(cur);
-            if ((how & 1) && !h->ctl.compare_exchange_strong(cur, shm::wire::MakeCtl(shm::wire::SlotState::kServing, seq))) {
-              continue;
-            }
+            const uint32_t serving = shm::wire::MakeCtl(shm::wire::SlotState::kServing, seq);
+            if ((how & 1) && !h->ctl.compare_exchange_strong(cur, serving)) continue;
             h->resp_type.store(resp_type);
             h->resp_size.store(resp_size);
             h->resp_error.store(resp_error);

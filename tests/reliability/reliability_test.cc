@@ -366,8 +366,10 @@ TEST(HostDeath, ReconnectingGuestFollowsNewHost) {
   EXPECT_EQ(server, static_cast<uint64_t>(guest.pid())) << "the same guest process must serve the new host";
   EXPECT_TRUE(EchoOnce(next, 12));
   Record("host SIGKILLed with a guest started with GuestConfig::reconnect",
-         std::string("the same guest process served the new host's call ") + (server == static_cast<uint64_t>(guest.pid()) ? "yes" : "NO") +
-             "; first call answered " + Ms(first_ms) + " after the new host's Init");
+         std::string(server == static_cast<uint64_t>(guest.pid()) ? "the same guest process (pid checked)"
+                                                                 : "ANOTHER process") +
+             " served the new host's calls without a restart; the first was answered " + Ms(first_ms) +
+             " after the new host's Init");
 }
 
 // ---- 5. Read-once: sizes and types change under the reader ---------------------------------------------------

@@ -300,23 +300,23 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
               secs);
   std::printf("soak: host side   %s\n", host_stats.Line().c_str());
   std::printf("soak: guest side  %s\n", guest_line.empty() ? "(no report)" : guest_line.c_str() + 7);
+  const uint64_t injected = host_stats.injected + field(guest_line, "injected_timeouts");
+  const size_t leaked = static_cast<size_t>(std::count(busy.begin(), busy.end(), ':'));
   std::printf("soak: %" PRIu64 " verified round trips (%.0f/s), %" PRIu64 " host->guest served by the guest, "
               "%" PRIu64 " injected timeouts\n",
-              round_trips, static_cast<double>(round_trips) / secs, g_served, host_stats.injected + field(guest_line, "injected_timeouts"));
+              round_trips, static_cast<double>(round_trips) / secs, g_served, injected);
   std::printf("soak: RESULT mismatches=%" PRIu64 " stale=%" PRIu64 " leaked_slots=%zu unexpected_errors=%" PRIu64
               " guest_exit=%d\n",
-              mismatches, stale, busy.empty() ? size_t{0} : static_cast<size_t>(std::count(busy.begin(), busy.end(), ':')),
-              host_stats.unexpected + g_unexp, guest_exit);
+              mismatches, stale, leaked, host_stats.unexpected + g_unexp, guest_exit);
   if (!busy.empty()) std::printf("soak: slots not FREE: %s\n", busy.c_str());
   const bool clean = !guest_line.empty() && !guest_calls_line.empty() && mismatches == 0 && stale == 0 &&
                      busy.empty() && host_stats.unexpected == 0 && g_unexp == 0 && guest_exit == 0;
   std::printf("soak: %s\n", clean ? "PASS" : "FAIL");
-  std::printf("RELIABILITY|soak: %" PRIu64 " host->guest + %" PRIu64 " guest->host calls, random sizes (both "
-              "alignments), types and injected timeouts|%" PRIu64 " verified round trips; %" PRIu64 " mismatches, "
-              "%" PRIu64 " stale answers, %zu leaked slots, %" PRIu64 " unexpected errors (seed %" PRIu64 ")\n",
-              count, guest_calls, round_trips, mismatches, stale,
-              busy.empty() ? size_t{0} : static_cast<size_t>(std::count(busy.begin(), busy.end(), ':')),
-              host_stats.unexpected + g_unexp, seed);
+  std::printf("RELIABILITY|soak (ctest soak_short): calls both ways with random sizes (both alignments), types "
+              "and injected timeouts, checksums on both sides|%" PRIu64 " host->guest + %" PRIu64 " guest->host "
+              "calls: %" PRIu64 " verified round trips; %" PRIu64 " mismatches, %" PRIu64 " stale answers, %zu "
+              "leaked slots, %" PRIu64 " unexpected errors (seed %" PRIu64 ")\n",
+              count, guest_calls, round_trips, mismatches, stale, leaked, host_stats.unexpected + g_unexp, seed);
   return clean ? 0 : 1;
 }
 
