@@ -50,6 +50,10 @@ enum class WaitStatus {
   kAborted,  ///< The abort hook asked to stop (its reason is the caller's to keep).
 };
 
+/// How long a waiter spins without any system call before it starts offering its CPU (sched_yield) between
+/// spins. A busy peer answers well within it (a round trip is ~1 us); oversubscribed peers need the yields.
+constexpr int64_t kPureSpinNs = 4000;
+
 /// How often a sleeping waiter wakes to run the slow (system-call) checks, such as peer liveness.
 constexpr int64_t kLivenessSliceNs = 50000000;  // 50 ms
 
@@ -64,7 +68,7 @@ template <typename Pred, typename Abort>
 WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, int64_t deadline_ns,
                    SpinPolicy& policy, Pred pred, Abort abort, uint32_t* observed,
                    uint32_t waiting_bit = wire::kWaiting) {
-  // Spin phase: no system call, so two busy peers never enter the kernel.
+  // Spin phase: two busy peers never leave it, so they never enter the kernel.
   uint32_t v = word.load(std::memory_order_acquire);  // SYNC POINT READ: the word
   if (pred(v)) {
     *observed = v;
@@ -72,6 +76,7 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
   }
   const int64_t start = platform::MonotonicNs();
   const int64_t spin_end = std::min(start + policy.budget_ns(), deadline_ns);
+  const int64_t pure_end = std::min(start + kPureSpinNs, spin_end);
   for (uint32_t i = 1;; ++i) {
     platform::CpuRelax();
     v = word.load(std::memory_order_acquire);
@@ -79,9 +84,13 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
       *observed = v;
       return WaitStatus::kReady;
     }
-    if ((i & 31) == 0) {
-      if (abort(false)) return WaitStatus::kAborted;
-      if (platform::MonotonicNs() >= spin_end) break;
+    if ((i & 7) == 0) {
+      const int64_t now = platform::MonotonicNs();
+      if (now >= spin_end) break;
+      // Past the pure spin, the peer is slow or not running: with more busy threads than cores it may be
+      // waiting for this very CPU, so offer it (a no-op system call when nothing else is runnable here).
+      if (now >= pure_end) platform::YieldThread();
+      if ((i & 63) == 0 && abort(false)) return WaitStatus::kAborted;
     }
   }
   // Sleep phase: publish kWaiting, re-check, sleep; whoever changes the word sees kWaiting and wakes us.
