@@ -3,6 +3,7 @@ package shm
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -45,6 +46,13 @@ func TestValidateHeader(t *testing.T) {
 		{"payload too large", set32(unsafe.Offsetof(h.guestPayload), 1<<30+64), 256, total, ErrBadGeometry},
 		{"guest payload without guest slots", set32(unsafe.Offsetof(h.guestSlots), 0), 256, total, ErrBadGeometry},
 		{"total size", func(b []byte) { binary.LittleEndian.PutUint64(b[unsafe.Offsetof(h.totalSize):], uint64(total)+4096) }, 256, total + 4096, ErrBadGeometry},
+		{"over the segment size limit", func(b []byte) {
+			binary.LittleEndian.PutUint32(b[unsafe.Offsetof(h.hostSlots):], 4096)
+			binary.LittleEndian.PutUint32(b[unsafe.Offsetof(h.guestSlots):], 0)
+			binary.LittleEndian.PutUint32(b[unsafe.Offsetof(h.hostPayload):], 1<<30)
+			binary.LittleEndian.PutUint32(b[unsafe.Offsetof(h.guestPayload):], 0)
+			binary.LittleEndian.PutUint64(b[unsafe.Offsetof(h.totalSize):], geometry{4096, 0, 1 << 30, 0}.totalSize())
+		}, 256, 4096, ErrBadGeometry},
 		{"huge total size", func(b []byte) { binary.LittleEndian.PutUint64(b[unsafe.Offsetof(h.totalSize):], 1<<62) }, 256, 1 << 62, ErrBadGeometry},
 	}
 	for _, c := range cases {
@@ -169,7 +177,7 @@ func TestConnectCloseReleasesEverything(t *testing.T) {
 	h := newFakeHost(t, smallGeometry)
 	fds, maps := openCounts(t)
 	for i := 1; i <= 3; i++ {
-		c, err := Connect(ClientConfig{ShmName: h.name})
+		c, err := Connect(ClientConfig{ShmName: h.name, ConnectionTimeout: math.MaxInt64})
 		if err != nil {
 			t.Fatal(err)
 		}

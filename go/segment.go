@@ -38,7 +38,8 @@ func validName(name string) bool {
 	return true
 }
 
-// validateHeader checks the first n bytes of a segment file of fileSize bytes (SPECIFICATION.md §4 step 4).
+// validateHeader checks the first n bytes of a segment file of fileSize bytes (SPECIFICATION.md §4 step 4),
+// in the order the specification gives, so each failure gets its own error.
 // It reads only its arguments, never the mapping. The magic must be non-zero (checked by the caller).
 func validateHeader(b []byte, n int, fileSize int64) (geometry, error) {
 	var g geometry
@@ -67,6 +68,10 @@ func validateHeader(b []byte, n int, fileSize int64) (geometry, error) {
 	if !g.valid() {
 		return g, newErr(ErrBadGeometry, "%d host slots, %d guest slots, payloads %d/%d", g.hostSlots,
 			g.guestSlots, g.hostPayload, g.guestPayload)
+	}
+	if g.totalSize() > maxSegmentSize {
+		return g, newErr(ErrBadGeometry, "the geometry needs %d bytes, over the %d-byte limit", g.totalSize(),
+			maxSegmentSize)
 	}
 	total := le.Uint64(b[unsafe.Offsetof(h.totalSize):])
 	if total != g.totalSize() {

@@ -223,7 +223,9 @@ func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
 
 func payloadValid(p uint32) bool { return p >= minPayload && p <= maxPayload && p%payloadAlign == 0 }
 
-// valid reports whether g is within the bounds of version 1. Under them every size below fits in 44 bits.
+// valid reports whether g's counts and payloads are within the bounds of version 1 (like the C++
+// GeometryValid); the segment-size limit, maxSegmentSize, is checked separately. Under these bounds every size
+// below fits in 44 bits.
 func (g geometry) valid() bool {
 	if g.hostSlots < 1 || g.hostSlots > maxSlots || g.guestSlots > maxSlots || !payloadValid(g.hostPayload) {
 		return false
