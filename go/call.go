@@ -18,7 +18,16 @@ func (c *Client) deadline(timeout time.Duration) int64 {
 	if timeout < 0 {
 		timeout = c.defaultTimeout
 	}
-	return monoNow() + int64(timeout)
+	return deadlineAfter(timeout)
+}
+
+// deadlineAfter is the monoNow deadline timeout from now, saturating instead of overflowing.
+func deadlineAfter(timeout time.Duration) int64 {
+	now := monoNow()
+	if int64(timeout) > noDeadline-now {
+		return noDeadline
+	}
+	return now + int64(timeout)
 }
 
 // claimAny claims a free guest slot (T1), until the deadline. The caller holds c.mu for reading.
@@ -73,6 +82,9 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	}
 	if c.isClosing() {
 		return a, true, newErr(ErrClosed, "the client is closed")
+	}
+	if c.seg.hostShuttingDown() {
+		return a, true, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
 	}
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))

@@ -84,7 +84,7 @@ func Connect(cfg ClientConfig) (*Client, error) {
 	if cfg.DefaultTimeout == 0 {
 		cfg.DefaultTimeout = 10 * time.Second
 	}
-	deadline := time.Now().Add(cfg.ConnectionTimeout)
+	deadline := deadlineAfter(cfg.ConnectionTimeout)
 	for {
 		seg, err := attachOnce(cfg.ShmName)
 		if err == nil {
@@ -94,7 +94,7 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		if !ok {
 			return nil, err
 		}
-		left := time.Until(deadline)
+		left := time.Duration(deadline - monoNow())
 		if left <= 0 {
 			return nil, newErr(ErrNotFound, "no live host published %s within %v (%s)", cfg.ShmName,
 				cfg.ConnectionTimeout, retry.reason)
@@ -298,4 +298,6 @@ func (c *Client) runHandler(s *slotView, h Handler, req []byte, t MsgType) (n in
 	return n, rt, false
 }
 
+// String names the client by its segment ("shm.Client(my-segment)"). Safe for concurrent use, also after
+// Close.
 func (c *Client) String() string { return fmt.Sprintf("shm.Client(%s)", c.seg.name) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand"
 	"sync"
 	"sync/atomic"
@@ -208,6 +209,10 @@ func TestGuestCallErrors(t *testing.T) {
 	}
 	if got, _, err := c.SendGuestCallBuffer([]byte("abc"), make([]byte, 3), MsgTypeNormal, -1); err != nil || !bytes.Equal(got, complement([]byte("abc"))) {
 		t.Errorf("exact buffer: %v", err)
+	}
+	// The longest timeouts saturate instead of overflowing into the past.
+	if got, _, err := c.SendGuestCallWithTimeout([]byte("abc"), MsgTypeNormal, math.MaxInt64); err != nil || !bytes.Equal(got, complement([]byte("abc"))) {
+		t.Errorf("MaxInt64 timeout: %v", err)
 	}
 	// Every failure above left the only guest slot free.
 	if got := ctlState(atomic.LoadUint32(&h.slots[1].h.ctl)); got != stateFree {

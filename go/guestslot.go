@@ -35,10 +35,10 @@ func (c *Client) AcquireGuestSlot(timeout time.Duration) (*GuestSlot, error) {
 	return &GuestSlot{c: c, s: s, seq: seq, held: true}, nil
 }
 
-// Index returns the slot's index in the segment (guest slots follow the host slots).
+// Index returns the slot's index in the segment (guest slots follow the host slots). Valid after Release.
 func (g *GuestSlot) Index() int { return int(g.s.index) }
 
-// Capacity returns the size in bytes of the request buffer (and of the response buffer).
+// Capacity returns the size in bytes of the request buffer (and of the response buffer). Valid after Release.
 func (g *GuestSlot) Capacity() int { return int(g.s.capacity) }
 
 // RequestBuffer returns the whole request buffer, to write the request into; nil if the slot is not held.

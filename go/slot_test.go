@@ -196,11 +196,11 @@ func TestPlacement(t *testing.T) {
 
 func TestSpinPolicyAdapts(t *testing.T) {
 	p := newSpinPolicy()
-	if p.budget() != initialWakeNs {
+	if p.budget() != 2*initialWakeNs {
 		t.Fatal(p.budget())
 	}
 	for i := 0; i < 200; i++ {
-		p.observe(1000)
+		p.observe(500)
 	}
 	if p.budget() != minSpinNs {
 		t.Errorf("budget %d after cheap wake-ups", p.budget())

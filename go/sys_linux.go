@@ -49,6 +49,12 @@ func futexWakeAll(addr *uint32) {
 	_, _, _ = syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakeOp, math.MaxInt32, 0, 0, 0)
 }
 
+// schedYield offers this thread's CPU to another runnable thread. RawSyscall: it returns at once, so the Go
+// scheduler need not hand this thread's P to another thread meanwhile.
+func schedYield() {
+	_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
+}
+
 func lockRequest(typ int16, b int64) syscall.Flock_t {
 	return syscall.Flock_t{Type: typ, Whence: 0 /* SEEK_SET */, Start: b, Len: 1, Pid: 0}
 }

@@ -6,10 +6,11 @@ import (
 )
 
 // Waiting on a futex word (SPECIFICATION.md §7): spin for an adaptive budget, then publish the W bit,
-// re-check, and sleep in FUTEX_WAIT. Two busy peers therefore never enter the kernel, and an idle waiter
-// sleeps. A sleeper wakes at least every livenessSliceNs to run its slow checks (the host's liveness lock).
+// re-check, and sleep in FUTEX_WAIT. Two busy peers answer within the first few microseconds of pure spinning
+// and therefore never enter the kernel; an idle waiter sleeps. A sleeper wakes at least every livenessSliceNs to run its slow checks (the host's liveness lock).
 
 const (
+	pureSpinNs      int64 = 4000 // spin without any system call this long; then offer the CPU between spins
 	minSpinNs       int64 = 2000
 	maxSpinNs       int64 = 200000
 	initialWakeNs   int64 = 50000
@@ -26,8 +27,11 @@ type spinPolicy struct {
 
 func newSpinPolicy() *spinPolicy { return &spinPolicy{costNs: initialWakeNs} }
 
+// budget is how long to spin before sleeping: twice the wake-up cost. Once one side sleeps, the other's next
+// wait lasts at least a wake-up plus the work in between; spinning less makes both sides sleep on every
+// message.
 func (p *spinPolicy) budget() int64 {
-	c := atomic.LoadInt64(&p.costNs)
+	c := 2 * atomic.LoadInt64(&p.costNs)
 	if c < minSpinNs {
 		return minSpinNs
 	}
@@ -66,21 +70,29 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 	if pred(v) {
 		return v, waitReady
 	}
-	spinEnd := monoNow() + spin.budget()
+	start := monoNow()
+	spinEnd := start + spin.budget()
 	if spinEnd > deadline {
 		spinEnd = deadline
 	}
+	pureEnd := start + pureSpinNs
 	for i := 1; ; i++ {
 		v = atomic.LoadUint32(word)
 		if pred(v) {
 			return v, waitReady
 		}
-		if i&31 == 0 {
-			if abort(false) {
-				return v, waitAborted
-			}
-			if monoNow() >= spinEnd {
+		if i&7 == 0 {
+			now := monoNow()
+			if now >= spinEnd {
 				break
+			}
+			// Past the pure spin the peer is slow or not running; with more busy threads than cores it may be
+			// waiting for this very CPU, so offer it (sched_yield returns at once when nothing else can run).
+			if now >= pureEnd {
+				schedYield()
+			}
+			if i&63 == 0 && abort(false) {
+				return v, waitAborted
 			}
 		}
 	}
