@@ -481,23 +481,27 @@ std::string Sig(double v) {
   return Fmt("%.3f", v);
 }
 
-/// "median ±half-range%" — the spread over the runs.
-std::string WithSpread(const Stat& s, double scale = 1) {
-  if (s.n == 0) return "—";
-  std::string out = Sig(s.med * scale);
-  if (s.n > 1 && s.med != 0) out += " ±" + Fmt("%.0f", 50 * (s.hi - s.lo) / std::fabs(s.med)) + "%";
-  return out;
+/// A value with k/M suffix for rates.
+std::string Scaled(double v, bool rate) {
+  if (!rate) return Sig(v);
+  if (v >= 1e6) return Sig(v / 1e6) + " M";
+  if (v >= 1e3) return Sig(v / 1e3) + " k";
+  return Sig(v);
 }
 
-std::string Rate(const Stat& s) {
+/// The spread over the runs: "median ±x%" (x = half the range relative to the median) while the runs agree
+/// within a factor of two, else "median (min–max)", which says more when one run was disturbed.
+std::string Spread(const Stat& s, double scale, bool rate) {
   if (s.n == 0) return "—";
-  std::string out;
-  if (s.med >= 1e6) out = Sig(s.med / 1e6) + " M";
-  else if (s.med >= 1e3) out = Sig(s.med / 1e3) + " k";
-  else out = Sig(s.med);
-  if (s.n > 1 && s.med != 0) out += " ±" + Fmt("%.0f", 50 * (s.hi - s.lo) / s.med) + "%";
-  return out;
+  std::string out = Scaled(s.med * scale, rate);
+  if (s.n < 2 || s.med == 0) return out;
+  const double half = 50 * (s.hi - s.lo) / std::fabs(s.med);
+  if (half <= 100) return out + " ±" + Fmt("%.0f", half) + "%";
+  return out + " (" + Scaled(s.lo * scale, rate) + "–" + Scaled(s.hi * scale, rate) + ")";
 }
+
+std::string WithSpread(const Stat& s, double scale = 1) { return Spread(s, scale, false); }
+std::string Rate(const Stat& s) { return Spread(s, 1, true); }
 
 /// "median [min–max]" for ratios.
 std::string RatioCell(const Stat& s) {
@@ -595,7 +599,8 @@ class Report {
 
   std::string Markdown() const {
     std::ostringstream o;
-    o << "Medians over the runs; ±x% is half the range (max − min) over the runs relative to the median; "
+    o << "Medians over the runs; ±x% is half the range (max − min) over the runs relative to the median, or "
+         "(min–max) when the runs disagree by more than that; "
          "ratios are computed within each run and shown as median [min–max]. Latencies are round-trip times in "
          "µs. CPU is in cores (CPU seconds per wall second) over the measured window; ctx sw/RT is the "
          "server's context switches per round trip (0 when it never sleeps).\n\n";
