@@ -144,7 +144,8 @@ class Process {
     in_ = -1;
   }
 
-  /// The next line of the child's stdout, without its newline; nullopt at the deadline or end of file.
+  /// The next line of the child's stdout, without its newline; nullopt at the deadline or end of file. A zero
+  /// timeout returns a line only if one is already there.
   std::optional<std::string> ReadLine(Clock::duration timeout) {
     const auto deadline = Clock::now() + timeout;
     for (;;) {
@@ -156,11 +157,12 @@ class Process {
         return line;
       }
       if (out_ < 0) return std::nullopt;
-      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return std::nullopt;
+      // At or past the deadline, one last look at what is already there (a zero timeout polls without waiting).
+      const auto left = std::max<long long>(0, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count());
       pollfd pfd{out_, POLLIN, 0};
       const int r = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left, 1000)));
       if (r < 0 && errno != EINTR) return std::nullopt;
+      if (r == 0 && left == 0) return std::nullopt;
       if (r <= 0) continue;
       char chunk[4096];
       const ssize_t n = ::read(out_, chunk, sizeof chunk);

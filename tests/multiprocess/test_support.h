@@ -190,6 +190,15 @@ inline uint32_t AbandonASlot(shm::DirectHost& host, Process& guest, const std::s
     EXPECT_FALSE(r) << "a blocked handler cannot answer";
     if (r) return UINT32_MAX;
     EXPECT_EQ(r.error().code(), shm::ErrorCode::kTimeout) << r.error().ToString();
+    // Still holding the slot means the guest never took the request, so it cannot have entered its handler.
+    if (z->valid()) {
+      auto entered = guest.ReadLine(milliseconds(0));
+      if (entered && entered->rfind("ENTERED", 0) == 0) {
+        ADD_FAILURE() << "the call timed out while the guest served it (" << *entered
+                      << "), yet the caller kept the slot: a late answer could reach its next call";
+        return UINT32_MAX;
+      }
+    }
   }
   std::string line;
   EXPECT_TRUE(GetLine(guest, "ENTERED", &line));
@@ -219,7 +228,9 @@ class HostAndGuest : public ::testing::Test {
 
   void TearDown() override {
     if (host_) host_->Shutdown();
-    // A guest that does not exit on its own is killed by guest_'s destructor.
+    // End of stdin releases a handler still blocked in kTypeBlock (after a failure); a guest that does not
+    // exit on its own is killed by guest_'s destructor.
+    guest_.CloseStdin();
     if (guest_.started()) (void)guest_.Wait(seconds(30));
   }
 
