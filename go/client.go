@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -90,12 +91,18 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		if err == nil {
 			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf}, nil
 		}
+		// A guest that is still dying keeps the guest lock until its last thread exits: retry that too, so
+		// a supervisor may restart a guest at once.
 		retry, ok := err.(*errRetry)
-		if !ok {
+		busy := errors.Is(err, ErrGuestAlreadyConnected)
+		if !ok && !busy {
 			return nil, err
 		}
 		left := time.Duration(deadline - monoNow())
 		if left <= 0 {
+			if busy {
+				return nil, err
+			}
 			return nil, newErr(ErrNotFound, "no live host published %s within %v (%s)", cfg.ShmName,
 				cfg.ConnectionTimeout, retry.reason)
 		}

@@ -38,9 +38,12 @@ class DirectGuest {
   DirectGuest& operator=(const DirectGuest&) = delete;
   ~DirectGuest() { Close(); }
 
-  /// Attach to the host named config.name, retrying every retry_interval until connect_timeout. Errors:
-  /// kInvalidArgs, kNotFound (no live host appeared in time), kBadMagic, kVersionMismatch, kBadGeometry,
-  /// kTruncated (file smaller than its header claims), kGuestAlreadyConnected, kPermissionDenied, kSystem.
+  /// Attach to the host named config.name, retrying every retry_interval until connect_timeout while no live
+  /// host has published the segment or another guest still holds it (a dying guest's lock goes with its last
+  /// thread, so a supervisor may restart a guest at once). Errors: kInvalidArgs, kNotFound (no live host
+  /// appeared in time), kGuestAlreadyConnected (another guest stayed attached until the deadline), kBadMagic,
+  /// kVersionMismatch, kBadGeometry, kTruncated (file smaller than its header claims), kPermissionDenied,
+  /// kSystem.
   Result<void> Connect(const GuestConfig& config) {
     if (endpoint()) return Error(ErrorCode::kInvalidArgs, "DirectGuest is already connected; Close() first");
     if (auto r = ValidateName(config.name); !r) return r;
@@ -56,9 +59,13 @@ class DirectGuest {
         SetEndpoint(std::move(*ep));
         return Ok();
       }
-      if (ep.error().code() != ErrorCode::kNotFound) return std::move(ep).error();
+      // Not there yet, or a previous guest still dying (its threads exiting; the kernel drops its lock when the
+      // last one has): both resolve by themselves, so retry until the deadline.
+      const ErrorCode code = ep.error().code();
+      if (code != ErrorCode::kNotFound && code != ErrorCode::kGuestAlreadyConnected) return std::move(ep).error();
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline) {
+        if (code == ErrorCode::kGuestAlreadyConnected) return std::move(ep).error();
         return Error(ErrorCode::kNotFound, "no host appeared for " + config.name + " within the connect timeout (" +
                                                ep.error().message() + ")");
       }
