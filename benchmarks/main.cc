@@ -860,6 +860,21 @@ class Report {
     }
     Target(o, "shm-zc 1 MiB request bandwidth ÷ memcpy ≥ 0.8",
            Ratio(Find("bulk", "shm-zc", 1u << 20), Find("bulk", "memcpy", 1u << 20), "rtps"), true, 0.8);
+    o << "\nContext (no target): shm against the floor doing exactly the same work in the same runs.\n\n";
+    o << "| comparison | measured: median [min–max] over runs |\n|---|---:|\n";
+    auto context = [&](const std::string& what, const Stat& st) {
+      std::string cell = "—";
+      if (st.n > 0) cell = Sig(st.med) + "×" + (st.n > 1 ? " [" + Sig(st.lo) + "–" + Sig(st.hi) + "]" : "");
+      o << "| " << what << " | " << cell << " |\n";
+    };
+    context("spin floor 1 MiB bulk bandwidth ÷ memcpy (the hardware's limit for this target)",
+            Ratio(Find("bulk", "spin-floor", 1u << 20), Find("bulk", "memcpy", 1u << 20), "rtps"));
+    context("shm-zc 1 MiB bulk bandwidth ÷ spin floor bulk",
+            Ratio(Find("bulk", "shm-zc", 1u << 20), Find("bulk", "spin-floor", 1u << 20), "rtps"));
+    context("spin floor 64 B p50 ÷ spin floor 0 B",
+            Ratio(Find("busy", "spin-floor", 64), Find("busy", "spin-floor", 0), "p50"));
+    context("futex floor 64 B p50 ÷ spin floor 64 B (what one sleep per side costs here)",
+            Ratio(Find("busy", "futex-floor", 64), Find("busy", "spin-floor", 64), "p50"));
     o << "\n";
   }
 
