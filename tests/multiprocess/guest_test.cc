@@ -132,6 +132,21 @@ CraftedFile ValidFile() {
   return f;
 }
 
+// A header that agrees with itself (total_size matches its geometry) in a file of `file_size` bytes.
+void SetGeometry(CraftedFile& f, uint32_t host_slots, uint32_t payload, uint64_t file_size) {
+  using H = shm::wire::SegmentHeader;
+  shm::wire::Geometry g;
+  g.host_slots = host_slots;
+  g.guest_slots = 0;
+  g.host_payload = payload;
+  f.Set<uint32_t>(offsetof(H, host_slots), g.host_slots);
+  f.Set<uint32_t>(offsetof(H, guest_slots), 0);
+  f.Set<uint32_t>(offsetof(H, host_payload), g.host_payload);
+  f.Set<uint32_t>(offsetof(H, guest_payload), 0);
+  f.Set<uint64_t>(offsetof(H, total_size), shm::wire::SegmentSize(g));
+  f.file_size = file_size;
+}
+
 class BrokenSegment : public ::testing::TestWithParam<BrokenCase> {};
 
 TEST_P(BrokenSegment, GuestGetsItsOwnErrorAndDoesNotCrash) {
@@ -183,18 +198,11 @@ INSTANTIATE_TEST_SUITE_P(
         BrokenCase{"FileShorterThanClaimed", ErrorCode::kTruncated,
                    [](CraftedFile& f) { f.file_size = f.file_size / 2; }},
         BrokenCase{"FileShorterThanHeader", ErrorCode::kTruncated, [](CraftedFile& f) { f.file_size = 100; }},
-        BrokenCase{"HugeGeometryInOnePage", ErrorCode::kTruncated,
-                   [](CraftedFile& f) {
-                     shm::wire::Geometry g;
-                     g.host_slots = shm::wire::kMaxSlots;
-                     g.guest_slots = 0;
-                     g.host_payload = shm::wire::kMaxPayload;
-                     f.Set<uint32_t>(offsetof(H, host_slots), g.host_slots);
-                     f.Set<uint32_t>(offsetof(H, guest_slots), 0);
-                     f.Set<uint32_t>(offsetof(H, host_payload), g.host_payload);
-                     f.Set<uint32_t>(offsetof(H, guest_payload), 0);
-                     f.Set<uint64_t>(offsetof(H, total_size), shm::wire::SegmentSize(g));
-                     f.file_size = shm::wire::kPage;
+        BrokenCase{"LargeGeometryInOnePage", ErrorCode::kTruncated,
+                   [](CraftedFile& f) { SetGeometry(f, 1024, 1u << 28, shm::wire::kPage); }},  // 512 GiB
+        BrokenCase{"GeometryOverSegmentLimit", ErrorCode::kBadGeometry,
+                   [](CraftedFile& f) {  // 8 TiB, consistent with itself, over the 1 TiB segment limit
+                     SetGeometry(f, shm::wire::kMaxSlots, shm::wire::kMaxPayload, shm::wire::kPage);
                    }}),
     [](const ::testing::TestParamInfo<BrokenCase>& case_info) { return std::string(case_info.param.label); });
 

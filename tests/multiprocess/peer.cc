@@ -3,14 +3,16 @@
 // (peer_protocol.h). Commands:
 //
 //   guest      --name N [--mode serve|attach-only] [--connect-timeout-ms T]
-//              Connect, then serve with the test handler until Wait() ends ("WAIT_DONE <how>"); attach-only
-//              connects without serving and closes at end of stdin.
+//              Connect, then serve with the test handler until Wait() ends ("WAIT_DONE <how>"). The request
+//              type picks the handler's behaviour (echo, throw, oversized or reserved reply, block until a
+//              stdin line, ...: peer_protocol.h). attach-only connects without serving and closes at end of
+//              stdin.
 //   guest-call --name N --scenario basic|ids|one|crafted [flags below]
 //              Connect and call the host. basic: --count copying calls and --rounds zero-copy calls, checking
-//              the host's "host:<request>" answers. ids: --threads x --count calls with unique ids. one: a single
-//              call (--type, --size or --payload, --aligned, --timeout-ms,
-//              --wait-go) printing "RESULT ...". crafted: a
-//              guest-slot request with the raw wire size --size, printing the raw answer.
+//              the host's "host:<request>" answers. ids: --threads x --count calls with unique ids. one: a
+//              single call (--type, --size or --payload, --aligned, --timeout-ms, --wait-go) printing
+//              "RESULT ...". crafted: a guest-slot request with the raw wire size --size (and --type),
+//              printing the host's raw answer.
 //   host       --name N [--barrier 1] [--host-slots K]
 //              Init a host ("INIT OK <pid>" or "INIT ERR <code> <message>"); hold it until SIGTERM. With
 //              --barrier, Init only once stdin reaches end of file (several hosts released at once).
@@ -131,12 +133,11 @@ Reply Text(MutableBytes out, const std::string& s) {
 }
 
 // Same bytes, same placement, same type if it is a valid response type.
-Reply Echo(const Message& m, MutableBytes out, const std::string& prefix = "") {
-  const size_t n = prefix.size() + m.data.size();
+Reply Echo(const Message& m, MutableBytes out) {
+  const size_t n = m.data.size();
   if (n > out.size()) throw std::length_error("echo does not fit");
   uint8_t* dst = m.end_aligned ? out.data() + (out.size() - n) : out.data();
-  if (!prefix.empty()) std::memcpy(dst, prefix.data(), prefix.size());
-  if (!m.data.empty()) std::memcpy(dst + prefix.size(), m.data.data(), m.data.size());
+  if (n != 0) std::memcpy(dst, m.data.data(), n);
   const int32_t size = static_cast<int32_t>(n);
   return Reply{m.end_aligned ? -size : size, shm::IsUserResponseType(m.type) ? m.type : MsgType::NORMAL};
 }
