@@ -415,6 +415,10 @@ func main() {
 	}
 	cfg := shm.ClientConfig{ShmName: name, ConnectionTimeout: 30 * time.Second,
 		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }}
+	if mode == "expect-already-connected" {
+		// Connect retries while another guest holds the segment; a short deadline makes it report that.
+		cfg.ConnectionTimeout = 500 * time.Millisecond
+	}
 	client, err := shm.Connect(cfg)
 	if mode == "expect-already-connected" {
 		if !errors.Is(err, shm.ErrGuestAlreadyConnected) {
