@@ -1,5 +1,5 @@
 // The guest process: Connect (retries until the host appears, times out, refuses broken segments with
-// distinct errors and no crash, one guest at a time) and its workers (one per host slot, heartbeats answered
+// distinct errors and no crash, one guest at a time, the next once the first leaves) and its workers (one per host slot, heartbeats answered
 // by the runtime, a throwing handler fails only its call).
 #include <fcntl.h>
 #include <poll.h>
@@ -22,34 +22,54 @@ namespace {
 using shm::ErrorCode;
 using shm::MsgType;
 
+// Counts opens of one file (inotify IN_OPEN): each Connect attempt of a guest opens the segment file once.
+class OpenCounter {
+ public:
+  explicit OpenCounter(const std::string& path) : fd_(::inotify_init1(IN_CLOEXEC)) {
+    ok_ = fd_ >= 0 && ::inotify_add_watch(fd_, path.c_str(), IN_OPEN) >= 0;
+  }
+  OpenCounter(const OpenCounter&) = delete;
+  OpenCounter& operator=(const OpenCounter&) = delete;
+  ~OpenCounter() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return ok_; }
+  /// Wait until the file has been opened `n` times since construction; false at the deadline.
+  bool WaitForOpens(int n, Clock::duration timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (opens_ < n && Clock::now() < deadline) {
+      pollfd pfd{fd_, POLLIN, 0};
+      if (::poll(&pfd, 1, 1000) <= 0) continue;
+      alignas(inotify_event) char buf[4096];
+      const ssize_t got = ::read(fd_, buf, sizeof buf);
+      for (ssize_t off = 0; off < got;) {
+        const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+        if (ev->mask & IN_OPEN) ++opens_;
+        off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      }
+    }
+    return opens_ >= n;
+  }
+
+ private:
+  int fd_;
+  bool ok_ = false;
+  int opens_ = 0;
+};
+
 TEST(Connect, RetriesUntilTheHostAppears) {
   SegmentName name("latehost");
   // An empty file and no host lock: the guest opens it, finds no live host, and must try again later.
   const int fd = ::open(name.path().c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0) << std::strerror(errno);
   ::close(fd);
-  const int watch = ::inotify_init1(IN_CLOEXEC);
-  ASSERT_GE(watch, 0) << std::strerror(errno);
-  ASSERT_GE(::inotify_add_watch(watch, name.path().c_str(), IN_OPEN), 0) << std::strerror(errno);
+  OpenCounter opens(name.path());
+  ASSERT_TRUE(opens.ok()) << std::strerror(errno);
 
   Process guest = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "60000"});
   ASSERT_TRUE(guest.started()) << guest.error();
   // Two opens by the guest: it tried, found no host, and tried again.
-  int opens = 0;
-  const auto deadline = Clock::now() + kLong;
-  while (opens < 2 && Clock::now() < deadline) {
-    pollfd pfd{watch, POLLIN, 0};
-    if (::poll(&pfd, 1, 1000) <= 0) continue;
-    alignas(inotify_event) char buf[4096];
-    const ssize_t n = ::read(watch, buf, sizeof buf);
-    for (ssize_t off = 0; off < n;) {
-      const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
-      if (ev->mask & IN_OPEN) ++opens;
-      off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
-    }
-  }
-  ::close(watch);
-  ASSERT_GE(opens, 2) << "the guest did not retry; its output:\n" << guest.transcript();
+  ASSERT_TRUE(opens.WaitForOpens(2, kLong)) << "the guest did not retry; its output:\n" << guest.transcript();
   EXPECT_FALSE(guest.Exited()) << "the guest gave up before its connect timeout";
 
   shm::DirectHost host;
@@ -74,21 +94,48 @@ TEST(Connect, TimesOutWithNotFoundWhenNoHostAppears) {
   EXPECT_TRUE(ExitsWith(guest, ExitCodeFor(ErrorCode::kNotFound)));
 }
 
-TEST(Connect, SecondGuestIsRefused) {
+TEST(Connect, SecondGuestIsRefusedWhileTheFirstStays) {
   SegmentName name("twoguests");
   shm::DirectHost host;
   ASSERT_TRUE(host.Init(MakeHostConfig(name.str())));
   Process first = SpawnPeer({"guest", "--name", name.str()});
   ASSERT_TRUE(first.started()) << first.error();
   ASSERT_TRUE(GetLine(first, "SERVING"));
-  Process second = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "5000"});
+  Process second = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "1000"});
   ASSERT_TRUE(second.started()) << second.error();
   std::string line;
   ASSERT_TRUE(GetLine(second, "CONNECT_FAILED", &line));
   EXPECT_EQ(line.rfind("CONNECT_FAILED GuestAlreadyConnected", 0), 0u) << line;
+  EXPECT_NE(line.find("pid " + std::to_string(first.pid())), std::string::npos) << line;
   EXPECT_TRUE(ExitsWith(second, ExitCodeFor(ErrorCode::kGuestAlreadyConnected)));
   ASSERT_TRUE(host.SendShutdown());
   EXPECT_TRUE(ExitsWith(first, kExitOk));
+}
+
+// A guest that finds another attached keeps trying until its deadline: it attaches once the first leaves.
+TEST(Connect, SecondGuestAttachesOnceTheFirstLeaves) {
+  SegmentName name("nextguest");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(MakeHostConfig(name.str())));
+  Process first = SpawnPeer({"guest", "--name", name.str(), "--mode", "attach-only"});
+  ASSERT_TRUE(first.started()) << first.error();
+  ASSERT_TRUE(GetLine(first, "CONNECTED"));
+  OpenCounter opens(name.path());
+  ASSERT_TRUE(opens.ok()) << std::strerror(errno);
+  Process second = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "60000"});
+  ASSERT_TRUE(second.started()) << second.error();
+  // Two attempts while the first guest stays: the second was refused once and is trying again.
+  ASSERT_TRUE(opens.WaitForOpens(2, kLong)) << "the second guest did not retry; its output:\n"
+                                            << second.transcript();
+  first.CloseStdin();  // the first guest closes and exits
+  ASSERT_TRUE(ExitsWith(first, kExitOk));
+  ASSERT_TRUE(GetLine(second, "SERVING"));
+  std::vector<uint8_t> out;
+  auto r = host.Send("second", MsgType::NORMAL, out, {kLong, false});
+  ASSERT_TRUE(r) << Describe(r);
+  EXPECT_EQ(Str(out), "second");
+  ASSERT_TRUE(host.SendShutdown());
+  EXPECT_TRUE(ExitsWith(second, kExitOk));
 }
 
 // ---- Broken segments -------------------------------------------------------------------------------------------
