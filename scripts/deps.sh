@@ -3,7 +3,7 @@
 # (and needs no root) on a machine that already has everything.
 set -euo pipefail
 packages=(cmake ninja-build g++ clang libgtest-dev libgmock-dev libbenchmark-dev
-          libflatbuffers-dev flatbuffers-compiler golang-go libclang-rt-14-dev strace)
+          libflatbuffers-dev flatbuffers-compiler golang-go libclang-rt-14-dev strace linux-perf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
