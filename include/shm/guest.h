@@ -112,7 +112,7 @@ class DirectGuest {
     closing_.store(true, std::memory_order_seq_cst);
     if (auto ep = endpoint()) {
       ep->set_closing();
-      for (uint32_t i = 0; i < ep->segment().slot_count(); ++i) detail::Nudge(ep->segment().Slot(i).header->ctl);
+      ep->NudgeAll();
     }
     {
       std::lock_guard<std::mutex> lock(mu_);

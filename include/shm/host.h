@@ -134,7 +134,7 @@ class DirectHost {
     auto ep = ep_;
     if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
     ep->header().host_state.store(static_cast<uint32_t>(wire::HostState::kShuttingDown), std::memory_order_seq_cst);
-    for (uint32_t i = 0; i < ep->segment().slot_count(); ++i) detail::Nudge(ep->segment().Slot(i).header->ctl);
+    ep->NudgeAll();
     ep->RingDoorbell();
     return Ok();
   }
@@ -144,9 +144,8 @@ class DirectHost {
   /// simply left behind. Idempotent. Thread-safe.
   void Shutdown() {
     if (!ep_ || shut_down_.exchange(true)) return;
+    ep_->set_closing();      // before SendShutdown's nudge, so woken callers see it too
     (void)SendShutdown();
-    ep_->set_closing();
-    for (uint32_t i = 0; i < ep_->segment().slot_count(); ++i) detail::Nudge(ep_->segment().Slot(i).header->ctl);
     Stop();
     auto& seg = ep_->segment();
     auto current = platform::IsCurrentFile(seg.file(), seg.path());

@@ -48,6 +48,12 @@ class Endpoint {
   bool closing() const noexcept { return closing_.load(std::memory_order_seq_cst); }
   void set_closing() noexcept { closing_.store(true, std::memory_order_seq_cst); }
 
+  /// Make every sleeper on every slot word re-check its conditions (after a shutdown or close flag was
+  /// stored with seq_cst). Thread-safe.
+  void NudgeAll() noexcept {
+    for (uint32_t i = 0; i < segment_.slot_count(); ++i) Nudge(segment_.Slot(i).header->ctl);
+  }
+
   bool host_shutting_down() noexcept {
     return header().host_state.load(std::memory_order_seq_cst) ==
            static_cast<uint32_t>(wire::HostState::kShuttingDown);
