@@ -74,9 +74,8 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
     *observed = v;
     return WaitStatus::kReady;
   }
-  const int64_t start = platform::MonotonicNs();
-  const int64_t spin_end = std::min(start + policy.budget_ns(), deadline_ns);
-  const int64_t pure_end = std::min(start + kPureSpinNs, spin_end);
+  // The clock is first read at the first check, not before spinning: a quick answer costs no clock read.
+  int64_t spin_end = 0, pure_end = 0;
   for (uint32_t i = 1;; ++i) {
     platform::CpuRelax();
     v = word.load(std::memory_order_acquire);
@@ -86,6 +85,10 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
     }
     if ((i & 7) == 0) {
       const int64_t now = platform::MonotonicNs();
+      if (i == 8) {
+        spin_end = std::min(now + policy.budget_ns(), deadline_ns);
+        pure_end = std::min(now + kPureSpinNs, spin_end);
+      }
       if (now >= spin_end) break;
       // Past the pure spin, the peer is slow or not running: with more busy threads than cores it may be
       // waiting for this very CPU, so offer it (a no-op system call when nothing else is runnable here).
