@@ -19,7 +19,7 @@ namespace bench {
 /// What a child process is told to do (passed on its command line as key=value pairs).
 struct Options {
   std::string role;       // caller | server
-  std::string transport;  // spin-floor, futex-floor, shm-copy, shm-zc, uds-seqpacket, uds-stream, pipe, ...
+  std::string transport;  // spin-floor, futex-floor, shm-copy, shm-zc, go-copy, go-zc, uds-seqpacket, ...
   std::string mode;       // busy | sleep | idle | bulk | guestcall
   std::string name;       // unique name for named resources (segments, queues, services)
   uint64_t payload = 64;  // request bytes; the echo answers as many (bulk answers 8)

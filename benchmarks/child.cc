@@ -98,7 +98,9 @@ class Accounting {
 };
 
 std::unique_ptr<Caller> MakeCaller(const Options& o) {
-  if (o.transport.rfind("shm-", 0) == 0) return MakeShmCaller(o);
+  // go-copy and go-zc: the shm host caller unchanged; only the server differs (the Go guest program, which the
+  // orchestrator starts instead of this binary, so MakeServer has no go-* server).
+  if (o.transport.rfind("shm-", 0) == 0 || o.transport.rfind("go-", 0) == 0) return MakeShmCaller(o);
   if (o.transport == "iceoryx") return MakeIceoryxCaller();
   if (o.transport == "boost-mq") return MakeBoostCaller();
   return MakeRawCaller(o.transport);

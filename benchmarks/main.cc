@@ -1,14 +1,17 @@
 // shm-bench — round trips through shm side by side with the hardware floor, Unix sockets, pipes, iceoryx and
-// Boost.Interprocess. See BENCHMARKS.md for what each case measures and how.
+// Boost.Interprocess, and with the Go guest in place of the C++ one. See BENCHMARKS.md for what each case
+// measures and how.
 //
 //   shm-bench [--quick] [--runs N] [--seconds S] [--out DIR] [--filter TEXT] [--list] [--no-iceoryx]
+//             [--no-go] [--go-guest PATH]
 //
 // The orchestrator (this process) builds the case list, starts iox-roudi when the iceoryx baseline is built,
 // and runs every case --runs times, interleaved (run 1 of every case, then run 2, ...) so that drift in the
 // machine's load spreads over all transports alike. Each case runs in two fresh processes (fork + exec of this
-// binary with --child): the caller measures, the server answers. It then prints markdown tables (medians over
-// the runs, their spread, and each baseline's ratio to shm computed within each run) and, with --out, writes
-// results.md, raw.csv (every run) and summary.csv (for plot.py).
+// binary with --child): the caller measures, the server answers; in the go-* cases the server is the Go guest
+// program (go/cmd/shm-bench-guest) instead. It then prints markdown tables (medians over the runs, their
+// spread, and each baseline's ratio to shm computed within each run) and, with --out, writes results.md,
+// raw.csv (every run) and summary.csv (for plot.py).
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -49,7 +52,7 @@ using bench::SleepNs;
 
 struct Case {
   std::string group;      // busy | threads | sleep | idle | guestcall | bulk
-  std::string transport;  // spin-floor, futex-floor, shm-copy, shm-zc, uds-seqpacket, uds-stream, pipe, ...
+  std::string transport;  // spin-floor, futex-floor, shm-copy, shm-zc, go-copy, go-zc, uds-seqpacket, ...
   std::string mode;       // busy | sleep | idle | bulk | guestcall (what the children do)
   uint64_t payload = 64;
   int threads = 1;
@@ -57,6 +60,13 @@ struct Case {
     return group + "/" + transport + "/" + std::to_string(payload) + "/t" + std::to_string(threads);
   }
 };
+
+// The Go guest that CMake built beside this binary (benchmarks/CMakeLists.txt), when `go` was found.
+#ifdef SHM_BENCH_GO_GUEST
+constexpr const char* kGoGuestBuilt = SHM_BENCH_GO_GUEST;
+#else
+constexpr const char* kGoGuestBuilt = "";
+#endif
 
 struct Settings {
   bool quick = false;
@@ -69,24 +79,35 @@ struct Settings {
   std::string filter;
   bool list = false;
   bool iceoryx = true;
+  bool go = true;
+  std::string go_guest = kGoGuestBuilt;  // the Go guest program; empty: not built
 };
 
 const std::vector<uint64_t> kPayloads = {0, 64, 1024, 16384, 1u << 20};
 
-std::vector<Case> AllCases(bool with_iceoryx, bool with_boost) {
+/// go-copy and go-zc: the shm host caller of shm-copy and shm-zc, served by the Go guest instead of the C++ one.
+bool IsGoGuest(const std::string& transport) { return transport.rfind("go-", 0) == 0; }
+
+std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
   std::vector<Case> cs;
   std::vector<std::string> busy = {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket",
                                    "uds-stream", "pipe"};
   if (with_iceoryx) busy.push_back("iceoryx");
   if (with_boost) busy.push_back("boost-mq");
   for (uint64_t p : kPayloads) {
-    for (const auto& t : busy) cs.push_back({"busy", t, "busy", p, 1});
+    for (const auto& t : busy) {
+      cs.push_back({"busy", t, "busy", p, 1});
+      // Next to the C++ guest they are compared with. 1 MiB echo adds nothing that the bulk case does not show.
+      if (with_go && t == "shm-zc" && p < (1u << 20)) {
+        for (const char* g : {"go-copy", "go-zc"}) cs.push_back({"busy", g, "busy", p, 1});
+      }
+    }
   }
   for (const char* t : {"shm-copy", "shm-zc"}) {
     for (int n : {1, 2, 4}) cs.push_back({"threads", t, "busy", 64, n});
   }
-  for (const char* t : {"futex-floor", "shm-copy", "shm-zc", "uds-seqpacket", "pipe"}) {
-    cs.push_back({"sleep", t, "sleep", 64, 1});
+  for (const char* t : {"futex-floor", "shm-copy", "shm-zc", "go-copy", "go-zc", "uds-seqpacket", "pipe"}) {
+    if (with_go || !IsGoGuest(t)) cs.push_back({"sleep", t, "sleep", 64, 1});
   }
   // One CPU-bound process competes with the pair for the 2 cores: what a busy machine does to each transport.
   for (const char* t : {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket"}) {
@@ -94,7 +115,9 @@ std::vector<Case> AllCases(bool with_iceoryx, bool with_boost) {
   }
   cs.push_back({"idle", "shm-copy", "idle", 64, 1});
   for (const char* t : {"shm-copy", "shm-zc"}) cs.push_back({"guestcall", t, "guestcall", 64, 1});
-  for (const char* t : {"memcpy", "spin-floor", "shm-copy", "shm-zc"}) cs.push_back({"bulk", t, "bulk", 1u << 20, 1});
+  for (const char* t : {"memcpy", "spin-floor", "shm-copy", "shm-zc", "go-zc"}) {
+    if (with_go || !IsGoGuest(t)) cs.push_back({"bulk", t, "bulk", 1u << 20, 1});
+  }
   return cs;
 }
 
@@ -140,8 +163,10 @@ RunResult ParseResult(const std::string& line) {
 
 // ---- Processes ----------------------------------------------------------------------------------------------
 
-/// fork + exec of this binary. `fds` maps inherited descriptors to fixed numbers in the child.
-pid_t Spawn(const std::vector<std::string>& args, const std::vector<std::pair<int, int>>& fds, bool quiet_stdout) {
+/// fork + exec of this binary, or of `exe` if given. `fds` maps inherited descriptors to fixed numbers in the
+/// child.
+pid_t Spawn(const std::vector<std::string>& args, const std::vector<std::pair<int, int>>& fds, bool quiet_stdout,
+            const std::string& exe = "") {
   pid_t pid = fork();
   if (pid != 0) return pid;
   // Child: first move every source out of the way, then place it, so sources and targets cannot collide.
@@ -154,32 +179,69 @@ pid_t Spawn(const std::vector<std::string>& args, const std::vector<std::pair<in
   }
   std::vector<char*> argv;
   static char self[] = "shm-bench";
-  argv.push_back(self);
+  argv.push_back(exe.empty() ? self : const_cast<char*>(exe.c_str()));
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  execv("/proc/self/exe", argv.data());
+  execv(exe.empty() ? "/proc/self/exe" : exe.c_str(), argv.data());
   _exit(127);
 }
 
-/// Wait for `pid` until `deadline_ns`; true if it exited.
-bool WaitExit(pid_t pid, int64_t deadline_ns) {
+/// Wait for `pid` until `deadline_ns`; true if it exited. `status` receives its wait status (-1: unknown).
+bool WaitExit(pid_t pid, int64_t deadline_ns, int* status = nullptr) {
   for (;;) {
     int st = 0;
     pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD)) return true;
+    if (r == pid || (r < 0 && errno == ECHILD)) {
+      if (status) *status = r == pid ? st : -1;
+      return true;
+    }
     if (NowNs() >= deadline_ns) return false;
     SleepNs(2'000'000);
   }
 }
 
+/// How a reaped process ended: on its own within the grace period (with its wait status, -1 if unknown), or not.
+struct Ended {
+  bool by_itself = false;
+  int status = -1;
+};
+
 /// End a server: let it exit on its own for `grace_ns`, then SIGTERM, then SIGKILL.
-void Reap(pid_t pid, int64_t grace_ns) {
-  if (pid <= 0) return;
-  if (WaitExit(pid, NowNs() + grace_ns)) return;
+Ended Reap(pid_t pid, int64_t grace_ns) {
+  Ended e;
+  if (pid <= 0) return e;
+  if (WaitExit(pid, NowNs() + grace_ns, &e.status)) {
+    e.by_itself = true;
+    return e;
+  }
   kill(pid, SIGTERM);
-  if (WaitExit(pid, NowNs() + 3'000'000'000)) return;
+  if (WaitExit(pid, NowNs() + 3'000'000'000)) return e;
   kill(pid, SIGKILL);
   WaitExit(pid, NowNs() + 3'000'000'000);
+  return e;
+}
+
+/// Why a Go guest that should have exited 0 on the host's shutdown did not (empty if it did).
+std::string GoGuestFailure(const Ended& e) {
+  if (!e.by_itself) return "the Go guest did not exit after the host's shutdown";
+  if (e.status == -1 || (WIFEXITED(e.status) && WEXITSTATUS(e.status) == 0)) return "";
+  if (WIFSIGNALED(e.status)) return "the Go guest was killed by signal " + std::to_string(WTERMSIG(e.status));
+  if (WEXITSTATUS(e.status) == 127) return "the Go guest could not be started (exec failed)";
+  return "the Go guest exited with status " + std::to_string(WEXITSTATUS(e.status));
+}
+
+/// The start of what a child wrote to `fd` (a memfd), on one line: an error message, or a Go panic's first
+/// lines (its message, then the stacks).
+std::string Head(int fd, size_t max_chars) {
+  std::string s(max_chars + 1, '\0');
+  const ssize_t n = pread(fd, &s[0], s.size(), 0);
+  s.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  for (char& ch : s) {
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
+  return s;
 }
 
 /// Read the caller's result line until EOF or the deadline.
@@ -255,7 +317,20 @@ RunResult RunCase(const Case& c, const Settings& st) {
   pid_t hog = 0;
   if (c.group == "contended") hog = Spawn({"--child", "role=hog"}, {}, true);
   pid_t server = 0;
-  if (c.transport != "memcpy") {
+  // The Go guest's stderr goes to a memfd, so that its message can become the case's error.
+  int go_stderr = -1;
+  if (IsGoGuest(c.transport)) {
+    go_stderr = memfd_create("shm-bench-go-stderr", MFD_CLOEXEC);
+    if (go_stderr < 0) return fail("memfd_create");
+    std::vector<std::string> args;
+    if (c.mode == "bulk") args.push_back("--bulk");
+    args.push_back(name);
+    server = Spawn(args, {{go_stderr, 2}}, true, st.go_guest);
+    if (server < 0) {
+      close(go_stderr);
+      return fail("fork");
+    }
+  } else if (c.transport != "memcpy") {
     std::vector<std::pair<int, int>> fds;
     if (server_send >= 0) fds = {{server_send, 10}, {server_recv, 11}};
     server = Spawn(child_args("server", 0), fds, true);
@@ -264,6 +339,7 @@ RunResult RunCase(const Case& c, const Settings& st) {
   int res[2];
   if (pipe2(res, O_CLOEXEC) != 0) {
     Reap(server, 0);
+    if (go_stderr >= 0) close(go_stderr);
     return fail("pipe2");
   }
   std::vector<std::pair<int, int>> fds = {{res[1], 3}};
@@ -281,12 +357,23 @@ RunResult RunCase(const Case& c, const Settings& st) {
   if (caller > 0) Reap(caller, 5'000'000'000);
   // Servers that block without a peer-gone signal (busy-polling iceoryx, boost's queues) are told by SIGTERM.
   const bool signal_stop = c.transport == "iceoryx" || c.transport == "boost-mq";
-  Reap(server, signal_stop ? 0 : 3'000'000'000);
+  const Ended server_end = Reap(server, signal_stop ? 0 : 3'000'000'000);
   Reap(hog, 0);
   if (c.transport == "boost-mq") bench::RemoveBoostQueues(name);
   unlink(("/dev/shm/" + name).c_str());  // an shm segment left by a failed host
   RunResult r = ParseResult(line);
   if (!r.ok && r.err.empty()) r.err = "no result";
+  if (go_stderr >= 0) {
+    // The host's Shutdown ends the Go guest's Wait, and the guest then exits 0: anything else fails the case,
+    // even when every answer was right. Its own message comes first: it is usually why the caller failed.
+    const std::string why = GoGuestFailure(server_end);
+    if (!why.empty()) {
+      const std::string said = Head(go_stderr, 300);
+      r.err = why + (said.empty() ? "" : " (" + said + ")") + (r.ok ? "" : "; caller: " + r.err);
+      r.ok = false;
+    }
+    close(go_stderr);
+  }
   return r;
 }
 
@@ -604,6 +691,12 @@ class Report {
          "ratios are computed within each run and shown as median [min–max]. Latencies are round-trip times in "
          "µs. CPU is in cores (CPU seconds per wall second) over the measured window; ctx sw/RT is the "
          "server's context switches per round trip (0 when it never sleeps).\n\n";
+    bool go = false;
+    for (const auto& c : cases_) go |= IsGoGuest(c.transport);
+    if (go) {
+      o << "go-copy and go-zc are shm-copy and shm-zc with the Go guest (go/cmd/shm-bench-guest, the Go package "
+           "in go/) serving instead of the C++ guest: the same C++ host caller, the same requests and checks.\n\n";
+    }
     Busy(o);
     Threads(o);
     Contended(o);
@@ -694,10 +787,14 @@ class Report {
     bool any = false;
     for (const auto& c : cases_) any |= c.group == "sleep";
     if (!any) return;
-    const Case* shm = Find("sleep", "shm-copy", 64);
+    // The shm host's facts (its spin budget and the gap), from whichever shm host ran (--filter may leave one).
+    std::string facts;
+    for (const char* t : {"shm-copy", "shm-zc", "go-copy", "go-zc"}) {
+      if (facts.empty()) facts = Facts(Find("sleep", t, 64));
+    }
     o << "## Wake-up round trip: the server is asleep before every request (64 B)\n\n";
     o << "The caller pauses before each request for twice the larger of the host's learned spin budget and the "
-         "library's budget ceiling, plus 1 ms (" << Facts(shm) << "), so the server has stopped spinning "
+         "library's budget ceiling, plus 1 ms (" << facts << "), so the server has stopped spinning "
          "and sleeps in the kernel.\n\n";
     o << "| transport | p50 µs | p99 µs | p99.9 µs | server ctx sw/RT | p50 ÷ futex-floor |\n";
     o << "|---|---:|---:|---:|---:|---:|\n";
@@ -860,7 +957,8 @@ class Report {
     }
     Target(o, "shm-zc 1 MiB request bandwidth ÷ memcpy ≥ 0.8",
            Ratio(Find("bulk", "shm-zc", 1u << 20), Find("bulk", "memcpy", 1u << 20), "rtps"), true, 0.8);
-    o << "\nContext (no target): shm against the floor doing exactly the same work in the same runs.\n\n";
+    o << "\nContext (no target): shm against the floor, and the Go guest against the C++ guest, doing exactly the "
+         "same work in the same runs.\n\n";
     o << "| comparison | measured: median [min–max] over runs |\n|---|---:|\n";
     auto context = [&](const std::string& what, const Stat& st) {
       std::string cell = "—";
@@ -875,6 +973,11 @@ class Report {
             Ratio(Find("busy", "spin-floor", 64), Find("busy", "spin-floor", 0), "p50"));
     context("futex floor 64 B p50 ÷ spin floor 64 B (what one sleep per side costs here)",
             Ratio(Find("busy", "futex-floor", 64), Find("busy", "spin-floor", 64), "p50"));
+    for (const char* api : {"copy", "zc"}) {
+      const std::string a = api;
+      context("Go guest ÷ C++ guest p50 at 64 B (go-" + a + " ÷ shm-" + a + ")",
+              Ratio(Find("busy", "go-" + a, 64), Find("busy", "shm-" + a, 64), "p50"));
+    }
     o << "\n";
   }
 
@@ -936,6 +1039,7 @@ bool WriteFileText(const std::string& path, const std::string& text) {
 void Usage() {
   printf(
       "usage: shm-bench [--quick] [--runs N] [--seconds S] [--out DIR] [--filter TEXT] [--list] [--no-iceoryx]\n"
+      "                 [--no-go] [--go-guest PATH]\n"
       "  --quick        one short run of every case (smoke test; numbers are not meaningful)\n"
       "  --runs N       runs of every case, interleaved (default 5)\n"
       "  --seconds S    measured window of a back-to-back case (default 0.5)\n"
@@ -944,7 +1048,10 @@ void Usage() {
       "  --out DIR      write results.md, raw.csv and summary.csv there\n"
       "  --filter TEXT  run only cases whose id (group/transport/payload/tN) contains TEXT\n"
       "  --list         print the case ids and exit\n"
-      "  --no-iceoryx   skip the iceoryx baseline (and iox-roudi)\n");
+      "  --no-iceoryx   skip the iceoryx baseline (and iox-roudi)\n"
+      "  --no-go        skip the Go guest cases (go-copy, go-zc)\n"
+      "  --go-guest P   the Go guest program to serve the go-* cases (default: the one built with shm-bench%s)\n",
+      kGoGuestBuilt[0] ? "" : ", not built here");
 }
 
 }  // namespace
@@ -971,6 +1078,8 @@ int main(int argc, char** argv) {
     else if (a == "--filter") st.filter = next();
     else if (a == "--list") st.list = true;
     else if (a == "--no-iceoryx") st.iceoryx = false;
+    else if (a == "--no-go") st.go = false;
+    else if (a == "--go-guest") st.go_guest = next();
     else if (a == "-h" || a == "--help") {
       Usage();
       return 0;
@@ -989,7 +1098,8 @@ int main(int argc, char** argv) {
   }
 
   std::vector<Case> cases;
-  for (const auto& c : AllCases(bench::HaveIceoryx() && st.iceoryx, bench::HaveBoost())) {
+  const bool with_go = st.go && !st.go_guest.empty();
+  for (const auto& c : AllCases(bench::HaveIceoryx() && st.iceoryx, bench::HaveBoost(), with_go)) {
     if (st.filter.empty() || c.Id().find(st.filter) != std::string::npos) cases.push_back(c);
   }
   if (st.list) {
@@ -1009,7 +1119,23 @@ int main(int argc, char** argv) {
   printf("- load average at start: %s\n", LoadAvg().c_str());
   if (!bench::HaveIceoryx()) printf("- iceoryx: not built (find_package(iceoryx_posh) failed at configure time)\n");
   if (!bench::HaveBoost()) printf("- boost-mq: not built (Boost headers not found at configure time)\n");
+  const char* const go_not_built = "not built (go not found at configure time, or SHM_BENCH_GO=OFF; --go-guest PATH)";
+  if (st.go && st.go_guest.empty()) printf("- go guest: %s\n", go_not_built);
   fflush(stdout);
+
+  // A Go guest that cannot be executed would fail every go-* case only after the caller's 10 s attach timeout:
+  // skip them at once with the reason, as a missing iox-roudi skips iceoryx.
+  std::string go_note;
+  if (std::any_of(cases.begin(), cases.end(), [](const Case& c) { return IsGoGuest(c.transport); })) {
+    if (access(st.go_guest.c_str(), X_OK) != 0) {
+      go_note = "skipped: " + st.go_guest + ": " + strerror(errno);
+      cases.erase(std::remove_if(cases.begin(), cases.end(), [](const Case& c) { return IsGoGuest(c.transport); }),
+                  cases.end());
+    } else {
+      go_note = st.go_guest;
+    }
+    printf("- go guest: %s\n", go_note.c_str());
+  }
 
   Roudi roudi;
   const bool want_iceoryx =
@@ -1045,7 +1171,8 @@ int main(int argc, char** argv) {
                res.Get("rtps"), res.Get("p50") / 1e3, res.Get("p99") / 1e3, res.Get("p999") / 1e3,
                res.facts.empty() ? "" : "  | ", res.facts.c_str());
       } else {
-        if (c.transport.rfind("shm-", 0) == 0) ++failures;  // a baseline that cannot run is reported, not fatal
+        // A baseline that cannot run is reported, not fatal; shm with either guest must work.
+        if (c.transport.rfind("shm-", 0) == 0 || IsGoGuest(c.transport)) ++failures;
         printf("  %-36s n/a: %s\n", c.Id().c_str(), res.err.c_str());
       }
       fflush(stdout);
@@ -1071,6 +1198,8 @@ int main(int argc, char** argv) {
   if (!iceoryx_note.empty()) md << "- iceoryx: " << iceoryx_note << "\n";
   if (!bench::HaveIceoryx()) md << "- iceoryx: not built (find_package(iceoryx_posh) failed)\n";
   if (!bench::HaveBoost()) md << "- boost-mq: not built (Boost headers not found)\n";
+  if (!go_note.empty()) md << "- go guest: " << go_note << "\n";
+  if (st.go && st.go_guest.empty()) md << "- go guest: " << go_not_built << "\n";
   if (!std::isnan(roudi_cpu)) md << "- iox-roudi used " << Fmt("%.2f", roudi_cpu) << " CPU s during the benchmark\n";
   md << "\n" << report.Markdown();
   printf("\n%s", md.str().c_str());
@@ -1081,6 +1210,7 @@ int main(int argc, char** argv) {
     printf("%s %s/results.md, raw.csv, summary.csv\n", ok ? "wrote" : "FAILED to write", st.out.c_str());
     if (!ok) return 1;
   }
-  printf("shm-bench: %zu cases x %d runs, %d shm case runs failed\n", cases.size(), st.runs, failures);
+  printf("shm-bench: %zu cases x %d runs, %d shm case runs failed (Go guest included)\n", cases.size(), st.runs,
+         failures);
   return failures == 0 ? 0 : 1;
 }

@@ -17,7 +17,8 @@ constexpr shm::MsgType kStopType = static_cast<shm::MsgType>(static_cast<uint32_
 
 uint32_t PayloadCapacity(const Options& o) { return static_cast<uint32_t>(std::max<uint64_t>(o.payload, 64)); }
 
-/// The server's handler: echo the request (bulk: read every word, answer their sum in 8 bytes).
+/// The server's handler: echo the request (bulk: read every word, answer their sum in 8 bytes). The Go guest
+/// of the go-* cases (go/cmd/shm-bench-guest) answers the same way: change both together.
 shm::Handler EchoHandler(bool bulk) {
   return [bulk](const shm::Message& m, shm::MutableBytes out) -> shm::Reply {
     if (bulk) {
@@ -44,7 +45,7 @@ class ShmCallerBase : public Caller {
   void Prepare(const Options& o) {
     n_ = static_cast<size_t>(o.payload);
     bulk_ = o.mode == "bulk";
-    zero_copy_ = o.transport == "shm-zc";
+    zero_copy_ = o.transport == "shm-zc" || o.transport == "go-zc";
     threads_.resize(static_cast<size_t>(std::max(1, o.threads)));
     for (auto& t : threads_) {
       t.src.resize(n_ + 1);
