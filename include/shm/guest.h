@@ -113,6 +113,7 @@ class DirectGuest {
     if (auto ep = endpoint()) {
       ep->set_closing();
       ep->NudgeAll();
+      ep->ReleaseAllParked();
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -134,13 +135,20 @@ class DirectGuest {
   }
 
   /// Call the host on any free guest slot; the answer's bytes are copied into `response`; returns its type.
-  /// Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs, kRemote (SYSTEM_ERROR answer), kHostGone,
+  /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs, kRemote (SYSTEM_ERROR answer), kHostGone,
   /// kShuttingDown, kProtocol, kClosed. Thread-safe.
   Result<MsgType> SendGuestCall(Bytes request, MsgType type, std::vector<uint8_t>& response,
                                 const CallOptions& options = {}) {
     auto ep = endpoint();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
     return detail::CopyCall(*ep, -1, request, type, response, options);
+  }
+
+  /// Free the guest slots that SendGuestCall keeps parked for its threads' next call. Never needed for
+  /// correctness (any guest call of this process takes a parked slot when no slot is free); for tools and
+  /// tests that count free slots from outside. Close() frees them too. Thread-safe.
+  void ReleaseParkedSlots() noexcept {
+    if (auto ep = endpoint()) ep->ReleaseAllParked();
   }
 
   /// Hold a free guest slot for zero-copy guest calls (see ZeroCopySlot). Thread-safe.
@@ -181,6 +189,7 @@ class DirectGuest {
   }
   void SetEndpoint(std::shared_ptr<detail::Endpoint> ep) {
     std::lock_guard<std::mutex> lock(ep_mu_);
+    if (ep_ && ep_ != ep) ep_->Detach();  // slots held on the old segment fail with kClosed from now on
     ep_ = std::move(ep);
   }
 
@@ -229,6 +238,7 @@ class DirectGuest {
   void Work(detail::Endpoint& ep, uint32_t index, const Handler& handler) {
     const detail::SlotView s = ep.segment().Slot(index);
     bool host_gone = false;
+    detail::WaitStart start = detail::WaitStart::kSpin;
     for (;;) {
       uint32_t v = 0;
       auto st = detail::WaitFor(
@@ -239,10 +249,16 @@ class DirectGuest {
             if (slow && !ep.PeerAlive()) return host_gone = true;
             return false;
           },
-          &v);
+          &v, wire::kWaiting, start);
       if (st != detail::WaitStatus::kReady) break;
       uint32_t seq = 0;
-      if (detail::TryTake(*s.header, &seq)) (void)ep.Serve(s, seq, &handler, false);
+      bool woke_host = false;
+      detail::Endpoint::PrefetchForServe(s);
+      if (detail::TryTake(*s.header, &seq)) (void)ep.Serve(s, seq, &handler, false, &woke_host);
+      // Having woken the host, keep spinning for its next request (it may come at once), but offer this CPU
+      // from the start: the host may be queued on it. Sleeping here instead would let a busy exchange settle
+      // into both sides sleeping on every message.
+      start = woke_host ? detail::WaitStart::kYield : detail::WaitStart::kSpin;
     }
     std::lock_guard<std::mutex> lock(mu_);
     host_gone_ |= host_gone;

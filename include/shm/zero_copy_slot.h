@@ -19,9 +19,10 @@ class DirectGuest;
 /// SendFlatBuffer()), then read Response() in place; repeat as often as wanted; the destructor (or Release())
 /// gives the slot back.
 ///
-/// Ownership and lifetime: move-only; holds its DirectHost/DirectGuest weakly, so it may outlive it safely —
-/// every method then fails with kClosed or returns an empty view. Buffers returned by RequestBuffer() and
-/// Response() point into shared memory: they are valid while the slot is held and its owner is alive.
+/// Ownership and lifetime: move-only. It shares ownership of the mapped segment with its DirectHost/DirectGuest,
+/// so it may outlive that object safely: once the owner is destroyed, closed, or (guest) has moved on to a new
+/// host, every method fails with kClosed or returns an empty view, and the mapping goes when the slot does.
+/// Buffers returned by RequestBuffer() and Response() point into shared memory: use them while valid().
 /// Thread safety: not thread-safe; use one ZeroCopySlot from one thread at a time (different slots may be
 /// used concurrently).
 class ZeroCopySlot {
@@ -45,7 +46,7 @@ class ZeroCopySlot {
   ~ZeroCopySlot() { Release(); }
 
   /// Whether this object holds a slot (false after Release(), a move, or a call that lost the slot).
-  bool valid() const noexcept { return held_ && !ep_.expired(); }
+  bool valid() const noexcept { return held_ && ep_ && !ep_->detached(); }
   /// Index of the held slot.
   uint32_t index() const noexcept { return view_.index; }
   /// Capacity of the request buffer (and of the response buffer), in bytes.
@@ -61,12 +62,13 @@ class ZeroCopySlot {
   /// answer is readable through Response*(). A timeout while the peer was serving loses the slot
   /// (kSlotLost on the next call); a timeout before it took the request keeps it.
   Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
-    auto ep = ep_.lock();
-    if (!ep) return Error(ErrorCode::kClosed, "the slot's host or guest is gone");
+    // A plain load, not a reference count: an atomic read-modify-write here would wait for the request's
+    // stores to reach the cache before the publishing compare-and-swap could start.
+    if (!ep_ || ep_->detached()) return Error(ErrorCode::kClosed, "the slot's host or guest is gone");
     if (!held_) return Error(ErrorCode::kSlotLost, "this ZeroCopySlot no longer holds a slot");
     answered_ = false;
     bool owned = true;
-    auto a = ep->Call(view_, &seq_, size, type, ep->Deadline(timeout), &owned);
+    auto a = ep_->Call(view_, &seq_, size, type, ep_->Deadline(timeout), &owned);
     held_ = owned;
     if (!a) return std::move(a).error();
     answer_ = *a;
@@ -93,9 +95,7 @@ class ZeroCopySlot {
 
   /// Give the slot back. Idempotent; harmless after the owner is gone.
   void Release() noexcept {
-    if (held_) {
-      if (auto ep = ep_.lock()) detail::Release(*view_.header, seq_);
-    }
+    if (held_ && ep_ && !ep_->detached()) detail::Release(*view_.header, seq_);
     held_ = false;
     answered_ = false;
     ep_.reset();
@@ -104,10 +104,10 @@ class ZeroCopySlot {
  private:
   friend class DirectHost;
   friend class DirectGuest;
-  ZeroCopySlot(std::weak_ptr<detail::Endpoint> ep, detail::SlotView view, uint32_t seq)
+  ZeroCopySlot(std::shared_ptr<detail::Endpoint> ep, detail::SlotView view, uint32_t seq)
       : ep_(std::move(ep)), view_(view), seq_(seq), held_(true) {}
 
-  std::weak_ptr<detail::Endpoint> ep_;
+  std::shared_ptr<detail::Endpoint> ep_;
   detail::SlotView view_;
   uint32_t seq_ = 0;
   bool held_ = false;

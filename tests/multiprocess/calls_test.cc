@@ -1,9 +1,11 @@
 // Host calls to a guest process: Send, SendToSlot, zero-copy slots (in place, held across calls, end-aligned
 // both ways, hostile sizes, outliving the host), random payloads, and short deadlines.
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "test_support.h"
@@ -227,7 +229,7 @@ TEST_F(Calls, ZeroCopySlotOutlivingItsHostIsHarmless) {
   ASSERT_TRUE(z) << Describe(z);
   std::memcpy(z->RequestBuffer().data(), "x", 1);
   ASSERT_TRUE(z->Send(1, MsgType::NORMAL, kLong));
-  host_.reset();  // shuts down and unmaps; the slot must not touch the memory any more
+  host_.reset();  // shuts down; the slot keeps the mapping alive but must not use it any more
   EXPECT_FALSE(z->valid());
   EXPECT_EQ(z->RequestBuffer().size(), 0u);
   EXPECT_EQ(z->Response().size(), 0u);
@@ -236,6 +238,76 @@ TEST_F(Calls, ZeroCopySlotOutlivingItsHostIsHarmless) {
   EXPECT_EQ(r.error().code(), ErrorCode::kClosed) << r.error().ToString();
   z->Release();
   EXPECT_TRUE(ExitsWith(guest_, kExitOk));
+}
+
+// A copying Send leaves its slot parked (held, RESPONSE on the wire) for the thread's next call; any other
+// call of this process takes a parked slot when none is free; ReleaseParkedSlots and Shutdown free it.
+TEST_F(Calls, SendParksItsSlotForTheNextCallAndGivesItUpWhenNeeded) {
+  ASSERT_NO_FATAL_FAILURE(Begin(MakeHostConfig("", 1)));
+  const int fd = ::open(name_.path().c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const uint32_t kFree = StateValue(shm::wire::SlotState::kFree);
+  const uint32_t kResponse = StateValue(shm::wire::SlotState::kResponse);
+  std::vector<uint8_t> out;
+  ASSERT_TRUE(Call("a", MsgType::NORMAL, out));
+  EXPECT_EQ(SlotStateIn(fd, 0), kResponse) << "the slot was not parked";
+  ASSERT_TRUE(Call("b", MsgType::NORMAL, out));
+  EXPECT_EQ(Str(out), "b");
+
+  // A zero-copy slot takes the parked one; then nothing is left for a Send.
+  auto z = host_->GetZeroCopySlot(kLong);
+  ASSERT_TRUE(z) << Describe(z);
+  auto r = Call("c", MsgType::NORMAL, out, {milliseconds(20), false});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNoFreeSlot) << r.error().ToString();
+  z->Release();
+  EXPECT_EQ(SlotStateIn(fd, 0), kFree);
+
+  // A slot parked by a thread that has exited serves this one, and SendToSlot takes it too.
+  std::thread([&] {
+    std::vector<uint8_t> o;
+    EXPECT_TRUE(Call("d", MsgType::NORMAL, o));
+  }).join();
+  EXPECT_EQ(SlotStateIn(fd, 0), kResponse);
+  ASSERT_TRUE(Call("e", MsgType::NORMAL, out));
+  EXPECT_EQ(Str(out), "e");
+  ASSERT_TRUE(host_->SendToSlot(0, "f", MsgType::NORMAL, out, {kLong, false}));
+  EXPECT_EQ(Str(out), "f");
+  EXPECT_EQ(SlotStateIn(fd, 0), kFree) << "SendToSlot keeps no slot parked";
+
+  ASSERT_TRUE(Call("g", MsgType::NORMAL, out));
+  host_->ReleaseParkedSlots();
+  EXPECT_EQ(SlotStateIn(fd, 0), kFree);
+  ASSERT_TRUE(Call("h", MsgType::NORMAL, out));
+  EXPECT_EQ(SlotStateIn(fd, 0), kResponse);
+  host_->Shutdown();
+  EXPECT_EQ(SlotStateIn(fd, 0), kFree) << "Shutdown left a parked slot held";
+  ::close(fd);
+}
+
+// More threads than slots: parked slots pass from thread to thread and every call gets its own answer.
+TEST_F(Calls, ThreadsShareFewerSlotsThroughParking) {
+  ASSERT_NO_FATAL_FAILURE(Begin(MakeHostConfig("", 2)));
+  std::atomic<int> wrong{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> o;
+      for (int i = 0; i < 300; ++i) {
+        const std::string req = std::to_string(t) + "/" + std::to_string(i);
+        auto r = Call(req, MsgType::NORMAL, o);
+        if (!r) {
+          ADD_FAILURE() << r.error().ToString();
+          failed.fetch_add(1);
+        } else if (Str(o) != req) {
+          wrong.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 // ---- Deadlines -------------------------------------------------------------------------------------------------

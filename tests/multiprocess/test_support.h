@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <time.h>
 #include <unistd.h>
@@ -206,6 +207,16 @@ inline uint32_t AbandonASlot(shm::DirectHost& host, Process& guest, const std::s
   if (lost != nullptr) *lost = std::move(*z);
   return index;
 }
+
+/// State of slot `index` read straight from a segment file opened as `fd` (still readable after the host
+/// removes the name): what the peer sees, whatever this process believes.
+inline uint32_t SlotStateIn(int fd, uint32_t index) {
+  uint32_t ctl = 0;
+  const off_t at = shm::wire::kSegmentHeaderSize + off_t{shm::wire::kSlotHeaderSize} * index;
+  EXPECT_EQ(::pread(fd, &ctl, sizeof ctl, at), static_cast<ssize_t>(sizeof ctl));
+  return shm::wire::CtlState(ctl);
+}
+constexpr uint32_t StateValue(shm::wire::SlotState s) { return static_cast<uint32_t>(s); }
 
 /// A host in this process and a guest process serving it (peer `guest --mode serve`).
 class HostAndGuest : public ::testing::Test {

@@ -141,6 +141,7 @@ TEST(GuestDeath, KilledInsideHandlerEndsCallWithPeerDead) {
     EXPECT_FALSE(call.ok);
     EXPECT_EQ(call.code, ErrorCode::kPeerDead) << shm::ToString(call.code);
     latencies.push_back(static_cast<double>(call.end_ns.load() - killed) / 1e6);
+    host.ReleaseParkedSlots();  // EchoOnce's slot, parked for this thread's next Send
     EXPECT_EQ(view.Busy(), "") << "the dead guest's slot must be FREE when the call returns";
     EXPECT_NE(testkit::ExitCode(guest.Reap(10000)), -1);
   }
@@ -227,6 +228,7 @@ TEST(GuestDeath, KillsUnderLoadLoseNothing) {
   EXPECT_EQ(wrong_id.load(), 0) << "an answer reached the wrong call";
   EXPECT_EQ(corrupt.load(), 0);
   for (auto& [what, n] : others) ADD_FAILURE() << n << " calls ended with " << what;
+  host.ReleaseParkedSlots();  // the callers' parked slots: only leaked ones may remain
   const std::string busy = view.WaitAllFree(5000);
   EXPECT_EQ(busy, "");
   EXPECT_TRUE(EchoOnce(host, 7));

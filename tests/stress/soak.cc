@@ -231,6 +231,7 @@ int GuestMain(const std::string& name, uint64_t seed, uint64_t calls) {
   ZeroCopyCaller([&] { return guest.AcquireGuestSlot(std::chrono::seconds(30)); }, cap, (1ull << 62) + (1ull << 40),
                  calls - calls / 2, seed ^ 0x6B, stats);
   copying.join();
+  guest.ReleaseParkedSlots();  // the copying caller's parked slot: only leaked ones may remain
   testkit::Notify("calls-done " + stats.Line());
   auto w = guest.Wait();  // until the host's SendShutdown (or its death); the guest dies with its parent
   testkit::Notify("served " + stats.Line());
@@ -279,6 +280,7 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
   const std::string guest_calls_line = guest.WaitFor("calls-done", 600000);
   const double secs = static_cast<double>(testkit::NowNs() - t0) / 1e9;
   // Traffic has stopped: late handlers finish the abandoned calls and free their slots.
+  host.ReleaseParkedSlots();  // the copying callers' parked slots: only leaked ones may remain
   testkit::SegmentView view(name);
   const std::string busy = view.ok() ? view.WaitAllFree(30000) : "unreadable";
   (void)host.SendShutdown();

@@ -13,12 +13,27 @@
 namespace shm {
 namespace detail {
 
-/// `slot` < 0: any free slot of the caller's kind. The answer's bytes are copied into `out` (resized).
+/// The slot this thread parked after its last any-slot call, and on which endpoint.
+struct ParkedByThread {
+  uint64_t endpoint = 0;  // Endpoint::id(); 0 = none
+  uint32_t index = 0;
+};
+inline ParkedByThread& ThisThreadsParkedSlot() noexcept {
+  thread_local ParkedByThread parked;
+  return parked;
+}
+
+/// `slot` < 0: any free slot of the caller's kind; the thread's parked slot first, and after a successful
+/// call the slot is parked for the thread's next call (Endpoint: parked slots). The answer's bytes are copied
+/// into `out` (resized).
 inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgType type,
                                 std::vector<uint8_t>& out, const CallOptions& options) {
   const int64_t deadline = ep.Deadline(options.timeout);
   uint32_t seq = 0, index = 0;
-  if (slot < 0) {
+  ParkedByThread& parked = ThisThreadsParkedSlot();
+  if (slot < 0 && parked.endpoint == ep.id() && ep.Unpark(parked.index, &seq)) {
+    index = parked.index;
+  } else if (slot < 0) {
     auto claimed = ep.ClaimAny(deadline, &seq);
     if (!claimed) return std::move(claimed).error();
     index = *claimed;
@@ -42,7 +57,12 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   if (answer) {
     out.assign(s.response + answer->placement.offset, s.response + answer->placement.offset + answer->placement.length);
   }
-  if (owned) Release(*s.header, seq);
+  if (owned && answer && slot < 0) {
+    ep.Park(index, seq);
+    parked = ParkedByThread{ep.id(), index};
+  } else if (owned) {
+    Release(*s.header, seq);
+  }
   if (!answer) return std::move(answer).error();
   return answer->type;
 }

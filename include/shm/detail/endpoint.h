@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -32,17 +33,29 @@ struct Answer {
 };
 
 /// Shared state of one host or guest. Owned through shared_ptr by DirectHost/DirectGuest, by in-flight calls
-/// and (weakly) by ZeroCopySlots, so a slot that outlives its owner finds it gone instead of dangling.
+/// and by ZeroCopySlots, so the mapping outlives every user of it; an owner that lets go calls Detach().
 /// Thread-safe after construction.
 class Endpoint {
  public:
   Endpoint(Segment segment, Role role, Duration default_timeout)
-      : segment_(std::move(segment)), role_(role), default_timeout_ns_(default_timeout.count()) {}
+      : segment_(std::move(segment)),
+        role_(role),
+        default_timeout_ns_(default_timeout.count()),
+        id_(NextEndpointId()),
+        parked_(new std::atomic<uint32_t>[segment_.slot_count()]()) {}
+
+  /// Unique for the life of the process (never reused, unlike an address).
+  uint64_t id() const noexcept { return id_; }
 
   Segment& segment() noexcept { return segment_; }
   Role role() const noexcept { return role_; }
   SpinPolicy& spin() noexcept { return spin_; }
   wire::SegmentHeader& header() noexcept { return segment_.header(); }
+
+  /// Its DirectHost/DirectGuest let go of it (destroyed, closed, re-initialised, or moved on to a new host):
+  /// ZeroCopySlots that still hold it fail with kClosed.
+  void Detach() noexcept { detached_.store(true, std::memory_order_release); }
+  bool detached() const noexcept { return detached_.load(std::memory_order_acquire); }
 
   /// This process is closing the endpoint: every wait ends with kShuttingDown.
   bool closing() const noexcept { return closing_.load(std::memory_order_seq_cst); }
@@ -79,8 +92,45 @@ class Endpoint {
     return caller == Role::kHost ? segment_.geometry().host_slots : segment_.geometry().guest_slots;
   }
 
+  // ---- Parked slots -------------------------------------------------------------------------------------
+  // A copying call leaves its slot held (RESPONSE, on the wire a caller-held slot) and parks it instead of
+  // freeing it, so the same thread's next call publishes at once: two compare-and-swaps on the control line
+  // fewer (release, claim), each of which the server's polling would otherwise pull back across cores. Parking
+  // is local to this process: any caller of this endpoint takes a parked slot when no slot is free (ClaimIn),
+  // and closing the endpoint frees every parked slot. Thread-safe.
+
+  /// Take parked slot `index`. On success this thread owns it in RESPONSE at *seq.
+  bool Unpark(uint32_t index, uint32_t* seq) noexcept {
+    const uint32_t p = parked_[index].exchange(0, std::memory_order_seq_cst);
+    if (p == 0) return false;
+    const uint32_t held_seq = p & wire::kSeqMask;
+    const uint32_t cur = segment_.Slot(index).header->ctl.load(std::memory_order_acquire);
+    // Only a broken peer can move a caller-held slot; then it is not ours to use any more.
+    if (!wire::CtlIs(cur, SlotState::kResponse) || wire::CtlSeq(cur) != held_seq) return false;
+    *seq = held_seq;
+    return true;
+  }
+
+  /// Park slot `index`, owned in RESPONSE at `seq`. Frees it instead when the endpoint is closing.
+  void Park(uint32_t index, uint32_t seq) noexcept {
+    parked_[index].store(kParked | (seq & wire::kSeqMask), std::memory_order_seq_cst);
+    // seq_cst pairs with ReleaseParked after set_closing(): one of the two sees the other.
+    if (closing()) ReleaseParked(index);
+  }
+
+  /// Free slot `index` if it is parked.
+  void ReleaseParked(uint32_t index) noexcept {
+    uint32_t seq = 0;
+    if (Unpark(index, &seq)) Release(*segment_.Slot(index).header, seq);
+  }
+
+  /// Free every parked slot (after set_closing()).
+  void ReleaseAllParked() noexcept {
+    for (uint32_t i = 0; i < segment_.slot_count(); ++i) ReleaseParked(i);
+  }
+
   /// Claim a free slot among those this side calls on, until the deadline (kNoFreeSlot). Returns the slot
-  /// index; *seq gets its sequence number.
+  /// index; *seq gets its sequence number. The slot is CLAIMED, or RESPONSE when it was a parked one.
   Result<uint32_t> ClaimAny(int64_t deadline, uint32_t* seq) {
     if (slot_count(role_) == 0) {
       return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0)");
@@ -88,7 +138,7 @@ class Endpoint {
     return ClaimIn(first_slot(role_), slot_count(role_), deadline, seq, ErrorCode::kNoFreeSlot);
   }
 
-  /// Claim slot `index`, waiting until the deadline while it is busy (kSlotBusy).
+  /// Claim slot `index` (or take it if parked), waiting until the deadline while it is busy (kSlotBusy).
   Result<void> ClaimOne(uint32_t index, int64_t deadline, uint32_t* seq) {
     auto r = ClaimIn(index, 1, deadline, seq, ErrorCode::kSlotBusy);
     if (!r) return std::move(r).error();
@@ -115,7 +165,8 @@ class Endpoint {
     h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
     h.req_size.store(size, std::memory_order_relaxed);
     uint32_t tx = 0;
-    if (!Publish(h, *seq, &tx)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
+    bool woke_server = false;
+    if (!Publish(h, *seq, &tx, &woke_server)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
       *owned = false;
       return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " was taken from its caller");
     }
@@ -152,8 +203,9 @@ class Endpoint {
       return false;
     };
     uint32_t v = 0;
+    // Having woken the server, yield while spinning from the start: it may be queued on this CPU.
     WaitStatus st = WaitFor(h.ctl, &h.wake_stamp_ns, deadline, spin_, [&](uint32_t w) { return !in_flight(w); },
-                            abort, &v);
+                            abort, &v, wire::kWaiting, woke_server ? WaitStart::kYield : WaitStart::kSpin);
     if (st != WaitStatus::kReady) {
       if (abort_code == ErrorCode::kHostGone) {
         *owned = false;  // the segment is dead; nothing to give back
@@ -186,10 +238,19 @@ class Endpoint {
     return ReadAnswer(s);
   }
 
+  /// A server about to take slot `s` (TryTake): start the transfers of the request's first line and the
+  /// response's first line now, so they overlap the take's compare-and-swap instead of following it.
+  static void PrefetchForServe(const SlotView& s) noexcept {
+    platform::PrefetchRead(s.request);
+    platform::PrefetchWrite(s.response);
+  }
+
   /// The server half, for a slot this side has taken (TryTake) at `seq`. Reads the request fields once,
   /// validates them, runs the handler unless the runtime answers itself, writes the answer and completes.
-  /// `refuse` answers SYSTEM_ERROR kShuttingDown without running the handler.
-  CompleteOutcome Serve(const SlotView& s, uint32_t seq, const Handler* handler, bool refuse) {
+  /// `refuse` answers SYSTEM_ERROR kShuttingDown without running the handler. *woke_caller: the caller was
+  /// asleep and has been woken.
+  CompleteOutcome Serve(const SlotView& s, uint32_t seq, const Handler* handler, bool refuse,
+                        bool* woke_caller = nullptr) {
     SlotHeader& h = *s.header;
     // Read once into locals; only the locals are used from here on.
     const int32_t size = static_cast<int32_t>(h.req_size.load(std::memory_order_relaxed));
@@ -210,7 +271,7 @@ class Endpoint {
     } else {
       RunHandler(s, req, size < 0, type, *handler);
     }
-    return Complete(h, seq);  // SYNC POINT WRITE: ctl (response bytes and fields)
+    return Complete(h, seq, woke_caller);  // SYNC POINT WRITE: ctl (response bytes and fields)
   }
 
   /// Guest side: announce a published guest-slot request to the host's processors.
@@ -280,7 +341,12 @@ class Endpoint {
     }
   }
 
-  // FREE -> CLAIMED on the first free slot of [first, first + n). Frees slots abandoned by a dead server on
+  static uint64_t NextEndpointId() noexcept {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // FREE -> CLAIMED on the first free slot of [first, first + n), else a parked one. Frees slots abandoned by a dead server on
   // the way. While all are busy it backs off (yield, then sleeps doubling to 1 ms): that is contention, not
   // the hot path.
   Result<uint32_t> ClaimIn(uint32_t first, uint32_t n, int64_t deadline, uint32_t* seq, ErrorCode busy) {
@@ -288,6 +354,9 @@ class Endpoint {
     for (uint32_t round = 0;; ++round) {
       for (uint32_t i = 0; i < n; ++i) {
         if (TryClaim(*segment_.Slot(first + i).header, seq)) return first + i;
+      }
+      for (uint32_t i = 0; i < n; ++i) {
+        if (Unpark(first + i, seq)) return first + i;
       }
       if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
       if (role_ == Role::kGuest && host_shutting_down()) {
@@ -325,6 +394,10 @@ class Endpoint {
   int64_t default_timeout_ns_;
   SpinPolicy spin_;
   std::atomic<bool> closing_{false};
+  std::atomic<bool> detached_{false};
+  static constexpr uint32_t kParked = 0x80000000u;  // parked_[i]: 0, or kParked | the held slot's seq
+  const uint64_t id_;
+  std::unique_ptr<std::atomic<uint32_t>[]> parked_;
 };
 
 }  // namespace detail

@@ -65,11 +65,11 @@ inline void WakeSleepers(SlotHeader& h) noexcept {
 }
 
 /// CAS the control word from (from, seq) to (to, to_seq). Returns false, with *observed set, when the word is
-/// not in (from, seq). Clears kWaiting and wakes sleepers when it was set.
+/// not in (from, seq). Clears kWaiting and wakes sleepers when it was set (then *woke = true).
 /// SYNC POINT WRITE/READ: ctl (acq_rel): publishes what the transitioning side wrote before, and acquires what
 /// the other side wrote before its last transition.
 inline bool Transition(SlotHeader& h, SlotState from, uint32_t seq, SlotState to, uint32_t to_seq,
-                       uint32_t* observed = nullptr) noexcept {
+                       uint32_t* observed = nullptr, bool* woke = nullptr) noexcept {
   uint32_t cur = h.ctl.load(std::memory_order_acquire);
   const uint32_t next = wire::MakeCtl(to, to_seq);
   for (;;) {
@@ -79,7 +79,10 @@ inline bool Transition(SlotHeader& h, SlotState from, uint32_t seq, SlotState to
     }
     if (h.ctl.compare_exchange_weak(cur, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
   }
-  if (cur & wire::kWaiting) WakeSleepers(h);
+  if (cur & wire::kWaiting) {
+    WakeSleepers(h);
+    if (woke) *woke = true;
+  }
   return true;
 }
 
@@ -95,11 +98,12 @@ inline bool TryClaim(SlotHeader& h, uint32_t* seq) noexcept {
 }
 
 /// CLAIMED or RESPONSE (owned, at `seq`) -> REQUEST(seq+1). The request fields and bytes must be written.
-/// Returns the new seq, or false if the caller no longer owns the slot (a peer broke the protocol).
-inline bool Publish(SlotHeader& h, uint32_t seq, uint32_t* new_seq) noexcept {
+/// Returns the new seq, or false if the caller no longer owns the slot (a peer broke the protocol). *woke: a
+/// server was asleep on the slot and has been woken.
+inline bool Publish(SlotHeader& h, uint32_t seq, uint32_t* new_seq, bool* woke = nullptr) noexcept {
   const uint32_t next = wire::NextSeq(seq);
-  if (Transition(h, SlotState::kClaimed, seq, SlotState::kRequest, next) ||
-      Transition(h, SlotState::kResponse, seq, SlotState::kRequest, next)) {
+  if (Transition(h, SlotState::kClaimed, seq, SlotState::kRequest, next, nullptr, woke) ||
+      Transition(h, SlotState::kResponse, seq, SlotState::kRequest, next, nullptr, woke)) {
     *new_seq = next;
     return true;
   }
@@ -168,9 +172,12 @@ enum class CompleteOutcome {
   kLost,       ///< The slot was taken from this server (its successor swept it): nothing to do.
 };
 
-/// SERVING(seq) -> RESPONSE(seq), or ABANDONED(seq) -> FREE. The response fields must be written.
-inline CompleteOutcome Complete(SlotHeader& h, uint32_t seq) noexcept {
-  if (Transition(h, SlotState::kServing, seq, SlotState::kResponse, seq)) return CompleteOutcome::kDelivered;
+/// SERVING(seq) -> RESPONSE(seq), or ABANDONED(seq) -> FREE. The response fields must be written. *woke: the
+/// caller was asleep on the slot and has been woken.
+inline CompleteOutcome Complete(SlotHeader& h, uint32_t seq, bool* woke = nullptr) noexcept {
+  if (Transition(h, SlotState::kServing, seq, SlotState::kResponse, seq, nullptr, woke)) {
+    return CompleteOutcome::kDelivered;
+  }
   if (Transition(h, SlotState::kAbandoned, seq, SlotState::kFree, seq)) return CompleteOutcome::kDiscarded;
   return CompleteOutcome::kLost;
 }

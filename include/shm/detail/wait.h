@@ -54,6 +54,15 @@ enum class WaitStatus {
 /// spins. A busy peer answers well within it (a round trip is ~1 us); oversubscribed peers need the yields.
 constexpr int64_t kPureSpinNs = 4000;
 
+/// How a wait begins. A side that has just woken its sleeping peer knows the answer is at least one wake-up
+/// away, and that the kernel may have queued the peer on this very CPU (on a VM it usually does, even with
+/// the other CPU idle): a pure spin there would hold off the peer it waits for. Sleeping at once instead
+/// costs a second wake-up per message (measured slower than the yields in BENCHMARKS.md's wake-up case).
+enum class WaitStart {
+  kSpin,   ///< Spin (pure, then yielding), then sleep: the peer is running.
+  kYield,  ///< Spin offering the CPU from the start, then sleep: a woken peer may be queued here.
+};
+
 /// How often a sleeping waiter wakes to run the slow (system-call) checks, such as peer liveness.
 constexpr int64_t kLivenessSliceNs = 50000000;  // 50 ms
 
@@ -67,7 +76,7 @@ constexpr int64_t kLivenessSliceNs = 50000000;  // 50 ms
 template <typename Pred, typename Abort>
 WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, int64_t deadline_ns,
                    SpinPolicy& policy, Pred pred, Abort abort, uint32_t* observed,
-                   uint32_t waiting_bit = wire::kWaiting) {
+                   uint32_t waiting_bit = wire::kWaiting, WaitStart start = WaitStart::kSpin) {
   // Spin phase: two busy peers never leave it, so they never enter the kernel.
   uint32_t v = word.load(std::memory_order_acquire);  // SYNC POINT READ: the word
   if (pred(v)) {
@@ -87,7 +96,7 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
       const int64_t now = platform::MonotonicNs();
       if (i == 8) {
         spin_end = std::min(now + policy.budget_ns(), deadline_ns);
-        pure_end = std::min(now + kPureSpinNs, spin_end);
+        pure_end = start == WaitStart::kYield ? now : std::min(now + kPureSpinNs, spin_end);
       }
       if (now >= spin_end) break;
       // Past the pure spin, the peer is slow or not running: with more busy threads than cores it may be

@@ -36,6 +36,11 @@ inline void CpuRelax() noexcept {
 #endif
 }
 
+/// Start moving the cache line at `p` to this core, for reading or for writing. A hint: it reads nothing the
+/// program sees and cannot fault. Thread-safe.
+inline void PrefetchRead(const void* p) noexcept { __builtin_prefetch(p, 0, 3); }
+inline void PrefetchWrite(void* p) noexcept { __builtin_prefetch(p, 1, 3); }
+
 /// Give the CPU to another runnable thread. Thread-safe.
 inline void YieldThread() noexcept { sched_yield(); }
 
