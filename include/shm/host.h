@@ -66,7 +66,7 @@ class DirectHost {
   }
 
   /// Like Send, on slot `slot` (0 <= slot < host_slots()); waits while that slot is busy (kSlotBusy at the
-  /// deadline). Thread-safe.
+  /// deadline). A slot parked by any thread of this process is not busy. Thread-safe.
   Result<MsgType> SendToSlot(uint32_t slot, Bytes request, MsgType type, std::vector<uint8_t>& response,
                              const CallOptions& options = {}) {
     if (ep_ && slot >= ep_->segment().geometry().host_slots) {

@@ -23,9 +23,9 @@ inline ParkedByThread& ThisThreadsParkedSlot() noexcept {
   return parked;
 }
 
-/// `slot` < 0: any free slot of the caller's kind; the thread's parked slot first, and after a successful
-/// call the slot is parked for the thread's next call (Endpoint: parked slots). The answer's bytes are copied
-/// into `out` (resized).
+/// `slot` < 0: any free slot of the caller's kind, the thread's parked slot first; `slot` >= 0: that slot,
+/// parked or free. After a successful call the slot is parked for the thread's next call (Endpoint: parked
+/// slots). The answer's bytes are copied into `out` (resized).
 inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgType type,
                                 std::vector<uint8_t>& out, const CallOptions& options) {
   const int64_t deadline = ep.Deadline(options.timeout);
@@ -57,7 +57,7 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   if (answer) {
     out.assign(s.response + answer->placement.offset, s.response + answer->placement.offset + answer->placement.length);
   }
-  if (owned && answer && slot < 0) {
+  if (owned && answer) {
     ep.Park(index, seq);
     parked = ParkedByThread{ep.id(), index};
   } else if (owned) {
