@@ -13,7 +13,7 @@
 namespace shm {
 namespace detail {
 
-/// The slot this thread parked after its last any-slot call, and on which endpoint.
+/// The slot this thread parked after its last copying call, and on which endpoint.
 struct ParkedByThread {
   uint64_t endpoint = 0;  // Endpoint::id(); 0 = none
   uint32_t index = 0;
