@@ -101,6 +101,9 @@ class Endpoint {
 
   /// Take parked slot `index`. On success this thread owns it in RESPONSE at *seq.
   bool Unpark(uint32_t index, uint32_t* seq) noexcept {
+    // Look before writing: ClaimIn scans every slot's word, and an exchange would write each one's line. The
+    // load is seq_cst, as the exchange is, for the pairing with Park() after set_closing().
+    if (parked_[index].load(std::memory_order_seq_cst) == 0) return false;
     const uint32_t p = parked_[index].exchange(0, std::memory_order_seq_cst);
     if (p == 0) return false;
     const uint32_t held_seq = p & wire::kSeqMask;
