@@ -24,7 +24,8 @@ struct CallOptions {
 
 /// Configuration of a DirectHost. Plain value.
 struct HostConfig {
-  /// Segment name: 1-255 characters of [A-Za-z0-9._-], not "." or "..". The segment is /dev/shm/<name>.
+  /// Segment name: 1-100 characters of [A-Za-z0-9._-], not "." or "..". Guests find the host by it (on Linux
+  /// the abstract Unix socket "\0shm/<name>"; no file is created).
   std::string name;
   /// Host-to-guest slots: how many host calls can be in flight at once. One guest worker serves each.
   uint32_t host_slots = 4;
@@ -33,10 +34,16 @@ struct HostConfig {
   /// Capacity in bytes of each host slot's request buffer and of its response buffer. At least 64; rounded
   /// up to a multiple of 64.
   uint32_t payload_size = 64 * 1024;
-  /// Same for guest slots; 0 means payload_size.
-  uint32_t guest_payload_size = 0;
-  /// Permission bits of the segment file (0600: only this user). 0660 lets a group share it.
+  /// Same for guest slots. Independent of payload_size: a host that sizes its own slots for large requests
+  /// does not multiply that by guest_slots unless it asks to. 0 means "the same as payload_size".
+  uint32_t guest_payload_size = 64 * 1024;
+  /// Who may attach, as permission bits of owner / group / other: a guest needs read and write in its class,
+  /// an observer (a read-only tool) read. 0600: only this user (and root). 0660 lets `group` attach too.
   uint32_t mode = 0600;
+  /// The group the group bits of `mode` admit (a guest whose primary or supplementary group it is).
+  /// kOwnGroup: the host's effective group.
+  static constexpr uint32_t kOwnGroup = 0xFFFFFFFFu;
+  uint32_t group = kOwnGroup;
   /// Deadline of a call whose CallOptions say kUseDefault.
   Duration default_timeout = std::chrono::seconds(10);
 };
@@ -122,11 +129,13 @@ inline Result<wire::Geometry> ValidateHostConfig(const HostConfig& c) {
     return bad("host_slots x payload_size (+ guest_slots x guest_payload_size) makes a segment of " +
                std::to_string(size) + " bytes; the limit is " + std::to_string(wire::kMaxSegmentSize));
   }
-  const uint64_t space = platform::SegmentSpaceAvailable();
-  if (size > space) {
+  // The segment's pages are reserved at creation: more than the memory still available would push the
+  // machine into reclaim, or the cgroup into its OOM killer.
+  const uint64_t available = platform::MemoryAvailable();
+  if (size > available) {
     return bad("host_slots x payload_size (+ guest_slots x guest_payload_size) makes a segment of " +
-               std::to_string(size) + " bytes but only " + std::to_string(space) + " bytes are free in " +
-               platform::kSegmentDir);
+               std::to_string(size) + " bytes but only " + std::to_string(available) +
+               " bytes of memory are available (MemAvailable and the cgroup limit)");
   }
   return g;
 }

@@ -13,6 +13,7 @@
 
 #include "shm/bytes.h"
 #include "shm/config.h"
+#include "shm/detail/attach.h"
 #include "shm/detail/copy_call.h"
 #include "shm/detail/endpoint.h"
 #include "shm/detail/segment.h"
@@ -23,10 +24,11 @@
 
 namespace shm {
 
-/// The guest side of a segment. One guest is attached to a segment at a time (the guest lock).
+/// The guest side of a segment. One guest is attached to a segment at a time (the guest seat).
 ///
-/// Lifetime: Connect() maps the segment and takes the guest lock until Close() or destruction; the kernel
-/// drops the lock if the process dies, and the next guest to attach answers or frees whatever this one left.
+/// Lifetime: Connect() receives the segment from the host over its rendezvous socket, maps it and holds the
+/// guest seat (the connection) until Close() or destruction; the kernel closes the connection if the process
+/// dies, and the next guest to attach answers or frees whatever this one left.
 /// Thread safety: Connect(), Start(), Close() and the destructor must not race with each other. SendGuestCall,
 /// AcquireGuestSlot, Wait and the accessors are thread-safe and may run concurrently with everything else
 /// (including a reconnect). The handler runs on one worker thread per host slot, concurrently: it must be
@@ -39,11 +41,12 @@ class DirectGuest {
   ~DirectGuest() { Close(); }
 
   /// Attach to the host named config.name, retrying every retry_interval until connect_timeout while no live
-  /// host has published the segment or another guest still holds it (a dying guest's lock goes with its last
+  /// host answers or another guest still holds the seat (a dying guest's connection closes with its last
   /// thread, so a supervisor may restart a guest at once). Errors: kInvalidArgs, kNotFound (no live host
-  /// appeared in time), kGuestAlreadyConnected (another guest stayed attached until the deadline), kBadMagic,
-  /// kVersionMismatch, kBadGeometry, kTruncated (file smaller than its header claims), kPermissionDenied,
-  /// kSystem.
+  /// answered in time), kGuestAlreadyConnected (another guest stayed attached until the deadline),
+  /// kPermissionDenied (the host does not admit this user, or the name is held by another user), kBadMagic,
+  /// kVersionMismatch, kBadGeometry, kTruncated (memory smaller than its header claims), kProtocol (a reply or
+  /// a segment that breaks the attach rules, such as memory not sealed against resizing), kSystem.
   Result<void> Connect(const GuestConfig& config) {
     if (endpoint()) return Error(ErrorCode::kInvalidArgs, "DirectGuest is already connected; Close() first");
     if (auto r = ValidateName(config.name); !r) return r;
@@ -52,7 +55,7 @@ class DirectGuest {
     if (auto r = ValidateTimeout(config.retry_interval, "retry_interval"); !r) return r;
     const int64_t deadline = platform::DeadlineAfter(config.connect_timeout.count());
     for (;;) {
-      auto ep = AttachOnce(config);
+      auto ep = AttachOnce(config, deadline);
       if (ep) {
         config_ = config;
         closing_.store(false);
@@ -106,7 +109,7 @@ class DirectGuest {
   /// Like Wait(), at most `timeout`: kTimeout if workers are still running then.
   Result<void> Wait(Duration timeout) { return WaitUntil(platform::DeadlineAfter(timeout.count())); }
 
-  /// Stop the workers (each finishes the request it is serving), release the guest lock and unmap.
+  /// Stop the workers (each finishes the request it is serving), leave the guest seat and unmap.
   /// Idempotent.
   void Close() {
     closing_.store(true, std::memory_order_seq_cst);
@@ -126,7 +129,7 @@ class DirectGuest {
       workers.swap(workers_);
     }
     for (auto& t : workers) t.join();
-    if (auto ep = endpoint()) platform::UnlockByte(ep->segment().file(), platform::kGuestLockByte);
+    if (auto ep = endpoint()) ep->LeaveSeat();  // nothing of this guest writes the segment any more
     SetEndpoint(nullptr);
     std::lock_guard<std::mutex> lock(mu_);
     serving_ = false;
@@ -161,7 +164,7 @@ class DirectGuest {
     return ZeroCopySlot(ep, ep->segment().Slot(*index), seq);
   }
 
-  /// Whether the host still holds its lock (a system call). Thread-safe.
+  /// Whether the host is alive: its end of the connection is open (a system call). Thread-safe.
   bool HostAlive() const {
     auto ep = endpoint();
     return ep && ep->PeerAlive();
@@ -193,25 +196,19 @@ class DirectGuest {
     ep_ = std::move(ep);
   }
 
-  // One attempt: map a live host's segment, take the guest lock, recover what a dead guest left.
-  static Result<std::shared_ptr<detail::Endpoint>> AttachOnce(const GuestConfig& config) {
-    auto seg = detail::Segment::Attach(config.name);
-    if (!seg) return std::move(seg).error();
-    auto locked = platform::TryLockByte(seg->file(), platform::kGuestLockByte);
-    if (!locked) return std::move(locked).error();
-    if (!*locked) {
-      return Error(ErrorCode::kGuestAlreadyConnected,
-                   "segment " + config.name + " already has a live guest (pid " +
-                       std::to_string(seg->header().guest_pid.load(std::memory_order_relaxed)) + ")");
-    }
-    auto ep = std::make_shared<detail::Endpoint>(std::move(*seg), detail::Role::kGuest, config.default_timeout);
+  // One attempt: receive and map a live host's segment with the guest seat, recover what a dead guest left.
+  static Result<std::shared_ptr<detail::Endpoint>> AttachOnce(const GuestConfig& config, int64_t deadline) {
+    auto attached = detail::AttachOnce(config.name, wire::AttachRole::kGuest, deadline);
+    if (!attached) return std::move(attached).error();
+    auto ep = std::make_shared<detail::Endpoint>(std::move(attached->segment), detail::Role::kGuest,
+                                                 config.default_timeout, std::move(attached->link));
     Recover(*ep);
     ep->header().guest_pid.store(platform::ProcessId(), std::memory_order_relaxed);
     ep->header().guest_session.fetch_add(1, std::memory_order_acq_rel);
     return ep;
   }
 
-  // This guest just took the guest lock, so every earlier guest is dead: answer or free what they left.
+  // This guest just took the guest seat, so every earlier guest is dead or gone: answer or free what they left.
   static void Recover(detail::Endpoint& ep) {
     const auto& g = ep.segment().geometry();
     for (uint32_t i = 0; i < g.host_slots; ++i) detail::SweepAsNewServer(*ep.segment().Slot(i).header);
@@ -283,7 +280,7 @@ class DirectGuest {
       Log(LogLevel::kWarn, "host of " + config_.name + " died; waiting for the next host");
       std::shared_ptr<detail::Endpoint> next;
       while (!closing_.load()) {
-        auto ep = AttachOnce(config_);
+        auto ep = AttachOnce(config_, platform::DeadlineAfter(config_.connect_timeout.count()));
         if (ep) {
           next = std::move(*ep);
           break;
@@ -292,9 +289,7 @@ class DirectGuest {
         platform::SleepNs(std::max<int64_t>(config_.retry_interval.count(), 1000000));
       }
       if (!next) return;
-      auto old = endpoint();
       SetEndpoint(next);
-      if (old) platform::UnlockByte(old->segment().file(), platform::kGuestLockByte);
       reconnects_.fetch_add(1);
       lock.lock();
       if (closing_.load()) {

@@ -11,6 +11,7 @@
 
 #include "shm/bytes.h"
 #include "shm/config.h"
+#include "shm/detail/attach.h"
 #include "shm/detail/copy_call.h"
 #include "shm/detail/endpoint.h"
 #include "shm/detail/segment.h"
@@ -22,8 +23,10 @@ namespace shm {
 
 /// The host side of a segment.
 ///
-/// Lifetime: Init() creates /dev/shm/<name> and holds the name's host lock until Shutdown() or destruction;
-/// the kernel drops the lock if the process dies, and the next host under that name replaces the file.
+/// Lifetime: Init() takes the name (binds its rendezvous socket) and creates the segment's memory; the name is
+/// held until Shutdown() or destruction, and the kernel frees it if the process dies, so the next host can
+/// take it at once. A thread of the host's (the doorman) hands the segment to admitted guests and notices a
+/// guest's death the moment its connection closes.
 /// Thread safety: Init() and the destructor must not race with other calls. Every other method is thread-safe:
 /// any number of threads may Send concurrently (each call uses its own slot), and Shutdown() may be called
 /// while calls are in flight (they end with kShuttingDown).
@@ -39,18 +42,28 @@ class DirectHost {
     ep_.reset();
   }
 
-  /// Validate `config`, take the name, create and initialise the segment. Allowed again after Shutdown().
-  /// Errors: kInvalidArgs (the message names the field), kHostAlreadyRunning (names the holder's pid),
-  /// kPermissionDenied, kSystem.
+  /// Validate `config`, take the name, create and initialise the segment, start admitting guests. Allowed
+  /// again after Shutdown(). Errors: kInvalidArgs (the message names the field), kHostAlreadyRunning (names the
+  /// holder's pid and uid), kSystem.
   Result<void> Init(const HostConfig& config) {
     if (ep_ && !shut_down_.load()) return Error(ErrorCode::kInvalidArgs, "DirectHost is already initialised");
     auto geometry = ValidateHostConfig(config);
     if (!geometry) return std::move(geometry).error();
     if (ep_) ep_->Detach();  // a host that was shut down may be initialised again
     ep_.reset();
-    auto segment = detail::Segment::Create(config.name, *geometry, config.mode);
+    doorman_.Stop();
+    // The name first, so that a second host learns this one's pid from the moment it is taken.
+    auto listener = platform::ListenRendezvous(config.name);
+    if (!listener) return std::move(listener).error();
+    auto segment = detail::Segment::Create(config.name, *geometry);
     if (!segment) return std::move(segment).error();
-    ep_ = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
+    auto ep = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
+    detail::AdmissionPolicy policy;
+    policy.mode = config.mode;
+    policy.uid = static_cast<uint32_t>(::geteuid());
+    policy.gid = config.group == HostConfig::kOwnGroup ? static_cast<uint32_t>(::getegid()) : config.group;
+    if (auto r = doorman_.Start(std::move(*listener), ep, policy); !r) return r;
+    ep_ = std::move(ep);
     name_ = config.name;
     shut_down_.store(false);
     return Ok();
@@ -149,8 +162,8 @@ class DirectHost {
     return Ok();
   }
 
-  /// SendShutdown(), end every in-flight call with kShuttingDown, stop the worker, remove the segment's name
-  /// and release the host lock. Never waits for the guest: a slot still held by a guest's late handler is
+  /// SendShutdown(), end every in-flight call with kShuttingDown, stop the worker, free the name and close
+  /// the guest's connection. Never waits for the guest: a slot still held by a guest's late handler is
   /// simply left behind. Idempotent. Thread-safe.
   void Shutdown() {
     if (!ep_ || shut_down_.exchange(true)) return;
@@ -158,13 +171,10 @@ class DirectHost {
     (void)SendShutdown();
     ep_->ReleaseAllParked();
     Stop();
-    auto& seg = ep_->segment();
-    auto current = platform::IsCurrentFile(seg.file(), seg.path());
-    if (current && *current) platform::Unlink(seg.path());
-    platform::UnlockByte(seg.file(), platform::kHostLockByte);
+    doorman_.Stop();  // frees the name; the guest sees its connection close
   }
 
-  /// Whether a guest currently holds the guest lock (a system call). Thread-safe.
+  /// Whether a guest is attached (holds the guest seat). A load, no system call. Thread-safe.
   bool GuestAttached() const { return ep_ && !shut_down_.load() && ep_->PeerAlive(); }
   bool initialized() const noexcept { return ep_ != nullptr; }
   const std::string& name() const noexcept { return name_; }
@@ -238,6 +248,7 @@ class DirectHost {
   }
 
   std::shared_ptr<detail::Endpoint> ep_;
+  detail::Doorman doorman_;
   std::string name_;
   std::atomic<bool> shut_down_{false};
   std::mutex worker_mu_;

@@ -148,10 +148,10 @@ int main() {
   Put("host_state.RUNNING", static_cast<uint32_t>(w::HostState::kRunning));
   Put("host_state.SHUTTING_DOWN", static_cast<uint32_t>(w::HostState::kShuttingDown));
 
-  Put("lock.host_byte", static_cast<uint64_t>(shm::platform::kHostLockByte));
-  Put("lock.guest_byte", static_cast<uint64_t>(shm::platform::kGuestLockByte));
-  Put("fcntl.F_OFD_GETLK", F_OFD_GETLK);
-  Put("fcntl.F_OFD_SETLK", F_OFD_SETLK);
+
+
+
+
   Put("futex.FUTEX_WAIT", FUTEX_WAIT);
   Put("futex.FUTEX_WAKE", FUTEX_WAKE);
 

@@ -244,7 +244,7 @@ TEST_F(Calls, ZeroCopySlotOutlivingItsHostIsHarmless) {
 // call of this process takes a parked slot when none is free; ReleaseParkedSlots and Shutdown free it.
 TEST_F(Calls, SendParksItsSlotForTheNextCallAndGivesItUpWhenNeeded) {
   ASSERT_NO_FATAL_FAILURE(Begin(MakeHostConfig("", 1)));
-  const int fd = ::open(name_.path().c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = OpenSegmentOf(::getpid(), name_.str(), O_RDONLY);
   ASSERT_GE(fd, 0);
   const uint32_t kFree = StateValue(shm::wire::SlotState::kFree);
   const uint32_t kResponse = StateValue(shm::wire::SlotState::kResponse);

@@ -105,7 +105,7 @@ std::pair<uint32_t, WireError> RawCall(const shm::detail::SlotView& s, int32_t s
 
 TEST_F(HostToGuestErrors, GuestRefusesACraftedRequestOfImpossibleSizeOrType) {
   ASSERT_NO_FATAL_FAILURE(Begin(MakeHostConfig("", 2, 0, 4096)));
-  auto seg = shm::detail::Segment::Attach(name_.str());
+  auto seg = MapLiveSegment(::getpid(), name_.str());
   ASSERT_TRUE(seg) << Describe(seg);
   const shm::detail::SlotView s = seg->Slot(1);  // this test sends nothing else on slot 1
   const int32_t cap = static_cast<int32_t>(s.capacity);

@@ -72,7 +72,7 @@ TEST(GuestCalls, ServedByTheHostsWorker) {
   EXPECT_TRUE(ExitsWith(guest, kExitOk));
   EXPECT_EQ(h.total(), 120);
   // The guest's copying calls parked their slot; closing the guest freed it.
-  const int fd = ::open(name.path().c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = OpenSegmentOf(::getpid(), name.str(), O_RDONLY);
   ASSERT_GE(fd, 0);
   for (uint32_t i = 1; i <= 2; ++i) EXPECT_EQ(SlotStateIn(fd, i), StateValue(shm::wire::SlotState::kFree)) << i;
   ::close(fd);

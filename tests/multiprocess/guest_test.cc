@@ -3,16 +3,19 @@
 // by the runtime, a throwing handler fails only its call).
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <algorithm>
+#include <atomic>
+#include <string_view>
 #include <cstring>
 #include <functional>
 #include <ostream>
 #include <thread>
 
+#include "../common/fake_host.h"
+#include "shm/log.h"
 #include "shm/platform/platform.h"
 #include "test_support.h"
 
@@ -22,56 +25,45 @@ namespace {
 using shm::ErrorCode;
 using shm::MsgType;
 
-// Counts opens of one file (inotify IN_OPEN): each Connect attempt of a guest opens the segment file once.
-class OpenCounter {
+// Counts the host's refusals of a guest because the seat is taken (its log says so, at debug level).
+class SeatRefusals {
  public:
-  explicit OpenCounter(const std::string& path) : fd_(::inotify_init1(IN_CLOEXEC)) {
-    ok_ = fd_ >= 0 && ::inotify_add_watch(fd_, path.c_str(), IN_OPEN) >= 0;
+  SeatRefusals() {
+    shm::SetLogSink([this](shm::LogLevel, std::string_view m) {
+      if (m.find("the guest seat is held") != std::string_view::npos) count_.fetch_add(1);
+    });
   }
-  OpenCounter(const OpenCounter&) = delete;
-  OpenCounter& operator=(const OpenCounter&) = delete;
-  ~OpenCounter() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool ok() const { return ok_; }
-  /// Wait until the file has been opened `n` times since construction; false at the deadline.
-  bool WaitForOpens(int n, Clock::duration timeout) {
+  SeatRefusals(const SeatRefusals&) = delete;
+  SeatRefusals& operator=(const SeatRefusals&) = delete;
+  ~SeatRefusals() { shm::SetLogSink(nullptr); }
+  bool WaitFor(int n, Clock::duration timeout) {
     const auto deadline = Clock::now() + timeout;
-    while (opens_ < n && Clock::now() < deadline) {
-      pollfd pfd{fd_, POLLIN, 0};
-      if (::poll(&pfd, 1, 1000) <= 0) continue;
-      alignas(inotify_event) char buf[4096];
-      const ssize_t got = ::read(fd_, buf, sizeof buf);
-      for (ssize_t off = 0; off < got;) {
-        const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
-        if (ev->mask & IN_OPEN) ++opens_;
-        off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
-      }
-    }
-    return opens_ >= n;
+    while (count_.load() < n && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return count_.load() >= n;
   }
 
  private:
-  int fd_;
-  bool ok_ = false;
-  int opens_ = 0;
+  std::atomic<int> count_{0};
 };
 
 TEST(Connect, RetriesUntilTheHostAppears) {
   SegmentName name("latehost");
-  // An empty file and no host lock: the guest opens it, finds no live host, and must try again later.
-  const int fd = ::open(name.path().c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0) << std::strerror(errno);
-  ::close(fd);
-  OpenCounter opens(name.path());
-  ASSERT_TRUE(opens.ok()) << std::strerror(errno);
-
-  Process guest = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "60000"});
-  ASSERT_TRUE(guest.started()) << guest.error();
-  // Two opens by the guest: it tried, found no host, and tried again.
-  ASSERT_TRUE(opens.WaitForOpens(2, kLong)) << "the guest did not retry; its output:\n" << guest.transcript();
-  EXPECT_FALSE(guest.Exited()) << "the guest gave up before its connect timeout";
-
+  Process guest;
+  {
+    // A host that is shutting down answers every hello so: the guest must try again later.
+    FakeReply reply;
+    reply.status = static_cast<uint32_t>(shm::wire::AttachStatus::kShuttingDown);
+    reply.descriptors = 0;
+    FakeHost leaving(name.str(), {}, 4096, reply);
+    ASSERT_TRUE(leaving.ok()) << leaving.error();
+    guest = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "60000"});
+    ASSERT_TRUE(guest.started()) << guest.error();
+    // Two hellos: it asked, was told to wait, and asked again.
+    const auto deadline = Clock::now() + kLong;
+    while (leaving.hellos() < 2 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_GE(leaving.hellos(), 2) << "the guest did not retry; its output:\n" << guest.transcript();
+    EXPECT_FALSE(guest.Exited()) << "the guest gave up before its connect timeout";
+  }
   shm::DirectHost host;
   auto r = host.Init(MakeHostConfig(name.str()));
   ASSERT_TRUE(r) << Describe(r);
@@ -120,13 +112,11 @@ TEST(Connect, SecondGuestAttachesOnceTheFirstLeaves) {
   Process first = SpawnPeer({"guest", "--name", name.str(), "--mode", "attach-only"});
   ASSERT_TRUE(first.started()) << first.error();
   ASSERT_TRUE(GetLine(first, "CONNECTED"));
-  OpenCounter opens(name.path());
-  ASSERT_TRUE(opens.ok()) << std::strerror(errno);
+  SeatRefusals refusals;
   Process second = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "60000"});
   ASSERT_TRUE(second.started()) << second.error();
-  // Two attempts while the first guest stays: the second was refused once and is trying again.
-  ASSERT_TRUE(opens.WaitForOpens(2, kLong)) << "the second guest did not retry; its output:\n"
-                                            << second.transcript();
+  // Refused twice while the first guest stays: the second was refused and is trying again.
+  ASSERT_TRUE(refusals.WaitFor(2, kLong)) << "the second guest did not retry; its output:\n" << second.transcript();
   first.CloseStdin();  // the first guest closes and exits
   ASSERT_TRUE(ExitsWith(first, kExitOk));
   ASSERT_TRUE(GetLine(second, "SERVING"));
@@ -139,11 +129,12 @@ TEST(Connect, SecondGuestAttachesOnceTheFirstLeaves) {
 }
 
 // ---- Broken segments -------------------------------------------------------------------------------------------
-// This process plays a live host with a broken segment: it writes the file itself and holds the host lock.
+// This process plays a live host with a broken segment or a broken reply (FakeHost).
 
 struct CraftedFile {
   std::vector<uint8_t> header = std::vector<uint8_t>(shm::wire::kSegmentHeaderSize, 0);
   uint64_t file_size = 0;
+  FakeReply reply;
   template <typename T>
   void Set(size_t offset, T v) {
     std::memcpy(header.data() + offset, &v, sizeof v);
@@ -200,13 +191,8 @@ TEST_P(BrokenSegment, GuestGetsItsOwnErrorAndDoesNotCrash) {
   SegmentName name("broken");
   CraftedFile f = ValidFile();
   GetParam().mutate(f);
-  shm::platform::File file(::open(name.path().c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  ASSERT_TRUE(file.valid()) << std::strerror(errno);
-  ASSERT_EQ(::ftruncate(file.fd(), static_cast<off_t>(f.file_size)), 0) << std::strerror(errno);
-  const size_t n = std::min<size_t>(f.header.size(), f.file_size);
-  ASSERT_EQ(::pwrite(file.fd(), f.header.data(), n, 0), static_cast<ssize_t>(n));
-  auto locked = shm::platform::TryLockByte(file, shm::platform::kHostLockByte);
-  ASSERT_TRUE(locked && *locked) << "could not take the host lock of the crafted file";
+  FakeHost fake(name.str(), f.header, f.file_size, f.reply);
+  ASSERT_TRUE(fake.ok()) << fake.error();
 
   Process guest = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "30000"});
   ASSERT_TRUE(guest.started()) << guest.error();
@@ -250,6 +236,33 @@ INSTANTIATE_TEST_SUITE_P(
         BrokenCase{"GeometryOverSegmentLimit", ErrorCode::kBadGeometry,
                    [](CraftedFile& f) {  // 8 TiB, consistent with itself, over the 1 TiB segment limit
                      SetGeometry(f, shm::wire::kMaxSlots, shm::wire::kMaxPayload, shm::wire::kPage);
+                   }},
+        // A host hands out its memory only once magic is written: 0 is not "still initialising".
+        BrokenCase{"ZeroMagic", ErrorCode::kBadMagic, [](CraftedFile& f) { f.Set<uint64_t>(offsetof(H, magic), 0); }},
+        // Memory that is not sealed could be shrunk under the guest's mapping (SIGBUS): refused before mapping.
+        BrokenCase{"UnsealedMemory", ErrorCode::kProtocol, [](CraftedFile& f) { f.reply.seal = false; }},
+        BrokenCase{"TwoDescriptors", ErrorCode::kProtocol, [](CraftedFile& f) { f.reply.descriptors = 2; }},
+        BrokenCase{"NoDescriptor", ErrorCode::kProtocol, [](CraftedFile& f) { f.reply.descriptors = 0; }},
+        BrokenCase{"ShortReply", ErrorCode::kProtocol, [](CraftedFile& f) { f.reply.size = 12; }},
+        BrokenCase{"LongReply", ErrorCode::kProtocol, [](CraftedFile& f) { f.reply.size = 20; }},
+        BrokenCase{"ReservedReplyField", ErrorCode::kProtocol, [](CraftedFile& f) { f.reply.reserved = 1; }},
+        BrokenCase{"UnknownStatus", ErrorCode::kProtocol,
+                   [](CraftedFile& f) {
+                     f.reply.status = 99;
+                     f.reply.descriptors = 0;
+                   }},
+        BrokenCase{"DescriptorWithARefusal", ErrorCode::kProtocol,
+                   [](CraftedFile& f) { f.reply.status = static_cast<uint32_t>(shm::wire::AttachStatus::kDenied); }},
+        BrokenCase{"Denied", ErrorCode::kPermissionDenied,
+                   [](CraftedFile& f) {
+                     f.reply.status = static_cast<uint32_t>(shm::wire::AttachStatus::kDenied);
+                     f.reply.descriptors = 0;
+                   }},
+        BrokenCase{"HostOfAnotherVersion", ErrorCode::kVersionMismatch,
+                   [](CraftedFile& f) {
+                     f.reply.status = static_cast<uint32_t>(shm::wire::AttachStatus::kVersionMismatch);
+                     f.reply.detail = shm::wire::kVersion + 1;
+                     f.reply.descriptors = 0;
                    }}),
     [](const ::testing::TestParamInfo<BrokenCase>& case_info) { return std::string(case_info.param.label); });
 

@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "../common/segment_access.h"
 #include "peer_protocol.h"
 #include "shm/detail/segment.h"
 #include "shm/detail/slot.h"
@@ -314,7 +315,9 @@ int GuestCallOne(shm::DirectGuest& g, const Args& a) {
 // A request the library would refuse to send: publish it on a guest slot through a second mapping of the
 // segment, as a buggy or hostile guest would, and print the host's raw answer.
 int GuestCallCrafted(shm::DirectGuest& g, const Args& a) {
-  auto seg = shm::detail::Segment::Attach(a.Get("name"));
+  // This guest's own descriptor of the segment, opened anew: a second writable mapping beside the library's.
+  auto seg = shm::detail::Segment::FromDescriptor(
+      shm::platform::File(shm_test::OpenSegmentOf(::getpid(), a.Get("name"), O_RDWR)), true);
   if (!seg) return Failed("ATTACH_FAILED", seg.error());
   const shm::detail::SlotView s = seg->Slot(g.host_slots());  // the first guest slot
   auto& h = *s.header;

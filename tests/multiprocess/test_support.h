@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/segment_access.h"
 #include "peer_protocol.h"
 #include "process.h"
 #include "shm/shm.h"
@@ -42,18 +43,21 @@ class SegmentName {
   explicit SegmentName(const std::string& tag) {
     static std::atomic<int> counter{0};
     name_ = "shm-mp-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    Remove();
   }
   SegmentName(const SegmentName&) = delete;
   SegmentName& operator=(const SegmentName&) = delete;
-  ~SegmentName() { Remove(); }
+  ~SegmentName() = default;
   const std::string& str() const { return name_; }
-  std::string path() const { return "/dev/shm/" + name_; }
-  void Remove() const { ::unlink(path().c_str()); }
 
  private:
   std::string name_;
 };
+
+/// A second, writable mapping of the live segment `name` that process `pid` holds (this test process's own
+/// host, or a guest process), for raw protocol steps a well-behaved peer never takes.
+inline shm::Result<shm::detail::Segment> MapLiveSegment(pid_t pid, const std::string& name) {
+  return shm::detail::Segment::FromDescriptor(shm::platform::File(OpenSegmentOf(pid, name, O_RDWR)), true);
+}
 
 /// Start shm_test_peer with `args`.
 inline Process SpawnPeer(std::vector<std::string> args, Process::Options options = {}) {
@@ -154,10 +158,10 @@ inline std::optional<int64_t> OtherProcessCpuNs(pid_t pid) {
   return (utime + stime) * (1000000000LL / tick);
 }
 
-/// Whether [p, p+n) lies inside this process's mapping of /dev/shm/<name> (a zero-copy buffer is in place).
+/// Whether [p, p+n) lies inside this process's mapping of segment <name> (a zero-copy buffer is in place).
 inline bool InSegmentMapping(const std::string& name, const void* p, size_t n) {
   std::ifstream maps("/proc/self/maps");
-  const std::string path = "/dev/shm/" + name;
+  const std::string path = "/memfd:shm/" + name + " (deleted)";
   std::string line;
   const auto addr = reinterpret_cast<uintptr_t>(p);
   while (std::getline(maps, line)) {

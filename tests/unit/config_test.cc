@@ -60,10 +60,10 @@ TEST(ValidateName, AcceptsThePortableCharacters) {
   }
 }
 
-TEST(ValidateName, Rejects256CharactersAndAccepts255) {
-  EXPECT_EQ(shm::platform::kMaxNameLength, 255u);
-  ExpectInvalid(shm::ValidateName(std::string(256, 'n')), "256 characters; the limit is 255");
-  auto r = shm::ValidateName(std::string(255, 'n'));
+TEST(ValidateName, Rejects101CharactersAndAccepts100) {
+  EXPECT_EQ(shm::platform::kMaxNameLength, 100u);
+  ExpectInvalid(shm::ValidateName(std::string(101, 'n')), "101 characters; the limit is 100");
+  auto r = shm::ValidateName(std::string(100, 'n'));
   EXPECT_TRUE(r.ok()) << r.error().ToString();
 }
 
@@ -87,8 +87,8 @@ TEST(ValidateHostConfig, RejectsBadNames) {
   ExpectInvalid(shm::ValidateHostConfig(c), "[A-Za-z0-9._-]");
   c.name = "..";
   ExpectInvalid(shm::ValidateHostConfig(c), "'.' or '..'");
-  c.name = std::string(256, 'x');
-  ExpectInvalid(shm::ValidateHostConfig(c), "limit is 255");
+  c.name = std::string(101, 'x');
+  ExpectInvalid(shm::ValidateHostConfig(c), "limit is 100");
 }
 
 TEST(ValidateHostConfig, RejectsZeroHostSlots) {
@@ -133,7 +133,24 @@ TEST(ValidateHostConfig, AcceptsPayloadOf64Bytes) {
   auto g = shm::ValidateHostConfig(c);
   ASSERT_TRUE(g.ok()) << g.error().ToString();
   EXPECT_EQ(g->host_payload, 64u);
+  EXPECT_EQ(g->guest_payload, 65536u) << "the guest slots keep their own default";
+  c.guest_payload_size = 0;
+  g = shm::ValidateHostConfig(c);
+  ASSERT_TRUE(g.ok()) << g.error().ToString();
   EXPECT_EQ(g->guest_payload, 64u) << "guest_payload_size 0 means payload_size";
+}
+
+// A host that sizes its own slots for large requests does not reserve that much for every guest slot too.
+TEST(ValidateHostConfig, GuestSlotsDoNotFollowALargePayloadSize) {
+  auto c = Config();
+  c.host_slots = 1;
+  c.guest_slots = 8;
+  c.payload_size = 64u << 20;
+  auto g = shm::ValidateHostConfig(c);
+  ASSERT_TRUE(g.ok()) << g.error().ToString();
+  EXPECT_EQ(g->host_payload, 64u << 20);
+  EXPECT_EQ(g->guest_payload, 65536u);
+  EXPECT_LT(shm::wire::SegmentSize(*g), (2u * (64u << 20)) + (4u << 20));
 }
 
 TEST(ValidateHostConfig, RoundsPayloadUpToAMultipleOf64) {
@@ -185,12 +202,12 @@ TEST(ValidateHostConfig, RejectsSegmentOverTheSizeLimit) {
   ExpectInvalid(r, "segment of " + std::to_string(size) + " bytes; the limit is 1099511627776");
 }
 
-TEST(ValidateHostConfig, RejectsSegmentLargerThanTheFreeSpace) {
-  const uint64_t space = shm::platform::SegmentSpaceAvailable();
+TEST(ValidateHostConfig, RejectsSegmentLargerThanTheAvailableMemory) {
+  const uint64_t space = shm::platform::MemoryAvailable();
   const uint64_t per_slot = 2ull * shm::wire::kMaxPayload;
   const uint64_t slots = space / per_slot + 1;
   if (slots > shm::wire::kMaxSlots || slots * per_slot + 4096 * 3 > shm::wire::kMaxSegmentSize) {
-    GTEST_SKIP() << "/dev/shm has " << space << " bytes free: no valid geometry exceeds it";
+    GTEST_SKIP() << space << " bytes of memory are available: no valid geometry exceeds it";
   }
   auto c = Config();
   c.host_slots = static_cast<uint32_t>(slots);
@@ -200,7 +217,7 @@ TEST(ValidateHostConfig, RejectsSegmentLargerThanTheFreeSpace) {
   auto r = shm::ValidateHostConfig(c);
   ExpectInvalid(r, "host_slots x payload_size");
   ExpectInvalid(r, "segment of " + std::to_string(size) + " bytes but only");
-  ExpectInvalid(r, "free in /dev/shm");
+  ExpectInvalid(r, "of memory are available");
 }
 
 TEST(ValidateHostConfig, RejectsBadModes) {

@@ -37,8 +37,11 @@ struct Answer {
 /// Thread-safe after construction.
 class Endpoint {
  public:
-  Endpoint(Segment segment, Role role, Duration default_timeout)
+  /// `link`: a guest's connection to its host (the host's liveness); unused by the host, whose Doorman
+  /// reports the guest's arrival and departure through OnGuestAttached/OnGuestGone.
+  Endpoint(Segment segment, Role role, Duration default_timeout, platform::File link = platform::File())
       : segment_(std::move(segment)),
+        link_(std::move(link)),
         role_(role),
         default_timeout_ns_(default_timeout.count()),
         id_(NextEndpointId()),
@@ -72,12 +75,33 @@ class Endpoint {
            static_cast<uint32_t>(wire::HostState::kShuttingDown);
   }
 
-  /// Whether the other side's liveness lock is held. A system call: never on the hot path.
+  /// Whether the other side is alive (SPECIFICATION.md §2). For the host a load of what its Doorman last saw
+  /// (cheap); for a guest a system call on its connection: never on the hot path.
   bool PeerAlive() const {
-    auto r = platform::ByteLockedByOther(segment_.file(),
-                                         role_ == Role::kHost ? platform::kGuestLockByte : platform::kHostLockByte);
-    return !r || *r;  // if the check itself fails, assume alive and let the deadline decide
+    if (role_ == Role::kHost) return guest_present_.load(std::memory_order_seq_cst);
+    return !platform::ConnectionClosed(link_);
   }
+  /// Whether PeerAlive() is cheap enough for a spin loop (a local load, no system call).
+  bool PeerAliveIsCheap() const noexcept { return role_ == Role::kHost; }
+
+  /// Guest: leave the guest seat now (the host sees the connection end), even while ZeroCopySlots still hold
+  /// this endpoint. The descriptor stays open until the endpoint is destroyed.
+  void LeaveSeat() noexcept { platform::ShutdownConnection(link_); }
+
+  /// Host: a guest took the seat. Called by the Doorman.
+  void OnGuestAttached() noexcept {
+    guest_sessions_.fetch_add(1, std::memory_order_seq_cst);
+    guest_present_.store(true, std::memory_order_seq_cst);
+  }
+  /// Host: the guest's connection closed: it died or left. Wakes every sleeper so that callers waiting on it
+  /// notice at once. Called by the Doorman.
+  void OnGuestGone() noexcept {
+    guest_present_.store(false, std::memory_order_seq_cst);
+    NudgeAll();
+  }
+  /// Host: how many guests have taken the seat so far (process-local, not the segment's guest_session,
+  /// which a guest writes). 0 on the guest side.
+  uint64_t PeerSession() const noexcept { return guest_sessions_.load(std::memory_order_seq_cst); }
 
   /// Absolute CLOCK_MONOTONIC deadline for a timeout (kUseDefault = configured default).
   int64_t Deadline(Duration timeout) const noexcept {
@@ -185,7 +209,7 @@ class Endpoint {
         abort_code = ErrorCode::kShuttingDown;
         return true;
       }
-      if (!slow) return false;
+      if (!slow && !PeerAliveIsCheap()) return false;
       if (!PeerAlive()) {
         if (role_ == Role::kGuest) {
           abort_code = ErrorCode::kHostGone;
@@ -393,6 +417,9 @@ class Endpoint {
   }
 
   Segment segment_;
+  platform::File link_;  // guest: the connection to the host
+  std::atomic<bool> guest_present_{false};  // host: a guest holds the seat
+  std::atomic<uint64_t> guest_sessions_{0};  // host: guests attached so far
   Role role_;
   int64_t default_timeout_ns_;
   SpinPolicy spin_;

@@ -1,5 +1,6 @@
-// A mapped segment: creation by the host (lock first, magic last), attachment by a guest (validate before
-// mapping), and the slot views both sides use.
+// A mapped segment: creation by the host (magic last, then sealed), attachment by a guest from the descriptor
+// the host handed it (seals checked before mapping, header validated from a copy), and the slot views both
+// sides use.
 #pragma once
 
 #include <cstring>
@@ -14,9 +15,9 @@
 namespace shm {
 namespace detail {
 
-/// Validate a segment header read from a file of `file_size` bytes. `bytes` holds the first `n` bytes of the
-/// file (n may be short). Pure function: reads only its arguments, never the mapping. The header must be
-/// ready (magic non-zero); a zero magic is reported as kNotFound ("still initialising").
+/// Validate a copy of a segment header from memory of `file_size` bytes. `bytes` holds the first `n` bytes
+/// (n may be short). Pure function: reads only its arguments, never the mapping. A zero magic is reported as
+/// kBadMagic: a host hands out its segment only once magic is written.
 inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uint64_t file_size) {
   using wire::kSegmentHeaderSize;
   if (n < kSegmentHeaderSize || file_size < kSegmentHeaderSize) {
@@ -35,8 +36,7 @@ inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uin
     return v;
   };
   const uint64_t magic = u64(offsetof(wire::SegmentHeader, magic));
-  if (magic == 0) return Error(ErrorCode::kNotFound, "segment is still being initialised");
-  if (magic != wire::kMagic) return Error(ErrorCode::kBadMagic, "file is not an shm segment (bad magic)");
+  if (magic != wire::kMagic) return Error(ErrorCode::kBadMagic, "memory is not an shm segment (bad magic)");
   const uint32_t version = u32(offsetof(wire::SegmentHeader, version));
   if (version != wire::kVersion) {
     return Error(ErrorCode::kVersionMismatch, "segment speaks protocol version " + std::to_string(version) +
@@ -75,8 +75,8 @@ inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uin
   return g;
 }
 
-/// A segment file mapped into this process. Move-only; not thread-safe to move or destroy while in use, but
-/// header() and Slot() may be used from any thread once built.
+/// A segment mapped into this process: the memfd and its mapping. Move-only; not thread-safe to move or
+/// destroy while in use, but header() and Slot() may be used from any thread once built.
 class Segment {
  public:
   Segment() = default;
@@ -85,11 +85,10 @@ class Segment {
     if (this != &o) {
       Reset();
       file_ = std::move(o.file_);
-      path_ = std::move(o.path_);
       base_ = std::exchange(o.base_, nullptr);
       size_ = std::exchange(o.size_, 0);
       geometry_ = o.geometry_;
-      owner_ = std::exchange(o.owner_, false);
+      writable_ = o.writable_;
     }
     return *this;
   }
@@ -97,94 +96,69 @@ class Segment {
   Segment& operator=(const Segment&) = delete;
   ~Segment() { Reset(); }
 
-  /// Host: take the name (host lock), build the layout, write magic last. See SPECIFICATION.md §Creation.
-  static Result<Segment> Create(const std::string& name, const wire::Geometry& g, uint32_t mode) {
-    const std::string path = platform::SegmentPath(name);
+  /// Host: create the memory of segment `name`, build the layout, write magic last, seal it
+  /// (SPECIFICATION.md §3 steps 3–5). The caller has taken the name first (the rendezvous).
+  static Result<Segment> Create(const std::string& name, const wire::Geometry& g) {
     const uint64_t size = wire::SegmentSize(g);
-    for (int attempt = 0; attempt < 64; ++attempt) {
-      auto f = platform::OpenOrCreate(path, mode);
-      if (!f) return std::move(f).error();
-      auto locked = platform::TryLockByte(*f, platform::kHostLockByte);
-      if (!locked) return std::move(locked).error();
-      if (!*locked) return HolderError(name, *f);
-      // We hold the name's lock. If the file we locked was unlinked meanwhile (its host just shut down), the
-      // name now means another file: start over.
-      auto current = platform::IsCurrentFile(*f, path);
-      if (!current) return std::move(current).error();
-      if (!*current) continue;
-      auto old_size = platform::FileSize(*f);
-      if (!old_size) return std::move(old_size).error();
-      if (*old_size != 0) {
-        // Left by a dead host (its lock is free). Guests of that host may still map it: give them their
-        // orphaned file and make a fresh one rather than rewrite memory under them.
-        platform::Unlink(path);
-        continue;
-      }
-      if (auto r = platform::SetMode(*f, mode); !r) return std::move(r).error();
-      if (auto r = platform::Resize(*f, size); !r) {
-        platform::Unlink(path);
-        return std::move(r).error();
-      }
-      auto base = platform::Map(*f, size);
-      if (!base) {
-        platform::Unlink(path);
-        return std::move(base).error();
-      }
-      Segment s;
-      s.file_ = std::move(*f);
-      s.path_ = path;
-      s.base_ = *base;
-      s.size_ = size;
-      s.geometry_ = g;
-      s.owner_ = true;
-      s.Initialise();
-      return s;
-    }
-    return Error(ErrorCode::kSystem, "could not take segment " + name + ": it kept being replaced");
-  }
-
-  /// Guest: one attempt to open, validate and map a live host's segment. kNotFound means "not there (yet)":
-  /// the caller retries until its deadline. Every other error is final.
-  static Result<Segment> Attach(const std::string& name) {
-    const std::string path = platform::SegmentPath(name);
-    auto f = platform::OpenExisting(path);
+    auto f = platform::CreateSharedMemory(platform::SegmentLabel(name), size);
     if (!f) return std::move(f).error();
-    auto alive = platform::ByteLockedByOther(*f, platform::kHostLockByte);
-    if (!alive) return std::move(alive).error();
-    if (!*alive) return Error(ErrorCode::kNotFound, "segment " + name + " has no live host");
-    // Read the header with pread, not through a mapping: a short file must give an error, never SIGBUS.
-    uint8_t header[wire::kSegmentHeaderSize];
-    std::memset(header, 0, sizeof header);
-    auto n = platform::ReadAt(*f, header, sizeof header, 0);
-    if (!n) return std::move(n).error();
-    auto file_size = platform::FileSize(*f);
-    if (!file_size) return std::move(file_size).error();
-    uint64_t magic;
-    std::memcpy(&magic, header, sizeof magic);
-    if (magic == 0) return Error(ErrorCode::kNotFound, "segment " + name + " is still being initialised");
-    auto g = ValidateHeader(header, *n, *file_size);
-    if (!g) return std::move(g).error();
-    const uint64_t size = wire::SegmentSize(*g);
     auto base = platform::Map(*f, size);
     if (!base) return std::move(base).error();
     Segment s;
     s.file_ = std::move(*f);
-    s.path_ = path;
     s.base_ = *base;
     s.size_ = size;
-    s.geometry_ = *g;
-    s.owner_ = false;
-    // SYNC POINT READ: magic (acquire, through the mapping) before any other field is used.
-    if (s.header().magic.load(std::memory_order_acquire) != wire::kMagic) {
-      return Error(ErrorCode::kBadMagic, "segment " + name + " changed while it was being attached");
+    s.geometry_ = g;
+    s.writable_ = true;
+    s.Initialise();
+    if (auto r = platform::Seal(s.file_); !r) return std::move(r).error();
+    return s;
+  }
+
+  /// Guest or observer: check, map and validate a descriptor received from the host (SPECIFICATION.md §4.2
+  /// steps 4–5). Every error is final. `writable` false maps read-only (observers).
+  static Result<Segment> FromDescriptor(platform::File f, bool writable) {
+    auto file_size = platform::CheckSealedSize(f);
+    if (!file_size) return std::move(file_size).error();
+    if (*file_size < wire::kSegmentHeaderSize) {
+      return Error(ErrorCode::kTruncated, "segment is " + std::to_string(*file_size) + " bytes, smaller than its " +
+                                              std::to_string(wire::kSegmentHeaderSize) + "-byte header");
     }
+    if (*file_size > wire::kMaxSegmentSize) {
+      return Error(ErrorCode::kBadGeometry, "segment is " + std::to_string(*file_size) + " bytes, over the " +
+                                                std::to_string(wire::kMaxSegmentSize) + "-byte limit");
+    }
+    // The seals fix the size: the whole mapping stays backed for as long as it exists.
+    auto base = platform::Map(f, *file_size, writable);
+    if (!base) return std::move(base).error();
+    Segment s;
+    s.file_ = std::move(f);
+    s.base_ = *base;
+    s.size_ = *file_size;
+    s.writable_ = writable;
+    // SYNC POINT READ: magic (acquire, through the mapping) before any other field is read. Pairs with
+    // Initialise()'s release store; the host sends the descriptor only after it.
+    if (s.header().magic.load(std::memory_order_acquire) != wire::kMagic) {
+      return Error(ErrorCode::kBadMagic, "the host sent memory that is not an shm segment (bad magic)");
+    }
+    // Copy the header once; validate and use only the copy (the host can still write the original).
+    uint8_t header[wire::kSegmentHeaderSize];
+    for (size_t i = 0; i < sizeof header; i += 4) {
+      const uint32_t w = reinterpret_cast<const std::atomic<uint32_t>*>(static_cast<const uint8_t*>(s.base_) + i)
+                             ->load(std::memory_order_relaxed);
+      std::memcpy(header + i, &w, 4);
+    }
+    auto g = ValidateHeader(header, sizeof header, *file_size);
+    if (!g) return std::move(g).error();
+    s.geometry_ = *g;
     return s;
   }
 
   wire::SegmentHeader& header() const noexcept { return *static_cast<wire::SegmentHeader*>(base_); }
   const wire::Geometry& geometry() const noexcept { return geometry_; }
+  /// The memfd (the host hands it to guests).
   const platform::File& file() const noexcept { return file_; }
-  const std::string& path() const noexcept { return path_; }
+  bool writable() const noexcept { return writable_; }
   uint64_t size() const noexcept { return size_; }
   bool valid() const noexcept { return base_ != nullptr; }
   uint32_t slot_count() const noexcept { return geometry_.host_slots + geometry_.guest_slots; }
@@ -202,29 +176,16 @@ class Segment {
     return v;
   }
 
-  /// Unmap; for the host also remove the name (if it is still ours) before the lock goes with the descriptor.
+  /// Unmap and close the memfd. The memory itself goes when its last mapping or descriptor does.
   void Reset() noexcept {
-    if (owner_ && file_.valid()) {
-      auto current = platform::IsCurrentFile(file_, path_);
-      if (current && *current) platform::Unlink(path_);
-    }
     platform::Unmap(base_, size_);
     base_ = nullptr;
     size_ = 0;
-    owner_ = false;
     file_.Close();
   }
 
  private:
-  static Error HolderError(const std::string& name, const platform::File& f) {
-    uint32_t pid = 0;
-    auto n = platform::ReadAt(f, &pid, sizeof pid, offsetof(wire::SegmentHeader, host_pid));
-    std::string who = (n && *n == sizeof pid && pid != 0) ? "live host pid " + std::to_string(pid)
-                                                          : "another live host (still starting)";
-    return Error(ErrorCode::kHostAlreadyRunning, "segment " + name + " is held by " + who);
-  }
-
-  // The file is new and zero-filled; write every field explicitly anyway, then magic last.
+  // The memory is new and zero-filled; write every field explicitly anyway, then magic last.
   void Initialise() noexcept {
     auto& h = header();
     h.host_pid.store(platform::ProcessId(), std::memory_order_relaxed);
@@ -251,16 +212,15 @@ class Segment {
       s.header->resp_error.store(0, std::memory_order_relaxed);
       s.header->wake_stamp_ns.store(0, std::memory_order_relaxed);
     }
-    // SYNC POINT WRITE: magic. Pairs with the guest's read of magic (pread, then the mapping's acquire loads).
+    // SYNC POINT WRITE: magic. Pairs with the guest's acquire load of magic through its mapping.
     h.magic.store(wire::kMagic, std::memory_order_release);
   }
 
   platform::File file_;
-  std::string path_;
   void* base_ = nullptr;
   uint64_t size_ = 0;
   wire::Geometry geometry_;
-  bool owner_ = false;
+  bool writable_ = false;
 };
 
 }  // namespace detail

@@ -1,5 +1,6 @@
-// The platform interface: clock, futex-style wait/wake on a 32-bit word in shared memory, the segment file
-// (create, open, size, map), and advisory locks that the kernel drops when their owner dies.
+// The platform interface: clock, futex-style wait/wake on a 32-bit word in shared memory, the segment memory
+// (create, seal, check, map), and the rendezvous through which a host hands it to an admitted guest and each
+// side learns that the other died.
 //
 // Core code includes only this header. A port adds platform/<os>/ with the same names and one #elif here;
 // it edits nothing else.
@@ -12,6 +13,7 @@
 #include "shm/platform/linux/clock.h"
 #include "shm/platform/linux/file.h"
 #include "shm/platform/linux/futex.h"
+#include "shm/platform/linux/socket.h"
 #else
 #error "shm: no platform layer for this OS yet (see include/shm/platform/platform.h)"
 #endif

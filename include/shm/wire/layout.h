@@ -17,7 +17,7 @@ namespace wire {
 /// Protocol version. Bump rule (SPECIFICATION.md §Versioning): any change to an offset, size, meaning or
 /// allowed value of a field, to a state or transition, or to the geometry formula bumps it; peers accept only
 /// an exact match. Adding a new WireError or MsgType value inside a reserved range does not.
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 
 /// "SHMSEG01" read as a little-endian u64. Written last, with release order, when the segment is ready.
 constexpr uint64_t kMagic = 0x31304745534D4853ull;
@@ -157,6 +157,50 @@ constexpr uint64_t RequestBufferOffset(const Geometry& g, uint32_t index) noexce
 constexpr uint32_t SlotCapacity(const Geometry& g, uint32_t index) noexcept {
   return index < g.host_slots ? g.host_payload : g.guest_payload;
 }
+
+// ---- The attach handshake (SPECIFICATION.md §4) --------------------------------------------------------------
+// Two records on the rendezvous socket: the hello a guest sends, and the host's reply (with the segment's
+// descriptor when accepted). Plain integers, copied in and out with memcpy: they never live in shared memory.
+
+/// "SHMHELLO" read as a little-endian u64.
+constexpr uint64_t kHelloMagic = 0x4F4C4C45484D4853ull;
+constexpr uint32_t kHelloSize = 16;
+constexpr uint32_t kReplySize = 16;
+
+/// What a connecting process asks for.
+enum class AttachRole : uint32_t {
+  kGuest = 1,     ///< Serve the host and take the guest seat; gets a read-write descriptor.
+  kObserver = 2,  ///< Read the segment only (tools); gets a read-only descriptor, never takes the seat.
+};
+
+/// The host's answer to a hello.
+enum class AttachStatus : uint32_t {
+  kAccepted = 0,      ///< The descriptor is attached.
+  kBusy = 1,          ///< Another guest holds the seat; detail = its pid.
+  kDenied = 2,        ///< The peer's credentials are not admitted by the segment's mode.
+  kVersionMismatch = 3,  ///< The hello's version is not the host's; detail = the host's version.
+  kBadHello = 4,      ///< The hello was malformed.
+  kShuttingDown = 5,  ///< The host is shutting down.
+};
+
+struct Hello {
+  uint64_t magic = kHelloMagic;
+  uint32_t version = kVersion;
+  uint32_t role = 0;  // AttachRole
+};
+static_assert(sizeof(Hello) == kHelloSize, "layout");
+static_assert(offsetof(Hello, magic) == 0 && offsetof(Hello, version) == 8 && offsetof(Hello, role) == 12, "layout");
+
+struct AttachReply {
+  uint32_t status = 0;    // AttachStatus
+  uint32_t host_pid = 0;  // informational
+  uint32_t detail = 0;    // kBusy: the attached guest's pid; kVersion: the host's version
+  uint32_t reserved = 0;  // 0
+};
+static_assert(sizeof(AttachReply) == kReplySize, "layout");
+static_assert(offsetof(AttachReply, status) == 0 && offsetof(AttachReply, host_pid) == 4 &&
+                  offsetof(AttachReply, detail) == 8 && offsetof(AttachReply, reserved) == 12,
+              "layout");
 
 }  // namespace wire
 }  // namespace shm

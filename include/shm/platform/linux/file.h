@@ -1,37 +1,40 @@
-// Linux segment file: a file in /dev/shm (tmpfs), mapped MAP_SHARED, and open-file-description (OFD) byte
-// locks on it. OFD locks belong to the open file description, conflict even between two descriptions in one
-// process, and are released by the kernel when the last descriptor closes — including when the process dies,
-// before its parent reaps it. No PID is involved, so PID reuse cannot fool a liveness check.
+// Linux segment memory: an anonymous memfd, sealed against resizing before anyone else sees it, mapped
+// MAP_SHARED. It has no name in any file system: a guest gets the descriptor from the host over the
+// rendezvous socket (socket.h), so only an admitted peer can map it, and neither side can shrink or grow it
+// under the other (no SIGBUS from a truncated mapping). See SPECIFICATION.md §1 and §3.
 #pragma once
 
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include "shm/error.h"
 
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
 namespace shm {
 namespace platform {
 
-/// Directory of segment files. A segment named N lives at kSegmentDir + N.
-constexpr const char* kSegmentDir = "/dev/shm/";
-/// Longest name: NAME_MAX (255) of the file system.
-constexpr size_t kMaxNameLength = 255;
+/// Longest segment name: the abstract socket address "\0shm/<name>" must fit sun_path (108 bytes).
+constexpr size_t kMaxNameLength = 100;
 
-/// Byte offsets locked (OFD write locks, length 1) to prove liveness; see SPECIFICATION.md §Liveness.
-constexpr off_t kHostLockByte = 0;
-constexpr off_t kGuestLockByte = 1;
-
-inline std::string SegmentPath(std::string_view name) { return std::string(kSegmentDir) + std::string(name); }
+/// The seals a segment must carry before it is mapped by a peer, and those it must not carry.
+constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+constexpr unsigned kForbiddenSeals = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
 
 inline Error SysError(const std::string& what, int err) {
   const ErrorCode code = (err == EACCES || err == EPERM) ? ErrorCode::kPermissionDenied : ErrorCode::kSystem;
@@ -65,82 +68,57 @@ class File {
   int fd_ = -1;
 };
 
-/// Open `path` read-write, creating it (empty, with `mode`) if absent. Never follows a symlink.
-inline Result<File> OpenOrCreate(const std::string& path, uint32_t mode) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, static_cast<mode_t>(mode));
+/// A new anonymous memfd of `size` bytes with its pages reserved (so touching a mapped page cannot fail for
+/// lack of memory in the file system), not sealed yet: Seal() it once its contents are written.
+/// `label` shows in /proc/<pid>/maps and /proc/<pid>/fd as "memfd:<label>".
+inline Result<File> CreateSharedMemory(const std::string& label, uint64_t size) {
+  int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return SysError("memfd_create", errno);
+  File f(fd);
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return SysError("ftruncate", errno);
+  int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+  if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) return SysError("fallocate", rc);
+  return f;
+}
+
+/// Forbid every later change of the size, and of the seals themselves.
+inline Result<void> Seal(const File& f) {
+  if (::fcntl(f.fd(), F_ADD_SEALS, kRequiredSeals) != 0) return SysError("fcntl(F_ADD_SEALS)", errno);
+  return Ok();
+}
+
+/// Check a descriptor received from a peer before mapping it: a regular file whose size can never change
+/// (SPECIFICATION.md §4.2 step 4). Returns its size. kProtocol if it is not sealed as required.
+inline Result<uint64_t> CheckSealedSize(const File& f) {
+  struct stat st;
+  if (::fstat(f.fd(), &st) != 0) return SysError("fstat", errno);
+  if (!S_ISREG(st.st_mode)) return Error(ErrorCode::kProtocol, "the host sent a descriptor that is not a memory file");
+  const int seals = ::fcntl(f.fd(), F_GET_SEALS);
+  if (seals < 0) {
+    return Error(ErrorCode::kProtocol, std::string("the host sent a descriptor without seals: ") +
+                                           std::strerror(errno));
+  }
+  const auto s = static_cast<unsigned>(seals);
+  if ((s & kRequiredSeals) != kRequiredSeals || (s & kForbiddenSeals) != 0) {
+    return Error(ErrorCode::kProtocol, "the host sent a segment not sealed against resizing (seals 0x" +
+                                           std::to_string(s) + ")");
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+/// A read-only descriptor of the same memory, for observers: a new open file description, so its holder can
+/// neither write nor (sealed) resize.
+inline Result<File> ReopenReadOnly(const File& f) {
+  const std::string path = "/proc/self/fd/" + std::to_string(f.fd());
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return SysError("open " + path, errno);
   return File(fd);
 }
 
-/// Open an existing `path` read-write. kNotFound if it does not exist.
-inline Result<File> OpenExisting(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) return Error(ErrorCode::kNotFound, "no segment file " + path);
-    return SysError("open " + path, err);
-  }
-  return File(fd);
-}
-
-/// Set the permission bits exactly (the umask applied at creation may have narrowed them).
-inline Result<void> SetMode(const File& f, uint32_t mode) {
-  if (::fchmod(f.fd(), static_cast<mode_t>(mode)) != 0) return SysError("fchmod", errno);
-  return Ok();
-}
-
-inline Result<uint64_t> FileSize(const File& f) {
-  struct stat st;
-  if (::fstat(f.fd(), &st) != 0) return SysError("fstat", errno);
-  return static_cast<uint64_t>(st.st_size);
-}
-
-/// Whether `f` is still the file that `path` names (false if it was unlinked or replaced).
-inline Result<bool> IsCurrentFile(const File& f, const std::string& path) {
-  struct stat a, b;
-  if (::fstat(f.fd(), &a) != 0) return SysError("fstat", errno);
-  if (::stat(path.c_str(), &b) != 0) {
-    if (errno == ENOENT) return false;
-    return SysError("stat " + path, errno);
-  }
-  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-}
-
-/// Grow the file to `size` and reserve its blocks, so that touching any mapped page can never raise SIGBUS
-/// for lack of space in tmpfs.
-inline Result<void> Resize(const File& f, uint64_t size) {
-  if (::ftruncate(f.fd(), static_cast<off_t>(size)) != 0) return SysError("ftruncate", errno);
-  int rc = ::posix_fallocate(f.fd(), 0, static_cast<off_t>(size));
-  if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) return SysError("posix_fallocate", rc);
-  return Ok();
-}
-
-/// Bytes free in the segment directory's file system.
-inline uint64_t SegmentSpaceAvailable() noexcept {
-  struct statvfs sv;
-  if (::statvfs(kSegmentDir, &sv) != 0) return ~uint64_t{0};
-  return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-}
-
-/// Read exactly n bytes at offset (without mapping, so a short file cannot raise SIGBUS).
-/// Returns the number of bytes read, which is < n only at end of file.
-inline Result<size_t> ReadAt(const File& f, void* buf, size_t n, uint64_t offset) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(f.fd(), static_cast<char*>(buf) + done, n - done, static_cast<off_t>(offset + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return SysError("pread", errno);
-    }
-    if (r == 0) break;
-    done += static_cast<size_t>(r);
-  }
-  return done;
-}
-
-/// Map `size` bytes of `f` read-write, shared.
-inline Result<void*> Map(const File& f, uint64_t size) {
-  void* p = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, f.fd(), 0);
+/// Map `size` bytes of `f`, shared; read-write unless `writable` is false.
+inline Result<void*> Map(const File& f, uint64_t size, bool writable = true) {
+  const int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = ::mmap(nullptr, static_cast<size_t>(size), prot, MAP_SHARED, f.fd(), 0);
   if (p == MAP_FAILED) return SysError("mmap", errno);
   return p;
 }
@@ -149,40 +127,48 @@ inline void Unmap(void* p, uint64_t size) noexcept {
   if (p != nullptr) ::munmap(p, static_cast<size_t>(size));
 }
 
-/// Remove the name. Processes that have it mapped keep their mapping.
-inline void Unlink(const std::string& path) noexcept { ::unlink(path.c_str()); }
-
-inline struct flock LockRequest(short type, off_t byte) {
-  struct flock l;
-  std::memset(&l, 0, sizeof l);
-  l.l_type = type;
-  l.l_whence = SEEK_SET;
-  l.l_start = byte;
-  l.l_len = 1;
-  l.l_pid = 0;  // must be 0 for OFD locks
-  return l;
+namespace internal {
+inline uint64_t ReadU64File(const std::string& path, bool* ok) {
+  std::ifstream in(path);
+  std::string v;
+  *ok = static_cast<bool>(in >> v) && !v.empty() && v != "max";
+  if (!*ok) return 0;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+  *ok = end != nullptr && *end == '\0';
+  return *ok ? n : 0;
 }
+}  // namespace internal
 
-/// Try to take the write lock on `byte` without blocking. true: taken (held until Unlock or close);
-/// false: another open file description holds it.
-inline Result<bool> TryLockByte(const File& f, off_t byte) {
-  struct flock l = LockRequest(F_WRLCK, byte);
-  if (::fcntl(f.fd(), F_OFD_SETLK, &l) == 0) return true;
-  int err = errno;
-  if (err == EAGAIN || err == EACCES) return false;
-  return SysError("fcntl(F_OFD_SETLK)", err);
-}
-
-/// Whether another open file description holds a lock on `byte` (its holder is alive). Does not take it.
-inline Result<bool> ByteLockedByOther(const File& f, off_t byte) {
-  struct flock l = LockRequest(F_WRLCK, byte);
-  if (::fcntl(f.fd(), F_OFD_GETLK, &l) != 0) return SysError("fcntl(F_OFD_GETLK)", errno);
-  return l.l_type != F_UNLCK;
-}
-
-inline void UnlockByte(const File& f, off_t byte) noexcept {
-  struct flock l = LockRequest(F_UNLCK, byte);
-  (void)::fcntl(f.fd(), F_OFD_SETLK, &l);
+/// Memory a new segment can still take, in bytes: the kernel's MemAvailable, lowered to what the process's
+/// cgroup (v2) still allows. ~0 when neither can be read. The pages of a segment are reserved at creation, so
+/// a segment larger than this would push the machine into reclaim or the cgroup into its OOM killer.
+inline uint64_t MemoryAvailable() {
+  uint64_t avail = ~uint64_t{0};
+  {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    uint64_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib) {
+      std::getline(meminfo, unit);
+      if (key == "MemAvailable:") {
+        avail = kib * 1024;
+        break;
+      }
+    }
+    std::ifstream cg("/proc/self/cgroup");
+    std::string line;
+    while (std::getline(cg, line)) {
+      if (line.rfind("0::", 0) != 0) continue;  // the cgroup v2 line
+      const std::string dir = "/sys/fs/cgroup" + line.substr(3);
+      bool has_max = false, has_cur = false;
+      const uint64_t max = internal::ReadU64File(dir + "/memory.max", &has_max);
+      const uint64_t cur = internal::ReadU64File(dir + "/memory.current", &has_cur);
+      if (has_max && has_cur) avail = std::min(avail, max > cur ? max - cur : 0);
+    }
+  }
+  return avail;
 }
 
 }  // namespace platform
