@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -11,9 +10,11 @@ import (
 
 // ClientConfig configures Connect. The zero value of every field but ShmName means its default.
 type ClientConfig struct {
-	// ShmName is the host's segment name: 1-255 characters of [A-Za-z0-9._-] (the file /dev/shm/<ShmName>).
+	// ShmName is the host's segment name: 1-100 characters of [A-Za-z0-9._-], not . or .. (the host listens
+	// on the abstract Unix socket "\0shm/<ShmName>"; nothing is created in any file system).
 	ShmName string
-	// ConnectionTimeout bounds how long Connect waits for a live host to publish the segment. Default 10 s.
+	// ConnectionTimeout bounds how long Connect waits for a live host to hand it the segment, the wait for
+	// each reply of the host included. Default 10 s.
 	ConnectionTimeout time.Duration
 	// RetryInterval is the pause between attach attempts. Default 10 ms.
 	RetryInterval time.Duration
@@ -39,10 +40,12 @@ type ClientConfig struct {
 type Handler func(req []byte, respBuf []byte, t MsgType) (int32, MsgType)
 
 // Client is a guest attached to a host's segment: it serves the host's requests (Start) and calls the host
-// (SendGuestCall, AcquireGuestSlot). One guest is attached to a segment at a time (the guest lock).
+// (SendGuestCall, AcquireGuestSlot). One guest is attached to a segment at a time: the host keeps one guest
+// connection open, the guest seat.
 //
-// Lifetime: Connect maps the segment and holds the guest lock until Close; if the process dies the kernel
-// drops the lock, and the next guest to attach answers or frees whatever this one left.
+// Lifetime: Connect maps the segment and keeps its connection to the host, the guest seat, until Close; if the
+// process dies the kernel closes the connection, and the next guest to attach answers or frees whatever this
+// one left. The same connection tells the guest whether the host is alive.
 // Concurrency: every method is safe for concurrent use. Close waits for the workers (each finishes the
 // request it is serving) and for calls in flight (they end with ErrClosed).
 type Client struct {
@@ -63,11 +66,17 @@ type Client struct {
 	exitErr error         // why the workers exited; under startMu
 }
 
-// Connect attaches to the segment cfg.ShmName, retrying every cfg.RetryInterval until a live host has
-// published it or cfg.ConnectionTimeout passes (SPECIFICATION.md §4). Errors: ErrInvalidArgument,
-// ErrNotFound (no live host in time), ErrBadMagic, ErrVersionMismatch, ErrBadGeometry, ErrTruncated (the
-// last three also match ErrInvalidSegment), ErrGuestAlreadyConnected, ErrPermissionDenied, ErrSystem.
-// A failed Connect leaves no descriptor or mapping behind. Safe for concurrent use.
+// Connect attaches to the segment cfg.ShmName (SPECIFICATION.md §4.2): it connects to the host's rendezvous
+// socket, checks that the host is this user or root, sends the hello, validates the reply and the sealed memfd
+// that comes with it, maps it and validates its header. It retries every cfg.RetryInterval while no host
+// listens, the host closes the connection before replying, is shutting down, or has another guest, until
+// cfg.ConnectionTimeout passes. Errors: ErrInvalidArgument; ErrNotFound (no host took this guest in time);
+// ErrGuestAlreadyConnected (another guest stayed attached until the deadline; the text names its pid);
+// ErrPermissionDenied (the host is another user, or refused this one); ErrVersionMismatch (the host or the
+// segment speaks another protocol version); ErrProtocol (a malformed reply, wrong descriptors, a memfd
+// without the seals that fix its size); ErrBadMagic, ErrBadGeometry, ErrTruncated (they also match
+// ErrInvalidSegment); ErrSystem. A failed Connect leaves no descriptor or mapping behind. Safe for concurrent
+// use.
 func Connect(cfg ClientConfig) (*Client, error) {
 	if !validName(cfg.ShmName) {
 		return nil, newErr(ErrInvalidArgument, "segment name %q must be 1-%d characters of [A-Za-z0-9._-], not . or ..",
@@ -87,23 +96,23 @@ func Connect(cfg ClientConfig) (*Client, error) {
 	}
 	deadline := deadlineAfter(cfg.ConnectionTimeout)
 	for {
-		seg, err := attachOnce(cfg.ShmName)
+		seg, err := attachOnce(cfg.ShmName, deadline)
 		if err == nil {
 			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf}, nil
 		}
-		// A guest that is still dying keeps the guest lock until its last thread exits: retry that too, so
-		// a supervisor may restart a guest at once.
+		// A guest that is still dying keeps the guest seat until its last thread exits (the host answers BUSY):
+		// retry that too, so a supervisor may restart a guest at once.
 		retry, ok := err.(*errRetry)
-		busy := errors.Is(err, ErrGuestAlreadyConnected)
-		if !ok && !busy {
+		if !ok {
 			return nil, err
 		}
 		left := time.Duration(deadline - monoNow())
 		if left <= 0 {
-			if busy {
-				return nil, err
+			if retry.busy {
+				return nil, newErr(ErrGuestAlreadyConnected, "segment %s kept its guest (pid %d) for %v",
+					cfg.ShmName, retry.busyPID, cfg.ConnectionTimeout)
 			}
-			return nil, newErr(ErrNotFound, "no live host published %s within %v (%s)", cfg.ShmName,
+			return nil, newErr(ErrNotFound, "no live host of %s took this guest within %v (%s)", cfg.ShmName,
 				cfg.ConnectionTimeout, retry.reason)
 		}
 		if left > cfg.RetryInterval {
@@ -129,7 +138,8 @@ func (c *Client) GuestPayloadCapacity() int { return int(c.seg.geo.guestPayload)
 // of a handler's respBuf. Safe for concurrent use.
 func (c *Client) HostPayloadCapacity() int { return int(c.seg.geo.hostPayload) }
 
-// HostAlive reports whether the host still holds its liveness lock (a system call). Safe for concurrent use.
+// HostAlive reports whether the host is alive: whether its end of the guest connection is still open (a
+// system call). false after Close. Safe for concurrent use.
 func (c *Client) HostAlive() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -188,7 +198,7 @@ func (c *Client) Wait() error {
 }
 
 // Close stops the workers (each finishes the request it is serving), ends calls in flight with ErrClosed,
-// releases the guest lock and unmaps the segment. Slices obtained from the segment (GuestSlot buffers, a
+// unmaps the segment and closes the connection to the host, which frees the guest seat. Slices obtained from the segment (GuestSlot buffers, a
 // handler's req and respBuf) must not be used afterwards. Idempotent; safe for concurrent use, but must not
 // be called from a handler (it waits for the handler to return).
 func (c *Client) Close() error {
