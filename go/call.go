@@ -180,7 +180,10 @@ func (c *Client) SendGuestCall(data []byte, t MsgType) ([]byte, MsgType, error) 
 // SendGuestCallWithTimeout is SendGuestCall with its own deadline (timeout < 0: the default), slot
 // acquisition included. A MsgTypeSystemError answer is returned as a *RemoteError, never as data. Errors:
 // ErrTimeout, ErrNoFreeSlot, ErrTooLarge, ErrInvalidArgument (reserved type, no guest slots), *RemoteError
-// (ErrRemote), ErrHostGone, ErrShuttingDown, ErrProtocol, ErrClosed. Safe for concurrent use.
+// (ErrRemote), ErrHostGone, ErrShuttingDown, ErrProtocol, ErrClosed. The arguments are checked at once, in
+// this order, before any wait for a free slot: the client is open (ErrClosed), it has guest slots
+// (ErrInvalidArgument), data fits a guest slot (ErrTooLarge), t is a request type (ErrInvalidArgument).
+// Safe for concurrent use.
 func (c *Client) SendGuestCallWithTimeout(data []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
 	return c.sendCopy(data, t, timeout, nil)
 }
@@ -201,18 +204,23 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 	if c.closed {
 		return nil, 0, newErr(ErrClosed, "the client is closed")
 	}
-	deadline := c.deadline(timeout)
+	// Every guest slot has the same capacity: a request that cannot fit fails now, not after waiting for a
+	// free slot.
+	g := c.seg.geo
+	if g.guestSlots == 0 {
+		return nil, 0, newErr(ErrInvalidArgument, "segment %s has no guest slots", c.seg.name)
+	}
+	if uint64(len(data)) > uint64(g.guestPayload) {
+		return nil, 0, newErr(ErrTooLarge, "request of %d bytes does not fit a guest slot's %d-byte buffer",
+			len(data), g.guestPayload)
+	}
 	if !IsRequestType(t) {
 		return nil, 0, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
+	deadline := c.deadline(timeout)
 	s, seq, err := c.claimAny(deadline)
 	if err != nil {
 		return nil, 0, err
-	}
-	if uint64(len(data)) > uint64(s.capacity) {
-		release(s.h, seq)
-		return nil, 0, newErr(ErrTooLarge, "request of %d bytes does not fit the slot's %d-byte buffer", len(data),
-			s.capacity)
 	}
 	copy(s.req, data)
 	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)

@@ -395,3 +395,41 @@ func TestCloseWaitsForARunningHandler(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A copying call whose request cannot be valid fails at once, before waiting for a free guest slot: here
+// every slot is held, and the call's deadline is long.
+func TestCopyingCallRefusedBeforeWaitingForASlot(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 2, hostPayload: 64, guestPayload: 128}
+	h := newFakeHost(t, g)
+	c := connect(t, h)
+	for i := 0; i < int(g.guestSlots); i++ {
+		slot, err := c.AcquireGuestSlot(-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer slot.Release()
+	}
+	for _, k := range []struct {
+		name string
+		data []byte
+		typ  MsgType
+		want error
+	}{
+		{"too large", make([]byte, g.guestPayload+1), MsgTypeNormal, ErrTooLarge},
+		{"too large and reserved type", make([]byte, g.guestPayload+1), MsgTypeSystemError, ErrTooLarge},
+		{"reserved type", []byte("x"), MsgTypeShutdown, ErrInvalidArgument},
+	} {
+		start := time.Now()
+		_, _, err := c.SendGuestCallWithTimeout(k.data, k.typ, 10*time.Second)
+		if !errors.Is(err, k.want) {
+			t.Errorf("%s: got %v, want %v", k.name, err, k.want)
+		}
+		_, _, err = c.SendGuestCallBuffer(k.data, make([]byte, 8), k.typ, 10*time.Second)
+		if !errors.Is(err, k.want) {
+			t.Errorf("%s (into a buffer): got %v, want %v", k.name, err, k.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: refused after %v, not at once", k.name, d)
+		}
+	}
+}
