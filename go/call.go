@@ -199,6 +199,9 @@ func (c *Client) SendGuestCallBuffer(data []byte, buf []byte, t MsgType, timeout
 }
 
 func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []byte) ([]byte, MsgType, error) {
+	if !c.connected() {
+		return nil, 0, errNotConnected()
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed {

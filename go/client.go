@@ -48,6 +48,7 @@ type Handler func(req []byte, respBuf []byte, t MsgType) (int32, MsgType)
 // one left. The same connection tells the guest whether the host is alive.
 // Concurrency: every method is safe for concurrent use. Close waits for the workers (each finishes the
 // request it is serving) and for calls in flight (they end with ErrClosed).
+// A nil or zero Client is not connected: its methods return ErrClosed (accessors return zero) and never panic.
 type Client struct {
 	seg            *segment
 	spin           *spinPolicy
@@ -124,23 +125,58 @@ func Connect(cfg ClientConfig) (*Client, error) {
 
 func (c *Client) isClosing() bool { return atomic.LoadUint32(&c.closing) != 0 }
 
-// HostSlots returns the number of host slots, each served by one worker. Safe for concurrent use.
-func (c *Client) HostSlots() int { return int(c.seg.geo.hostSlots) }
+// connected reports whether c came from Connect (a nil or zero Client did not). Closed or not, the geometry
+// stays readable.
+func (c *Client) connected() bool { return c != nil && c.seg != nil }
 
-// GuestSlots returns the number of guest slots (concurrent guest calls). Safe for concurrent use.
-func (c *Client) GuestSlots() int { return int(c.seg.geo.guestSlots) }
+func errNotConnected() error {
+	return newErr(ErrClosed, "the client is not connected (a nil or zero Client; use Connect)")
+}
 
-// GuestPayloadCapacity returns the capacity in bytes of a guest slot's request (and response) buffer.
-// Safe for concurrent use.
-func (c *Client) GuestPayloadCapacity() int { return int(c.seg.geo.guestPayload) }
+func errClientClosed() error { return newErr(ErrClosed, "the client is closed") }
+
+// HostSlots returns the number of host slots, each served by one worker; 0 for a nil or zero Client. Safe
+// for concurrent use.
+func (c *Client) HostSlots() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.hostSlots)
+}
+
+// GuestSlots returns the number of guest slots (concurrent guest calls); 0 for a nil or zero Client. Safe
+// for concurrent use.
+func (c *Client) GuestSlots() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.guestSlots)
+}
+
+// GuestPayloadCapacity returns the capacity in bytes of a guest slot's request (and response) buffer; 0 for
+// a nil or zero Client. Safe for concurrent use.
+func (c *Client) GuestPayloadCapacity() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.guestPayload)
+}
 
 // HostPayloadCapacity returns the capacity in bytes of a host slot's request (and response) buffer, the size
-// of a handler's respBuf. Safe for concurrent use.
-func (c *Client) HostPayloadCapacity() int { return int(c.seg.geo.hostPayload) }
+// of a handler's respBuf; 0 for a nil or zero Client. Safe for concurrent use.
+func (c *Client) HostPayloadCapacity() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.hostPayload)
+}
 
 // HostAlive reports whether the host is alive: whether its end of the guest connection is still open (a
-// system call). false after Close. Safe for concurrent use.
+// system call). false after Close and for a nil or zero Client. Safe for concurrent use.
 func (c *Client) HostAlive() bool {
+	if !c.connected() {
+		return false
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return !c.closed && c.seg.hostAlive()
@@ -151,18 +187,21 @@ func (c *Client) HostAlive() bool {
 // briefly, then sleep; they exit when the host sends shutdown or dies, or on Close. Errors:
 // ErrInvalidArgument (nil handler, or Start was already called), ErrClosed. Safe for concurrent use.
 func (c *Client) Start(h Handler) error {
+	if !c.connected() {
+		return errNotConnected()
+	}
 	if h == nil {
 		return newErr(ErrInvalidArgument, "Start needs a handler")
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed || c.isClosing() {
-		return newErr(ErrClosed, "the client is closed")
+		return errClientClosed()
 	}
 	c.startMu.Lock()
 	defer c.startMu.Unlock()
 	if c.isClosing() {
-		return newErr(ErrClosed, "the client is closed")
+		return errClientClosed()
 	}
 	if c.started {
 		return newErr(ErrInvalidArgument, "Start was already called")
@@ -183,8 +222,12 @@ func (c *Client) Start(h Handler) error {
 
 // Wait blocks until every worker has exited and says why: nil if the host sent shutdown or Close was called,
 // an error matching ErrHostGone if the host died. It returns nil at once if Start was not called. A dead host
-// is noticed within about 50 ms, so Wait cannot hang on a vanished host. Safe for concurrent use.
+// is noticed within about 50 ms, so Wait cannot hang on a vanished host. ErrClosed for a nil or zero Client.
+// Safe for concurrent use.
 func (c *Client) Wait() error {
+	if !c.connected() {
+		return errNotConnected()
+	}
 	c.startMu.Lock()
 	done := c.done
 	c.startMu.Unlock()
@@ -198,10 +241,14 @@ func (c *Client) Wait() error {
 }
 
 // Close stops the workers (each finishes the request it is serving), ends calls in flight with ErrClosed,
-// unmaps the segment and closes the connection to the host, which frees the guest seat. Slices obtained from the segment (GuestSlot buffers, a
-// handler's req and respBuf) must not be used afterwards. Idempotent; safe for concurrent use, but must not
-// be called from a handler (it waits for the handler to return).
+// unmaps the segment and closes the connection to the host, which frees the guest seat. From then on every
+// call fails with ErrClosed. Slices obtained from the segment (GuestSlot buffers, a handler's req and respBuf)
+// must not be used afterwards. Idempotent (nil after the first); ErrClosed for a nil or zero Client. Safe for
+// concurrent use, but must not be called from a handler (it waits for the handler to return).
 func (c *Client) Close() error {
+	if !c.connected() {
+		return errNotConnected()
+	}
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()
 	if atomic.LoadUint32(&c.closing) != 0 {
@@ -316,5 +363,10 @@ func (c *Client) runHandler(s *slotView, h Handler, req []byte, t MsgType) (n in
 }
 
 // String names the client by its segment ("shm.Client(my-segment)"). Safe for concurrent use, also after
-// Close.
-func (c *Client) String() string { return fmt.Sprintf("shm.Client(%s)", c.seg.name) }
+// Close and on a nil or zero Client.
+func (c *Client) String() string {
+	if !c.connected() {
+		return "shm.Client(not connected)"
+	}
+	return fmt.Sprintf("shm.Client(%s)", c.seg.name)
+}

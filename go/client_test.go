@@ -433,3 +433,77 @@ func TestCopyingCallRefusedBeforeWaitingForASlot(t *testing.T) {
 		}
 	}
 }
+
+// A nil or zero Client, and a nil or zero GuestSlot, are not connected: every method returns ErrClosed or a
+// zero value, never panics.
+func TestNilAndZeroClientDoNotPanic(t *testing.T) {
+	handler := func([]byte, []byte, MsgType) (int32, MsgType) { return 0, MsgTypeNormal }
+	for _, k := range []struct {
+		name string
+		c    *Client
+	}{{"nil", nil}, {"zero", &Client{}}} {
+		c := k.c
+		expect := func(what string, err error) {
+			t.Helper()
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("%s Client: %s: got %v, want ErrClosed", k.name, what, err)
+			}
+		}
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Errorf("%s Client panicked: %v", k.name, v)
+				}
+			}()
+			if c.HostSlots() != 0 || c.GuestSlots() != 0 || c.HostPayloadCapacity() != 0 || c.GuestPayloadCapacity() != 0 {
+				t.Errorf("%s Client: non-zero geometry", k.name)
+			}
+			if c.HostAlive() {
+				t.Errorf("%s Client: HostAlive", k.name)
+			}
+			if s := c.String(); s != "shm.Client(not connected)" {
+				t.Errorf("%s Client: String %q", k.name, s)
+			}
+			expect("Start", c.Start(handler))
+			expect("Start(nil)", c.Start(nil))
+			expect("Wait", c.Wait())
+			_, _, err := c.SendGuestCall([]byte("x"), MsgTypeNormal)
+			expect("SendGuestCall", err)
+			_, _, err = c.SendGuestCallWithTimeout(nil, MsgTypeNormal, time.Second)
+			expect("SendGuestCallWithTimeout", err)
+			_, _, err = c.SendGuestCallBuffer(nil, nil, MsgTypeNormal, time.Second)
+			expect("SendGuestCallBuffer", err)
+			slot, err := c.AcquireGuestSlot(time.Second)
+			expect("AcquireGuestSlot", err)
+			if slot != nil {
+				t.Errorf("%s Client: AcquireGuestSlot returned a slot", k.name)
+			}
+			expect("Close", c.Close())
+			expect("Close again", c.Close())
+		}()
+	}
+	for _, k := range []struct {
+		name string
+		g    *GuestSlot
+	}{{"nil", nil}, {"zero", &GuestSlot{}}} {
+		g := k.g
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Errorf("%s GuestSlot panicked: %v", k.name, v)
+				}
+			}()
+			if g.Index() != -1 || g.Capacity() != 0 || g.RequestBuffer() != nil || g.Response() != nil ||
+				g.ResponseSize() != 0 || g.ResponseType() != MsgTypeNormal {
+				t.Errorf("%s GuestSlot: non-zero accessors", k.name)
+			}
+			for what, err := range map[string]error{"Send": g.Send(1, MsgTypeNormal),
+				"SendWithTimeout": g.SendWithTimeout(1, MsgTypeNormal, time.Second), "SendFlatBuffer": g.SendFlatBuffer(1)} {
+				if !errors.Is(err, ErrClosed) {
+					t.Errorf("%s GuestSlot: %s: got %v, want ErrClosed", k.name, what, err)
+				}
+			}
+			g.Release()
+		}()
+	}
+}
