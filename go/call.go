@@ -38,6 +38,10 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 	}
 	backoff := time.Microsecond
 	for round := 0; ; round++ {
+		// The client's own Close comes first: ErrShuttingDown is the host's.
+		if c.isClosing() {
+			return nil, 0, errClientClosed()
+		}
 		if c.seg.hostShuttingDown() {
 			return nil, 0, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
 		}
@@ -46,9 +50,6 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 			if seq, ok := tryClaim(s.h); ok {
 				return s, seq, nil
 			}
-		}
-		if c.isClosing() {
-			return nil, 0, newErr(ErrClosed, "the client is closed")
 		}
 		now := monoNow()
 		if now >= deadline {
@@ -81,7 +82,7 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		return a, true, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
 	if c.isClosing() {
-		return a, true, newErr(ErrClosed, "the client is closed")
+		return a, true, errClientClosed()
 	}
 	if c.seg.hostShuttingDown() {
 		return a, true, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
@@ -204,8 +205,8 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.closed {
-		return nil, 0, newErr(ErrClosed, "the client is closed")
+	if c.closed || c.isClosing() {
+		return nil, 0, errClientClosed()
 	}
 	// Every guest slot has the same capacity: a request that cannot fit fails now, not after waiting for a
 	// free slot.

@@ -185,18 +185,19 @@ func (c *Client) HostAlive() bool {
 // Start serves every host slot: one goroutine per slot, locked to its OS thread (it sleeps in FUTEX_WAIT),
 // runs h on each request. MsgTypeHeartbeatReq is answered by the runtime without calling h. Idle workers spin
 // briefly, then sleep; they exit when the host sends shutdown or dies, or on Close. Errors:
-// ErrInvalidArgument (nil handler, or Start was already called), ErrClosed. Safe for concurrent use.
+// ErrClosed (checked first), ErrInvalidArgument (nil handler, or Start was already called). Safe for
+// concurrent use.
 func (c *Client) Start(h Handler) error {
 	if !c.connected() {
 		return errNotConnected()
-	}
-	if h == nil {
-		return newErr(ErrInvalidArgument, "Start needs a handler")
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed || c.isClosing() {
 		return errClientClosed()
+	}
+	if h == nil {
+		return newErr(ErrInvalidArgument, "Start needs a handler")
 	}
 	c.startMu.Lock()
 	defer c.startMu.Unlock()

@@ -507,3 +507,66 @@ func TestNilAndZeroClientDoNotPanic(t *testing.T) {
 		}()
 	}
 }
+
+// Once the Client's own Close has begun, every call fails with ErrClosed, also while the host is shutting
+// down: ErrShuttingDown is the host's shutdown, not this client's. Close is held in progress here by a
+// handler that has not returned.
+func TestCallsAfterCloseFailWithErrClosed(t *testing.T) {
+	h := newFakeHost(t, smallGeometry)
+	c, err := Connect(ClientConfig{ShmName: h.name, DefaultTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	if err := c.Start(func(req, resp []byte, t MsgType) (int32, MsgType) {
+		close(entered)
+		<-release
+		return 0, MsgTypeNormal
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slot, err := c.AcquireGuestSlot(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _, _, _ = h.call(0, nil, 0, MsgTypeNormal, time.Minute) }()
+	<-entered
+	h.shutdown()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	for !c.isClosing() {
+		time.Sleep(time.Millisecond)
+	}
+	check := func(when string) {
+		t.Helper()
+		_, _, err := c.SendGuestCall([]byte("x"), MsgTypeNormal)
+		expectClosed(t, when+": SendGuestCall", err)
+		_, _, err = c.SendGuestCallWithTimeout(make([]byte, 1<<20), MsgTypeNormal, time.Second)
+		expectClosed(t, when+": SendGuestCallWithTimeout, too large", err)
+		_, _, err = c.SendGuestCallBuffer([]byte("x"), make([]byte, 8), MsgTypeSystemError, time.Second)
+		expectClosed(t, when+": SendGuestCallBuffer, reserved type", err)
+		_, err = c.AcquireGuestSlot(time.Second)
+		expectClosed(t, when+": AcquireGuestSlot", err)
+		expectClosed(t, when+": Send", slot.Send(1, MsgTypeNormal))
+		expectClosed(t, when+": Send, too large", slot.Send(-1<<31, MsgTypeNormal))
+		expectClosed(t, when+": SendFlatBuffer", slot.SendFlatBuffer(1))
+		expectClosed(t, when+": SendFlatBuffer, negative size", slot.SendFlatBuffer(-1))
+		expectClosed(t, when+": Start", c.Start(testHandler))
+		expectClosed(t, when+": Start(nil)", c.Start(nil))
+	}
+	check("during Close")
+	close(release)
+	if err := waitErr(t, closed, "Close"); err != nil {
+		t.Fatal(err)
+	}
+	check("after Close")
+	slot.Release()
+}
+
+func expectClosed(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, ErrClosed) || errors.Is(err, ErrShuttingDown) {
+		t.Errorf("%s: got %v, want ErrClosed", what, err)
+	}
+}

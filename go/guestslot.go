@@ -28,8 +28,8 @@ func (c *Client) AcquireGuestSlot(timeout time.Duration) (*GuestSlot, error) {
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.closed {
-		return nil, newErr(ErrClosed, "the client is closed")
+	if c.closed || c.isClosing() {
+		return nil, errClientClosed()
 	}
 	s, seq, err := c.claimAny(c.deadline(timeout))
 	if err != nil {
@@ -81,33 +81,57 @@ func (g *GuestSlot) RequestBuffer() []byte {
 func (g *GuestSlot) Send(size int32, t MsgType) error { return g.SendWithTimeout(size, t, -1) }
 
 // SendFlatBuffer sends a FlatBuffer of size bytes finished at the end of RequestBuffer (as a FlatBuffers
-// builder leaves it), with type MsgTypeFlatbuffer.
+// builder leaves it), with type MsgTypeFlatbuffer: Send(-size, MsgTypeFlatbuffer). A size below 0 or above
+// Capacity fails with ErrTooLarge before anything is sent, and the slot stays held. See SendWithTimeout for
+// the other errors and the order of the checks.
 func (g *GuestSlot) SendFlatBuffer(size int) error {
 	if !g.usable() {
 		return errNoGuestSlot()
 	}
+	g.c.mu.RLock()
+	defer g.c.mu.RUnlock()
+	if err := g.sendable(); err != nil {
+		return err
+	}
 	if size < 0 || size > int(g.s.capacity) {
 		return newErr(ErrTooLarge, "FlatBuffer of %d bytes does not fit the slot's %d-byte buffer", size, g.s.capacity)
 	}
-	return g.SendWithTimeout(-int32(size), MsgTypeFlatbuffer, -1)
+	return g.sendLocked(-int32(size), MsgTypeFlatbuffer, -1)
 }
 
 // SendWithTimeout is Send with its own deadline (timeout < 0: the default). On success the answer is readable
 // through Response, ResponseSize and ResponseType. A MsgTypeSystemError answer is a *RemoteError. A timeout
 // before the host took the request keeps the slot; a timeout while the host was serving it loses the slot
 // (the next Send fails with ErrSlotLost). Errors: those of Client.SendGuestCallWithTimeout, and ErrSlotLost.
+// Checked in this order before anything is sent: the client is open (ErrClosed), the slot is held
+// (ErrSlotLost), the size is valid for Capacity (ErrTooLarge: |size| > Capacity, or math.MinInt32), the type
+// is a request type (ErrInvalidArgument), the host is not shutting down (ErrShuttingDown). A refused request
+// leaves the slot held.
 func (g *GuestSlot) SendWithTimeout(size int32, t MsgType, timeout time.Duration) error {
 	if !g.usable() {
 		return errNoGuestSlot()
 	}
 	g.c.mu.RLock()
 	defer g.c.mu.RUnlock()
-	if g.c.closed {
-		return newErr(ErrClosed, "the client is closed")
+	if err := g.sendable(); err != nil {
+		return err
+	}
+	return g.sendLocked(size, t, timeout)
+}
+
+// sendable is the first two checks of a Send. The caller holds g.c.mu for reading.
+func (g *GuestSlot) sendable() error {
+	if g.c.closed || g.c.isClosing() {
+		return errClientClosed()
 	}
 	if !g.held {
 		return newErr(ErrSlotLost, "this GuestSlot no longer holds a slot")
 	}
+	return nil
+}
+
+// sendLocked makes the call. The caller holds g.c.mu for reading and checked sendable.
+func (g *GuestSlot) sendLocked(size int32, t MsgType, timeout time.Duration) error {
 	g.answered = false
 	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout))
 	g.held = owned
