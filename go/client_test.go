@@ -570,3 +570,55 @@ func expectClosed(t *testing.T, what string, err error) {
 		t.Errorf("%s: got %v, want ErrClosed", what, err)
 	}
 }
+
+// The sizes a held slot refuses (SPECIFICATION.md §8.1: valid iff n != INT32_MIN and |n| <= capacity) fail
+// with ErrTooLarge before anything is published, before the type is looked at, and leave the slot held.
+func TestZeroCopySizeChecks(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 64, guestPayload: 128}
+	h := newFakeHost(t, g)
+	h.serveGuestCalls(nil)
+	c := connect(t, h)
+	slot, err := c.AcquireGuestSlot(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slot.Release()
+	capacity := int32(g.guestPayload)
+	word := func() uint32 { return atomic.LoadUint32(&h.slots[1].h.ctl) }
+	before := word()
+	for _, size := range []int32{capacity + 1, -capacity - 1, -1 << 31, 1<<31 - 1} {
+		for _, typ := range []MsgType{MsgTypeNormal, MsgTypeSystemError} {
+			if err := slot.Send(size, typ); !errors.Is(err, ErrTooLarge) {
+				t.Errorf("Send(%d, %v): got %v, want ErrTooLarge", size, typ, err)
+			}
+		}
+	}
+	for _, size := range []int{-1, int(capacity) + 1, -1 << 31, math.MaxInt} {
+		if err := slot.SendFlatBuffer(size); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("SendFlatBuffer(%d): got %v, want ErrTooLarge", size, err)
+		}
+	}
+	if w := word(); w != before || ctlState(w) != stateClaimed {
+		t.Fatalf("a refused size moved the slot: word %#x, was %#x", w, before)
+	}
+	// The valid extremes go through, end-aligned ones included.
+	rb := slot.RequestBuffer()
+	for i := range rb {
+		rb[i] = byte(i)
+	}
+	for _, size := range []int32{0, capacity, -1, -capacity} {
+		if err := slot.Send(size, MsgTypeNormal); err != nil {
+			t.Errorf("Send(%d): %v", size, err)
+			continue
+		}
+		off, n, _ := placement(size, uint32(capacity))
+		if !bytes.Equal(slot.Response(), complement(rb[off:off+n])) {
+			t.Errorf("Send(%d): wrong answer", size)
+		}
+	}
+	for _, size := range []int{0, 1, int(capacity)} {
+		if err := slot.SendFlatBuffer(size); err != nil || !bytes.Equal(slot.Response(), complement(rb[int(capacity)-size:])) {
+			t.Errorf("SendFlatBuffer(%d): %v", size, err)
+		}
+	}
+}
