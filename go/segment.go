@@ -344,13 +344,11 @@ func attachOnce(name string, deadline int64) (seg *segment, err error) {
 		mem = nil
 		return nil, sysErr(err, "mmap the memfd of %s (%d bytes)", name, size)
 	}
-	// The magic with acquire order (sync/atomic is sequentially consistent), then the header copied once; only
-	// the copy is validated and used.
+	// Load the magic with acquire order (sync/atomic is sequentially consistent), so the copy below sees every
+	// field the host wrote before its release store of the magic; then copy the header once. Only the copy is
+	// validated (its magic first) and used.
 	hdr := (*segmentHeader)(unsafe.Pointer(&mem[0]))
-	if m := atomic.LoadUint64(&hdr.magic); m != segmentMagic {
-		err = newErr(ErrBadMagic, "magic is %#x", m)
-		return nil, err
-	}
+	atomic.LoadUint64(&hdr.magic)
 	var local [segmentHeaderSize]byte
 	copy(local[:], mem[:segmentHeaderSize])
 	geo, err := validateHeader(local[:], size)
