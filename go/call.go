@@ -108,13 +108,14 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		if !slow {
 			return false
 		}
-		if !c.seg.hostAlive() {
-			cause = newErr(ErrHostGone, "the host of %s died during the call", c.seg.name)
-			return true
-		}
-		// Host servers answer ShuttingDown themselves; a request nobody took ends here.
+		// Host servers answer ShuttingDown themselves; a request nobody took ends here. Before the liveness
+		// test: a host that shuts down closes the guest connection right after setting SHUTTING_DOWN.
 		if c.seg.hostShuttingDown() && ctlState(atomic.LoadUint32(&s.h.ctl)) == stateRequest {
 			cause = newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
+			return true
+		}
+		if !c.seg.hostAlive() {
+			cause = newErr(ErrHostGone, "the host of %s died during the call", c.seg.name)
 			return true
 		}
 		return false

@@ -291,7 +291,9 @@ func (c *Client) work(s *slotView, h Handler) {
 			return true
 		}
 		if slow && !c.seg.hostAlive() {
-			hostGone = true
+			// A host that shuts down closes the guest connection right after setting SHUTTING_DOWN: if that
+			// happened since the check above, this is a shutdown, not a death.
+			hostGone = !c.seg.hostShuttingDown()
 			return true
 		}
 		return false

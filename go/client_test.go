@@ -622,3 +622,35 @@ func TestZeroCopySizeChecks(t *testing.T) {
 		}
 	}
 }
+
+// A host that shuts down cleanly closes the guest connection right after setting SHUTTING_DOWN (§3): a
+// guest call nobody took still fails with ErrShuttingDown (§9), not ErrHostGone, and the workers exit as for
+// a shutdown.
+func TestShutdownThenCloseIsAShutdown(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		h := newFakeHost(t, smallGeometry)
+		c := connect(t, h)
+		if err := c.Start(testHandler); err != nil {
+			t.Fatal(err)
+		}
+		call := make(chan error, 1)
+		go func() {
+			_, _, err := c.SendGuestCallWithTimeout([]byte("x"), MsgTypeNormal, time.Minute)
+			call <- err
+		}()
+		for ctlState(atomic.LoadUint32(&h.slots[2].h.ctl)) != stateRequest &&
+			ctlState(atomic.LoadUint32(&h.slots[3].h.ctl)) != stateRequest {
+			time.Sleep(time.Millisecond)
+		}
+		h.shutdown()
+		h.die()
+		if err := waitErr(t, call, "the guest call"); !errors.Is(err, ErrShuttingDown) {
+			t.Errorf("round %d: call: %v", round, err)
+		}
+		wait := make(chan error, 1)
+		go func() { wait <- c.Wait() }()
+		if err := waitErr(t, wait, "Wait"); err != nil {
+			t.Errorf("round %d: Wait after shutdown: %v", round, err)
+		}
+	}
+}
