@@ -38,6 +38,10 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 	}
 	backoff := time.Microsecond
 	for round := 0; ; round++ {
+		// The client's own Close comes first: ErrShuttingDown is the host's.
+		if c.isClosing() {
+			return nil, 0, errClientClosed()
+		}
 		if c.seg.hostShuttingDown() {
 			return nil, 0, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
 		}
@@ -46,9 +50,6 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 			if seq, ok := tryClaim(s.h); ok {
 				return s, seq, nil
 			}
-		}
-		if c.isClosing() {
-			return nil, 0, newErr(ErrClosed, "the client is closed")
 		}
 		now := monoNow()
 		if now >= deadline {
@@ -81,7 +82,7 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		return a, true, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
 	if c.isClosing() {
-		return a, true, newErr(ErrClosed, "the client is closed")
+		return a, true, errClientClosed()
 	}
 	if c.seg.hostShuttingDown() {
 		return a, true, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
@@ -107,13 +108,14 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		if !slow {
 			return false
 		}
-		if !c.seg.hostAlive() {
-			cause = newErr(ErrHostGone, "the host of %s died during the call", c.seg.name)
-			return true
-		}
-		// Host servers answer ShuttingDown themselves; a request nobody took ends here.
+		// Host servers answer ShuttingDown themselves; a request nobody took ends here. Before the liveness
+		// test: a host that shuts down closes the guest connection right after setting SHUTTING_DOWN.
 		if c.seg.hostShuttingDown() && ctlState(atomic.LoadUint32(&s.h.ctl)) == stateRequest {
 			cause = newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
+			return true
+		}
+		if !c.seg.hostAlive() {
+			cause = newErr(ErrHostGone, "the host of %s died during the call", c.seg.name)
 			return true
 		}
 		return false
@@ -180,7 +182,10 @@ func (c *Client) SendGuestCall(data []byte, t MsgType) ([]byte, MsgType, error) 
 // SendGuestCallWithTimeout is SendGuestCall with its own deadline (timeout < 0: the default), slot
 // acquisition included. A MsgTypeSystemError answer is returned as a *RemoteError, never as data. Errors:
 // ErrTimeout, ErrNoFreeSlot, ErrTooLarge, ErrInvalidArgument (reserved type, no guest slots), *RemoteError
-// (ErrRemote), ErrHostGone, ErrShuttingDown, ErrProtocol, ErrClosed. Safe for concurrent use.
+// (ErrRemote), ErrHostGone, ErrShuttingDown, ErrProtocol, ErrClosed. The arguments are checked at once, in
+// this order, before any wait for a free slot: the client is open (ErrClosed), it has guest slots
+// (ErrInvalidArgument), data fits a guest slot (ErrTooLarge), t is a request type (ErrInvalidArgument).
+// Safe for concurrent use.
 func (c *Client) SendGuestCallWithTimeout(data []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
 	return c.sendCopy(data, t, timeout, nil)
 }
@@ -196,23 +201,31 @@ func (c *Client) SendGuestCallBuffer(data []byte, buf []byte, t MsgType, timeout
 }
 
 func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []byte) ([]byte, MsgType, error) {
+	if !c.connected() {
+		return nil, 0, errNotConnected()
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.closed {
-		return nil, 0, newErr(ErrClosed, "the client is closed")
+	if c.closed || c.isClosing() {
+		return nil, 0, errClientClosed()
 	}
-	deadline := c.deadline(timeout)
+	// Every guest slot has the same capacity: a request that cannot fit fails now, not after waiting for a
+	// free slot.
+	g := c.seg.geo
+	if g.guestSlots == 0 {
+		return nil, 0, newErr(ErrInvalidArgument, "segment %s has no guest slots", c.seg.name)
+	}
+	if uint64(len(data)) > uint64(g.guestPayload) {
+		return nil, 0, newErr(ErrTooLarge, "request of %d bytes does not fit a guest slot's %d-byte buffer",
+			len(data), g.guestPayload)
+	}
 	if !IsRequestType(t) {
 		return nil, 0, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
+	deadline := c.deadline(timeout)
 	s, seq, err := c.claimAny(deadline)
 	if err != nil {
 		return nil, 0, err
-	}
-	if uint64(len(data)) > uint64(s.capacity) {
-		release(s.h, seq)
-		return nil, 0, newErr(ErrTooLarge, "request of %d bytes does not fit the slot's %d-byte buffer", len(data),
-			s.capacity)
 	}
 	copy(s.req, data)
 	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)

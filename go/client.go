@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -11,9 +10,11 @@ import (
 
 // ClientConfig configures Connect. The zero value of every field but ShmName means its default.
 type ClientConfig struct {
-	// ShmName is the host's segment name: 1-255 characters of [A-Za-z0-9._-] (the file /dev/shm/<ShmName>).
+	// ShmName is the host's segment name: 1-100 characters of [A-Za-z0-9._-], not . or .. (the host listens
+	// on the abstract Unix socket "\0shm/<ShmName>"; nothing is created in any file system).
 	ShmName string
-	// ConnectionTimeout bounds how long Connect waits for a live host to publish the segment. Default 10 s.
+	// ConnectionTimeout bounds how long Connect waits for a live host to hand it the segment, the wait for
+	// each reply of the host included. Default 10 s.
 	ConnectionTimeout time.Duration
 	// RetryInterval is the pause between attach attempts. Default 10 ms.
 	RetryInterval time.Duration
@@ -39,12 +40,15 @@ type ClientConfig struct {
 type Handler func(req []byte, respBuf []byte, t MsgType) (int32, MsgType)
 
 // Client is a guest attached to a host's segment: it serves the host's requests (Start) and calls the host
-// (SendGuestCall, AcquireGuestSlot). One guest is attached to a segment at a time (the guest lock).
+// (SendGuestCall, AcquireGuestSlot). One guest is attached to a segment at a time: the host keeps one guest
+// connection open, the guest seat.
 //
-// Lifetime: Connect maps the segment and holds the guest lock until Close; if the process dies the kernel
-// drops the lock, and the next guest to attach answers or frees whatever this one left.
+// Lifetime: Connect maps the segment and keeps its connection to the host, the guest seat, until Close; if the
+// process dies the kernel closes the connection, and the next guest to attach answers or frees whatever this
+// one left. The same connection tells the guest whether the host is alive.
 // Concurrency: every method is safe for concurrent use. Close waits for the workers (each finishes the
 // request it is serving) and for calls in flight (they end with ErrClosed).
+// A nil or zero Client is not connected: its methods return ErrClosed (accessors return zero) and never panic.
 type Client struct {
 	seg            *segment
 	spin           *spinPolicy
@@ -63,11 +67,17 @@ type Client struct {
 	exitErr error         // why the workers exited; under startMu
 }
 
-// Connect attaches to the segment cfg.ShmName, retrying every cfg.RetryInterval until a live host has
-// published it or cfg.ConnectionTimeout passes (SPECIFICATION.md §4). Errors: ErrInvalidArgument,
-// ErrNotFound (no live host in time), ErrBadMagic, ErrVersionMismatch, ErrBadGeometry, ErrTruncated (the
-// last three also match ErrInvalidSegment), ErrGuestAlreadyConnected, ErrPermissionDenied, ErrSystem.
-// A failed Connect leaves no descriptor or mapping behind. Safe for concurrent use.
+// Connect attaches to the segment cfg.ShmName (SPECIFICATION.md §4.2): it connects to the host's rendezvous
+// socket, checks that the host is this user or root, sends the hello, validates the reply and the sealed memfd
+// that comes with it, maps it and validates its header. It retries every cfg.RetryInterval while no host
+// listens, the host closes the connection before replying, is shutting down, or has another guest, until
+// cfg.ConnectionTimeout passes. Errors: ErrInvalidArgument; ErrNotFound (no host took this guest in time);
+// ErrGuestAlreadyConnected (another guest stayed attached until the deadline; the text names its pid);
+// ErrPermissionDenied (the host is another user, or refused this one); ErrVersionMismatch (the host or the
+// segment speaks another protocol version); ErrProtocol (a malformed reply, wrong descriptors, a memfd
+// without the seals that fix its size); ErrBadMagic, ErrBadGeometry, ErrTruncated (they also match
+// ErrInvalidSegment); ErrSystem. A failed Connect leaves no descriptor or mapping behind. Safe for concurrent
+// use.
 func Connect(cfg ClientConfig) (*Client, error) {
 	if !validName(cfg.ShmName) {
 		return nil, newErr(ErrInvalidArgument, "segment name %q must be 1-%d characters of [A-Za-z0-9._-], not . or ..",
@@ -87,23 +97,23 @@ func Connect(cfg ClientConfig) (*Client, error) {
 	}
 	deadline := deadlineAfter(cfg.ConnectionTimeout)
 	for {
-		seg, err := attachOnce(cfg.ShmName)
+		seg, err := attachOnce(cfg.ShmName, deadline)
 		if err == nil {
 			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf}, nil
 		}
-		// A guest that is still dying keeps the guest lock until its last thread exits: retry that too, so
-		// a supervisor may restart a guest at once.
+		// A guest that is still dying keeps the guest seat until its last thread exits (the host answers BUSY):
+		// retry that too, so a supervisor may restart a guest at once.
 		retry, ok := err.(*errRetry)
-		busy := errors.Is(err, ErrGuestAlreadyConnected)
-		if !ok && !busy {
+		if !ok {
 			return nil, err
 		}
 		left := time.Duration(deadline - monoNow())
 		if left <= 0 {
-			if busy {
-				return nil, err
+			if retry.busy {
+				return nil, newErr(ErrGuestAlreadyConnected, "segment %s kept its guest (pid %d) for %v",
+					cfg.ShmName, retry.busyPID, cfg.ConnectionTimeout)
 			}
-			return nil, newErr(ErrNotFound, "no live host published %s within %v (%s)", cfg.ShmName,
+			return nil, newErr(ErrNotFound, "no live host of %s took this guest within %v (%s)", cfg.ShmName,
 				cfg.ConnectionTimeout, retry.reason)
 		}
 		if left > cfg.RetryInterval {
@@ -115,22 +125,58 @@ func Connect(cfg ClientConfig) (*Client, error) {
 
 func (c *Client) isClosing() bool { return atomic.LoadUint32(&c.closing) != 0 }
 
-// HostSlots returns the number of host slots, each served by one worker. Safe for concurrent use.
-func (c *Client) HostSlots() int { return int(c.seg.geo.hostSlots) }
+// connected reports whether c came from Connect (a nil or zero Client did not). Closed or not, the geometry
+// stays readable.
+func (c *Client) connected() bool { return c != nil && c.seg != nil }
 
-// GuestSlots returns the number of guest slots (concurrent guest calls). Safe for concurrent use.
-func (c *Client) GuestSlots() int { return int(c.seg.geo.guestSlots) }
+func errNotConnected() error {
+	return newErr(ErrClosed, "the client is not connected (a nil or zero Client; use Connect)")
+}
 
-// GuestPayloadCapacity returns the capacity in bytes of a guest slot's request (and response) buffer.
-// Safe for concurrent use.
-func (c *Client) GuestPayloadCapacity() int { return int(c.seg.geo.guestPayload) }
+func errClientClosed() error { return newErr(ErrClosed, "the client is closed") }
+
+// HostSlots returns the number of host slots, each served by one worker; 0 for a nil or zero Client. Safe
+// for concurrent use.
+func (c *Client) HostSlots() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.hostSlots)
+}
+
+// GuestSlots returns the number of guest slots (concurrent guest calls); 0 for a nil or zero Client. Safe
+// for concurrent use.
+func (c *Client) GuestSlots() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.guestSlots)
+}
+
+// GuestPayloadCapacity returns the capacity in bytes of a guest slot's request (and response) buffer; 0 for
+// a nil or zero Client. Safe for concurrent use.
+func (c *Client) GuestPayloadCapacity() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.guestPayload)
+}
 
 // HostPayloadCapacity returns the capacity in bytes of a host slot's request (and response) buffer, the size
-// of a handler's respBuf. Safe for concurrent use.
-func (c *Client) HostPayloadCapacity() int { return int(c.seg.geo.hostPayload) }
+// of a handler's respBuf; 0 for a nil or zero Client. Safe for concurrent use.
+func (c *Client) HostPayloadCapacity() int {
+	if !c.connected() {
+		return 0
+	}
+	return int(c.seg.geo.hostPayload)
+}
 
-// HostAlive reports whether the host still holds its liveness lock (a system call). Safe for concurrent use.
+// HostAlive reports whether the host is alive: whether its end of the guest connection is still open (a
+// system call). false after Close and for a nil or zero Client. Safe for concurrent use.
 func (c *Client) HostAlive() bool {
+	if !c.connected() {
+		return false
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return !c.closed && c.seg.hostAlive()
@@ -139,20 +185,24 @@ func (c *Client) HostAlive() bool {
 // Start serves every host slot: one goroutine per slot, locked to its OS thread (it sleeps in FUTEX_WAIT),
 // runs h on each request. MsgTypeHeartbeatReq is answered by the runtime without calling h. Idle workers spin
 // briefly, then sleep; they exit when the host sends shutdown or dies, or on Close. Errors:
-// ErrInvalidArgument (nil handler, or Start was already called), ErrClosed. Safe for concurrent use.
+// ErrClosed (checked first), ErrInvalidArgument (nil handler, or Start was already called). Safe for
+// concurrent use.
 func (c *Client) Start(h Handler) error {
-	if h == nil {
-		return newErr(ErrInvalidArgument, "Start needs a handler")
+	if !c.connected() {
+		return errNotConnected()
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed || c.isClosing() {
-		return newErr(ErrClosed, "the client is closed")
+		return errClientClosed()
+	}
+	if h == nil {
+		return newErr(ErrInvalidArgument, "Start needs a handler")
 	}
 	c.startMu.Lock()
 	defer c.startMu.Unlock()
 	if c.isClosing() {
-		return newErr(ErrClosed, "the client is closed")
+		return errClientClosed()
 	}
 	if c.started {
 		return newErr(ErrInvalidArgument, "Start was already called")
@@ -173,8 +223,12 @@ func (c *Client) Start(h Handler) error {
 
 // Wait blocks until every worker has exited and says why: nil if the host sent shutdown or Close was called,
 // an error matching ErrHostGone if the host died. It returns nil at once if Start was not called. A dead host
-// is noticed within about 50 ms, so Wait cannot hang on a vanished host. Safe for concurrent use.
+// is noticed within about 50 ms, so Wait cannot hang on a vanished host. ErrClosed for a nil or zero Client.
+// Safe for concurrent use.
 func (c *Client) Wait() error {
+	if !c.connected() {
+		return errNotConnected()
+	}
 	c.startMu.Lock()
 	done := c.done
 	c.startMu.Unlock()
@@ -188,10 +242,14 @@ func (c *Client) Wait() error {
 }
 
 // Close stops the workers (each finishes the request it is serving), ends calls in flight with ErrClosed,
-// releases the guest lock and unmaps the segment. Slices obtained from the segment (GuestSlot buffers, a
-// handler's req and respBuf) must not be used afterwards. Idempotent; safe for concurrent use, but must not
-// be called from a handler (it waits for the handler to return).
+// unmaps the segment and closes the connection to the host, which frees the guest seat. From then on every
+// call fails with ErrClosed. Slices obtained from the segment (GuestSlot buffers, a handler's req and respBuf)
+// must not be used afterwards. Idempotent (nil after the first); ErrClosed for a nil or zero Client. Safe for
+// concurrent use, but must not be called from a handler (it waits for the handler to return).
 func (c *Client) Close() error {
+	if !c.connected() {
+		return errNotConnected()
+	}
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()
 	if atomic.LoadUint32(&c.closing) != 0 {
@@ -233,7 +291,9 @@ func (c *Client) work(s *slotView, h Handler) {
 			return true
 		}
 		if slow && !c.seg.hostAlive() {
-			hostGone = true
+			// A host that shuts down closes the guest connection right after setting SHUTTING_DOWN: if that
+			// happened since the check above, this is a shutdown, not a death.
+			hostGone = !c.seg.hostShuttingDown()
 			return true
 		}
 		return false
@@ -306,5 +366,10 @@ func (c *Client) runHandler(s *slotView, h Handler, req []byte, t MsgType) (n in
 }
 
 // String names the client by its segment ("shm.Client(my-segment)"). Safe for concurrent use, also after
-// Close.
-func (c *Client) String() string { return fmt.Sprintf("shm.Client(%s)", c.seg.name) }
+// Close and on a nil or zero Client.
+func (c *Client) String() string {
+	if !c.connected() {
+		return "shm.Client(not connected)"
+	}
+	return fmt.Sprintf("shm.Client(%s)", c.seg.name)
+}

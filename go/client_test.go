@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm
 
 import (
@@ -393,5 +395,264 @@ func TestCloseWaitsForARunningHandler(t *testing.T) {
 	}
 	if err := waitErr(t, answer, "the host call"); err != nil {
 		t.Error(err)
+	}
+}
+
+// A copying call whose request cannot be valid fails at once, before waiting for a free guest slot: here
+// every slot is held, and the call's deadline is long.
+func TestCopyingCallRefusedBeforeWaitingForASlot(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 2, hostPayload: 64, guestPayload: 128}
+	h := newFakeHost(t, g)
+	c := connect(t, h)
+	for i := 0; i < int(g.guestSlots); i++ {
+		slot, err := c.AcquireGuestSlot(-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer slot.Release()
+	}
+	for _, k := range []struct {
+		name string
+		data []byte
+		typ  MsgType
+		want error
+	}{
+		{"too large", make([]byte, g.guestPayload+1), MsgTypeNormal, ErrTooLarge},
+		{"too large and reserved type", make([]byte, g.guestPayload+1), MsgTypeSystemError, ErrTooLarge},
+		{"reserved type", []byte("x"), MsgTypeShutdown, ErrInvalidArgument},
+	} {
+		start := time.Now()
+		_, _, err := c.SendGuestCallWithTimeout(k.data, k.typ, 10*time.Second)
+		if !errors.Is(err, k.want) {
+			t.Errorf("%s: got %v, want %v", k.name, err, k.want)
+		}
+		_, _, err = c.SendGuestCallBuffer(k.data, make([]byte, 8), k.typ, 10*time.Second)
+		if !errors.Is(err, k.want) {
+			t.Errorf("%s (into a buffer): got %v, want %v", k.name, err, k.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: refused after %v, not at once", k.name, d)
+		}
+	}
+}
+
+// A nil or zero Client, and a nil or zero GuestSlot, are not connected: every method returns ErrClosed or a
+// zero value, never panics.
+func TestNilAndZeroClientDoNotPanic(t *testing.T) {
+	handler := func([]byte, []byte, MsgType) (int32, MsgType) { return 0, MsgTypeNormal }
+	for _, k := range []struct {
+		name string
+		c    *Client
+	}{{"nil", nil}, {"zero", &Client{}}} {
+		c := k.c
+		expect := func(what string, err error) {
+			t.Helper()
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("%s Client: %s: got %v, want ErrClosed", k.name, what, err)
+			}
+		}
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Errorf("%s Client panicked: %v", k.name, v)
+				}
+			}()
+			if c.HostSlots() != 0 || c.GuestSlots() != 0 || c.HostPayloadCapacity() != 0 || c.GuestPayloadCapacity() != 0 {
+				t.Errorf("%s Client: non-zero geometry", k.name)
+			}
+			if c.HostAlive() {
+				t.Errorf("%s Client: HostAlive", k.name)
+			}
+			if s := c.String(); s != "shm.Client(not connected)" {
+				t.Errorf("%s Client: String %q", k.name, s)
+			}
+			expect("Start", c.Start(handler))
+			expect("Start(nil)", c.Start(nil))
+			expect("Wait", c.Wait())
+			_, _, err := c.SendGuestCall([]byte("x"), MsgTypeNormal)
+			expect("SendGuestCall", err)
+			_, _, err = c.SendGuestCallWithTimeout(nil, MsgTypeNormal, time.Second)
+			expect("SendGuestCallWithTimeout", err)
+			_, _, err = c.SendGuestCallBuffer(nil, nil, MsgTypeNormal, time.Second)
+			expect("SendGuestCallBuffer", err)
+			slot, err := c.AcquireGuestSlot(time.Second)
+			expect("AcquireGuestSlot", err)
+			if slot != nil {
+				t.Errorf("%s Client: AcquireGuestSlot returned a slot", k.name)
+			}
+			expect("Close", c.Close())
+			expect("Close again", c.Close())
+		}()
+	}
+	for _, k := range []struct {
+		name string
+		g    *GuestSlot
+	}{{"nil", nil}, {"zero", &GuestSlot{}}} {
+		g := k.g
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Errorf("%s GuestSlot panicked: %v", k.name, v)
+				}
+			}()
+			if g.Index() != -1 || g.Capacity() != 0 || g.RequestBuffer() != nil || g.Response() != nil ||
+				g.ResponseSize() != 0 || g.ResponseType() != MsgTypeNormal {
+				t.Errorf("%s GuestSlot: non-zero accessors", k.name)
+			}
+			for what, err := range map[string]error{"Send": g.Send(1, MsgTypeNormal),
+				"SendWithTimeout": g.SendWithTimeout(1, MsgTypeNormal, time.Second), "SendFlatBuffer": g.SendFlatBuffer(1)} {
+				if !errors.Is(err, ErrClosed) {
+					t.Errorf("%s GuestSlot: %s: got %v, want ErrClosed", k.name, what, err)
+				}
+			}
+			g.Release()
+		}()
+	}
+}
+
+// Once the Client's own Close has begun, every call fails with ErrClosed, also while the host is shutting
+// down: ErrShuttingDown is the host's shutdown, not this client's. Close is held in progress here by a
+// handler that has not returned.
+func TestCallsAfterCloseFailWithErrClosed(t *testing.T) {
+	h := newFakeHost(t, smallGeometry)
+	c, err := Connect(ClientConfig{ShmName: h.name, DefaultTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	if err := c.Start(func(req, resp []byte, t MsgType) (int32, MsgType) {
+		close(entered)
+		<-release
+		return 0, MsgTypeNormal
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slot, err := c.AcquireGuestSlot(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _, _, _ = h.call(0, nil, 0, MsgTypeNormal, time.Minute) }()
+	<-entered
+	h.shutdown()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	for !c.isClosing() {
+		time.Sleep(time.Millisecond)
+	}
+	check := func(when string) {
+		t.Helper()
+		_, _, err := c.SendGuestCall([]byte("x"), MsgTypeNormal)
+		expectClosed(t, when+": SendGuestCall", err)
+		_, _, err = c.SendGuestCallWithTimeout(make([]byte, 1<<20), MsgTypeNormal, time.Second)
+		expectClosed(t, when+": SendGuestCallWithTimeout, too large", err)
+		_, _, err = c.SendGuestCallBuffer([]byte("x"), make([]byte, 8), MsgTypeSystemError, time.Second)
+		expectClosed(t, when+": SendGuestCallBuffer, reserved type", err)
+		_, err = c.AcquireGuestSlot(time.Second)
+		expectClosed(t, when+": AcquireGuestSlot", err)
+		expectClosed(t, when+": Send", slot.Send(1, MsgTypeNormal))
+		expectClosed(t, when+": Send, too large", slot.Send(-1<<31, MsgTypeNormal))
+		expectClosed(t, when+": SendFlatBuffer", slot.SendFlatBuffer(1))
+		expectClosed(t, when+": SendFlatBuffer, negative size", slot.SendFlatBuffer(-1))
+		expectClosed(t, when+": Start", c.Start(testHandler))
+		expectClosed(t, when+": Start(nil)", c.Start(nil))
+	}
+	check("during Close")
+	close(release)
+	if err := waitErr(t, closed, "Close"); err != nil {
+		t.Fatal(err)
+	}
+	check("after Close")
+	slot.Release()
+}
+
+func expectClosed(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, ErrClosed) || errors.Is(err, ErrShuttingDown) {
+		t.Errorf("%s: got %v, want ErrClosed", what, err)
+	}
+}
+
+// The sizes a held slot refuses (SPECIFICATION.md §8.1: valid iff n != INT32_MIN and |n| <= capacity) fail
+// with ErrTooLarge before anything is published, before the type is looked at, and leave the slot held.
+func TestZeroCopySizeChecks(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 64, guestPayload: 128}
+	h := newFakeHost(t, g)
+	h.serveGuestCalls(nil)
+	c := connect(t, h)
+	slot, err := c.AcquireGuestSlot(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slot.Release()
+	capacity := int32(g.guestPayload)
+	word := func() uint32 { return atomic.LoadUint32(&h.slots[1].h.ctl) }
+	before := word()
+	for _, size := range []int32{capacity + 1, -capacity - 1, -1 << 31, 1<<31 - 1} {
+		for _, typ := range []MsgType{MsgTypeNormal, MsgTypeSystemError} {
+			if err := slot.Send(size, typ); !errors.Is(err, ErrTooLarge) {
+				t.Errorf("Send(%d, %v): got %v, want ErrTooLarge", size, typ, err)
+			}
+		}
+	}
+	for _, size := range []int{-1, int(capacity) + 1, -1 << 31, math.MaxInt} {
+		if err := slot.SendFlatBuffer(size); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("SendFlatBuffer(%d): got %v, want ErrTooLarge", size, err)
+		}
+	}
+	if w := word(); w != before || ctlState(w) != stateClaimed {
+		t.Fatalf("a refused size moved the slot: word %#x, was %#x", w, before)
+	}
+	// The valid extremes go through, end-aligned ones included.
+	rb := slot.RequestBuffer()
+	for i := range rb {
+		rb[i] = byte(i)
+	}
+	for _, size := range []int32{0, capacity, -1, -capacity} {
+		if err := slot.Send(size, MsgTypeNormal); err != nil {
+			t.Errorf("Send(%d): %v", size, err)
+			continue
+		}
+		off, n, _ := placement(size, uint32(capacity))
+		if !bytes.Equal(slot.Response(), complement(rb[off:off+n])) {
+			t.Errorf("Send(%d): wrong answer", size)
+		}
+	}
+	for _, size := range []int{0, 1, int(capacity)} {
+		if err := slot.SendFlatBuffer(size); err != nil || !bytes.Equal(slot.Response(), complement(rb[int(capacity)-size:])) {
+			t.Errorf("SendFlatBuffer(%d): %v", size, err)
+		}
+	}
+}
+
+// A host that shuts down cleanly closes the guest connection right after setting SHUTTING_DOWN (§3): a
+// guest call nobody took still fails with ErrShuttingDown (§9), not ErrHostGone, and the workers exit as for
+// a shutdown.
+func TestShutdownThenCloseIsAShutdown(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		h := newFakeHost(t, smallGeometry)
+		c := connect(t, h)
+		if err := c.Start(testHandler); err != nil {
+			t.Fatal(err)
+		}
+		call := make(chan error, 1)
+		go func() {
+			_, _, err := c.SendGuestCallWithTimeout([]byte("x"), MsgTypeNormal, time.Minute)
+			call <- err
+		}()
+		for ctlState(atomic.LoadUint32(&h.slots[2].h.ctl)) != stateRequest &&
+			ctlState(atomic.LoadUint32(&h.slots[3].h.ctl)) != stateRequest {
+			time.Sleep(time.Millisecond)
+		}
+		h.shutdown()
+		h.die()
+		if err := waitErr(t, call, "the guest call"); !errors.Is(err, ErrShuttingDown) {
+			t.Errorf("round %d: call: %v", round, err)
+		}
+		wait := make(chan error, 1)
+		go func() { wait <- c.Wait() }()
+		if err := waitErr(t, wait, "Wait"); err != nil {
+			t.Errorf("round %d: Wait after shutdown: %v", round, err)
+		}
 	}
 }

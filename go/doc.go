@@ -1,8 +1,9 @@
 // Package shm is the Go guest of shm: request/response messaging with a C++ host through shared memory on
-// one Linux machine. A host (shm::DirectHost) creates a named segment of slots in /dev/shm; this package
-// attaches to it, serves the host's requests on one worker goroutine per host slot, and calls the host back
-// through guest slots. It implements SPECIFICATION.md (wire protocol version 1) with the standard library
-// only: no cgo, futexes and file locks through raw system calls.
+// one Linux machine. A host (shm::DirectHost) creates a segment of slots in a sealed memfd and listens on the
+// abstract Unix socket "\0shm/<name>"; this package connects there, receives the memfd after the handshake,
+// maps it, serves the host's requests on one worker goroutine per host slot, and calls the host back through
+// guest slots. It implements SPECIFICATION.md (wire protocol version 2) with the standard library only: no
+// cgo; futexes, the socket handshake, seals and mmap through the syscall package.
 //
 // A complete guest, serving until the host shuts down:
 //
@@ -40,6 +41,6 @@
 // with a RemoteError (WireErrHandlerFailed, WireErrResponseTooLarge); the worker goes on serving.
 //
 // Busy peers exchange messages without system calls; idle workers sleep in FUTEX_WAIT and wake every 50 ms
-// to check that the host is alive. Go's race detector cannot see the other process's accesses to the shared
+// to check that the host is alive (its end of the guest connection is still open). Go's race detector cannot see the other process's accesses to the shared
 // segment; the cross-language tests check payloads end to end instead.
 package shm

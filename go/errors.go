@@ -11,21 +11,23 @@ import (
 var (
 	// ErrInvalidArgument: a bad configuration or argument (empty name, reserved request type, ...).
 	ErrInvalidArgument = errors.New("shm: invalid argument")
-	// ErrNotFound: no live host published a segment of this name before the connect deadline.
+	// ErrNotFound: no live host of this name took the guest before the connect deadline (none listened, or it
+	// did not answer, hung up, or was shutting down).
 	ErrNotFound = errors.New("shm: segment not found")
-	// ErrPermissionDenied: the segment exists but its mode excludes this user.
+	// ErrPermissionDenied: another user holds the name, or the host's mode does not admit this user.
 	ErrPermissionDenied = errors.New("shm: permission denied")
-	// ErrInvalidSegment: the file is not a segment this package can attach to.
+	// ErrInvalidSegment: the memory the host handed over is not a segment this package can attach to.
 	ErrInvalidSegment = errors.New("shm: invalid segment")
-	// ErrBadMagic: the file does not start with the segment magic. Also matches ErrInvalidSegment.
+	// ErrBadMagic: the memory does not start with the segment magic. Also matches ErrInvalidSegment.
 	ErrBadMagic = &kindError{"shm: bad magic (not an shm segment)", ErrInvalidSegment}
 	// ErrBadGeometry: the header describes an impossible layout. Also matches ErrInvalidSegment.
 	ErrBadGeometry = &kindError{"shm: impossible segment geometry", ErrInvalidSegment}
-	// ErrTruncated: the file is smaller than its header says. Also matches ErrInvalidSegment.
+	// ErrTruncated: the memory is smaller than a header, or than its header says. Also matches
+	// ErrInvalidSegment.
 	ErrTruncated = &kindError{"shm: truncated segment", ErrInvalidSegment}
-	// ErrVersionMismatch: the segment speaks another protocol version.
+	// ErrVersionMismatch: the host or its segment speaks another protocol version.
 	ErrVersionMismatch = errors.New("shm: protocol version mismatch")
-	// ErrGuestAlreadyConnected: another live guest is attached to the segment.
+	// ErrGuestAlreadyConnected: another live guest stayed attached to the segment until the connect deadline.
 	ErrGuestAlreadyConnected = errors.New("shm: another guest is already connected")
 	// ErrTimeout: the call's deadline passed before its answer arrived.
 	ErrTimeout = errors.New("shm: timeout")
@@ -35,7 +37,7 @@ var (
 	ErrTooLarge = errors.New("shm: message larger than the slot buffer")
 	// ErrBufferTooSmall: a caller-provided buffer cannot hold the answer.
 	ErrBufferTooSmall = errors.New("shm: buffer too small")
-	// ErrHostGone: the host died (its liveness lock is free).
+	// ErrHostGone: the host died (its end of the guest connection closed).
 	ErrHostGone = errors.New("shm: host gone")
 	// ErrShuttingDown: the host is shutting down. A *RemoteError with WireErrShuttingDown matches it too.
 	ErrShuttingDown = errors.New("shm: shutting down")
@@ -43,7 +45,8 @@ var (
 	ErrClosed = errors.New("shm: closed")
 	// ErrSlotLost: a GuestSlot lost its slot (an earlier call was abandoned while the host served it).
 	ErrSlotLost = errors.New("shm: slot lost")
-	// ErrProtocol: the peer broke the protocol (impossible size, state or type in shared memory).
+	// ErrProtocol: the peer broke the protocol: an impossible size, state or type in shared memory, or at
+	// attach a malformed reply, wrong descriptors, or memory not sealed against resizing.
 	ErrProtocol = errors.New("shm: protocol violation by the peer")
 	// ErrRemote: the peer answered MsgTypeSystemError. Every *RemoteError matches it.
 	ErrRemote = errors.New("shm: remote error")

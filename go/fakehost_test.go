@@ -1,9 +1,17 @@
+//go:build linux
+
 package shm
 
 import (
+	"bufio"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,19 +21,331 @@ import (
 	"unsafe"
 )
 
-// A minimal host written in the test, over the same file protocol as the C++ host: it creates a segment
-// file, holds the host lock, and can call the guest and serve its calls through its own mapping. It lets the
-// package's own tests (and the race detector) exercise Client without a C++ process; the cross-language
-// tests in tests/crosslang run against the real C++ host.
+// A minimal host written in the test, speaking the handshake of SPECIFICATION.md §4 like the C++ host: the
+// test process creates the segment's memfd, maps it and seals it; a child process (this test binary again,
+// see TestMain) listens on the rendezvous socket and answers hellos, by default as a real host does and
+// otherwise from a script of chosen, possibly hostile, replies. The child owns every host-side socket, so the
+// test process's descriptors are the guest's alone (the leak checks count them), and killing the child is a
+// real host death: the kernel closes its sockets. The test process serves and calls the guest through its own
+// mapping. The cross-language tests in tests/crosslang run against the real C++ host.
+
+const fakeHostEnv = "SHM_GOTEST_FAKEHOST"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(fakeHostEnv); spec != "" {
+		os.Exit(runRendezvous(spec))
+	}
+	os.Exit(m.Run())
+}
 
 var nameCounter uint32
 
 // uniqueName is a segment name unique to this process and test.
 func uniqueName(t *testing.T) string {
 	n := atomic.AddUint32(&nameCounter, 1)
-	name := fmt.Sprintf("shm-gotest-%d-%d", os.Getpid(), n)
-	t.Cleanup(func() { _ = os.Remove(segmentDir + name) })
-	return name
+	return fmt.Sprintf("shm-gotest-%d-%d", os.Getpid(), n)
+}
+
+// hostScript tells the rendezvous process what to do.
+type hostScript struct {
+	Name string
+	// UID, if not 0, is the user the process becomes before it listens (the test must run as root).
+	UID int
+	// AcceptAfterMs delays the first accept: guests wait in the listen backlog meanwhile.
+	AcceptAfterMs int
+	// Replies answer the first hellos, in order; then Repeat says whether the last one answers every later
+	// hello too, or the process behaves as a real host (serveHello).
+	Replies []scriptedReply
+	Repeat  bool
+}
+
+// scriptedReply is one answer to a hello.
+type scriptedReply struct {
+	Status, HostPID, Detail, Reserved uint32
+	Size                              int   // bytes sent; 0 means replySize
+	Fds                               []int // descriptors sent: indexes of the files handed to the process
+	SplitFds                          bool  // each descriptor in a control message of its own
+	Hangup                            bool  // close the connection without replying
+	Silent                            bool  // never reply, and keep the connection open
+}
+
+// Descriptors 0, 1 and 2 of the rendezvous process are stdin, stdout and stderr; the files it was given
+// follow.
+const firstExtraFd = 3
+
+// runRendezvous is the rendezvous process: it listens on the script's name, says "ready" on stdout, and
+// answers hellos until its stdin closes (the test ended or died).
+func runRendezvous(spec string) int {
+	var sc hostScript
+	if err := json.Unmarshal([]byte(spec), &sc); err != nil {
+		fmt.Fprintln(os.Stderr, "fake host:", err)
+		return 2
+	}
+	if sc.UID != 0 {
+		if err := syscall.Setgid(sc.UID); err != nil {
+			fmt.Fprintln(os.Stderr, "fake host: setgid:", err)
+			return 2
+		}
+		if err := syscall.Setuid(sc.UID); err != nil {
+			fmt.Fprintln(os.Stderr, "fake host: setuid:", err)
+			return 2
+		}
+	}
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: "@shm/" + sc.Name, Net: "unixpacket"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake host: listen:", err)
+		return 2
+	}
+	fmt.Println("ready")
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
+	time.Sleep(time.Duration(sc.AcceptAfterMs) * time.Millisecond)
+	var seat seat
+	var silent []*net.UnixConn // kept open, never answered
+	for hellos := 0; ; hellos++ {
+		conn, err := l.AcceptUnix()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fake host: accept:", err)
+			return 2
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, _, _, _, err := conn.ReadMsgUnix(buf, nil)
+		if err != nil {
+			conn.Close()
+			continue
+		}
+		_ = conn.SetReadDeadline(time.Time{})
+		var r *scriptedReply
+		if hellos < len(sc.Replies) {
+			r = &sc.Replies[hellos]
+		} else if sc.Repeat && len(sc.Replies) > 0 {
+			r = &sc.Replies[len(sc.Replies)-1]
+		}
+		switch {
+		case r == nil:
+			serveHello(conn, buf[:n], &seat)
+		case r.Silent:
+			silent = append(silent, conn)
+		case r.Hangup:
+			conn.Close()
+		default:
+			sendReply(conn, *r)
+			conn.Close()
+		}
+	}
+}
+
+// sendReply writes r to conn.
+func sendReply(conn *net.UnixConn, r scriptedReply) {
+	size := r.Size
+	if size == 0 {
+		size = replySize
+	}
+	b := make([]byte, 64)
+	if r.HostPID == 0 {
+		r.HostPID = uint32(os.Getpid())
+	}
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], r.Status)
+	le.PutUint32(b[4:], r.HostPID)
+	le.PutUint32(b[8:], r.Detail)
+	le.PutUint32(b[12:], r.Reserved)
+	var oob []byte
+	if r.SplitFds {
+		for _, i := range r.Fds {
+			oob = append(oob, syscall.UnixRights(firstExtraFd+i)...)
+		}
+	} else if len(r.Fds) > 0 {
+		fds := make([]int, len(r.Fds))
+		for k, i := range r.Fds {
+			fds[k] = firstExtraFd + i
+		}
+		oob = syscall.UnixRights(fds...)
+	}
+	if _, _, err := conn.WriteMsgUnix(b[:size], oob, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "fake host: reply:", err)
+	}
+}
+
+// seat is the guest seat of a fake host (§4.1 step 4).
+type seat struct {
+	mu   sync.Mutex
+	open bool
+	pid  int32
+}
+
+// serveHello answers a hello as a real host does: it checks the hello, answers BUSY while a guest holds the
+// seat, and otherwise hands over the segment (the first file the process was given) and keeps the connection
+// as the seat until it reaches end of file.
+func serveHello(conn *net.UnixConn, hello []byte, st *seat) {
+	le := binary.LittleEndian
+	reply := func(status, detail uint32, fds ...int) {
+		b := make([]byte, replySize)
+		le.PutUint32(b[0:], status)
+		le.PutUint32(b[4:], uint32(os.Getpid()))
+		le.PutUint32(b[8:], detail)
+		var oob []byte
+		if len(fds) > 0 {
+			oob = syscall.UnixRights(fds...)
+		}
+		if _, _, err := conn.WriteMsgUnix(b, oob, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "fake host: reply:", err)
+		}
+	}
+	if len(hello) != helloSize || le.Uint64(hello) != helloMagic || le.Uint32(hello[12:]) != roleGuest {
+		reply(statusBadHello, 0)
+		conn.Close()
+		return
+	}
+	if v := le.Uint32(hello[8:]); v != protocolVersion {
+		reply(statusVersion, protocolVersion)
+		conn.Close()
+		return
+	}
+	st.mu.Lock()
+	if st.open {
+		pid := st.pid
+		st.mu.Unlock()
+		reply(statusBusy, uint32(pid))
+		conn.Close()
+		return
+	}
+	var pid int32
+	if raw, err := conn.SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) {
+			if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+				pid = cred.Pid
+			}
+		})
+	}
+	st.open, st.pid = true, pid
+	st.mu.Unlock()
+	reply(statusAccepted, 0, firstExtraFd)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, _, _, _, err := conn.ReadMsgUnix(buf, nil); err != nil {
+				break
+			}
+		}
+		conn.Close()
+		st.mu.Lock()
+		st.open = false
+		st.mu.Unlock()
+	}()
+}
+
+// rendezvous is a running rendezvous process.
+type rendezvous struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	once  sync.Once
+}
+
+// startRendezvous starts a rendezvous process for sc, handing it files (the first one is what a real host
+// hands out), and waits until it listens. The test's cleanup kills it.
+func startRendezvous(t *testing.T, sc hostScript, files ...*os.File) *rendezvous {
+	t.Helper()
+	spec, err := json.Marshal(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fakeHostEnv+"="+string(spec))
+	cmd.ExtraFiles = files
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &rendezvous{cmd: cmd, stdin: stdin}
+	t.Cleanup(r.kill)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("the fake host did not start: %q %v", line, err)
+	}
+	return r
+}
+
+// kill ends the rendezvous process as a crash would: the kernel closes its listening socket and its end of
+// every guest connection.
+func (r *rendezvous) kill() {
+	r.once.Do(func() {
+		_ = r.cmd.Process.Kill()
+		_ = r.stdin.Close()
+		_ = r.cmd.Wait()
+	})
+}
+
+// memfdCreateTrap is memfd_create's system call number, which the syscall package does not define on every
+// architecture.
+func memfdCreateTrap(t *testing.T) uintptr {
+	switch runtime.GOARCH {
+	case "amd64":
+		return 319
+	case "arm64", "riscv64", "loong64":
+		return 279
+	case "386":
+		return 356
+	case "arm":
+		return 385
+	case "ppc64", "ppc64le":
+		return 360
+	case "s390x":
+		return 350
+	}
+	t.Skipf("memfd_create: no system call number known for %s", runtime.GOARCH)
+	return 0
+}
+
+// newMemfd creates a memfd named "shm/<name>" of size bytes starting with contents, sealed with seals
+// (0: none).
+func newMemfd(t *testing.T, name string, contents []byte, size int64, seals uint32) *os.File {
+	t.Helper()
+	p, err := syscall.BytePtrFromString(rendezvousPrefix + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mfdCloexec, mfdAllowSealing = 1, 2
+	fd, _, errno := syscall.Syscall(memfdCreateTrap(t), uintptr(unsafe.Pointer(p)), mfdCloexec|mfdAllowSealing, 0)
+	if errno != 0 {
+		t.Fatalf("memfd_create: %v", errno)
+	}
+	f := os.NewFile(fd, "memfd:shm/"+name)
+	t.Cleanup(func() { f.Close() })
+	if err := syscall.Ftruncate(int(fd), size); err != nil {
+		t.Fatalf("ftruncate %d: %v", size, err)
+	}
+	if int64(len(contents)) > size {
+		contents = contents[:size]
+	}
+	if len(contents) > 0 {
+		if _, err := syscall.Pwrite(int(fd), contents, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sealMemfd(t, f, seals)
+	return f
+}
+
+func sealMemfd(t *testing.T, f *os.File, seals uint32) {
+	t.Helper()
+	if seals == 0 {
+		return
+	}
+	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), fAddSeals, uintptr(seals)); errno != 0 {
+		t.Fatalf("F_ADD_SEALS %#x: %v", seals, errno)
+	}
 }
 
 // headerBytes renders a valid segment header for g.
@@ -48,53 +368,36 @@ func headerBytes(g geometry) []byte {
 	return b
 }
 
+// segmentMemfd is a sealed memfd holding a valid, empty segment of geometry g, as a host hands it out.
+func segmentMemfd(t *testing.T, name string, g geometry) *os.File {
+	return newMemfd(t, name, headerBytes(g), int64(g.totalSize()), requiredSeals)
+}
+
 type fakeHost struct {
-	t      *testing.T
-	name   string
-	lockFd int // holds the host lock (byte 0)
-	mem    []byte
-	geo    geometry
-	hdr    *segmentHeader
-	slots  []slotView
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	t     *testing.T
+	name  string
+	memfd *os.File
+	rdv   *rendezvous
+	mem   []byte
+	geo   geometry
+	hdr   *segmentHeader
+	slots []slotView
+	stop  chan struct{}
+	wg    sync.WaitGroup
 }
 
-// newSegmentFile creates /dev/shm/<name> holding header, sized fileSize, and takes the host lock on it
-// through its own descriptor (OFD locks conflict between descriptions, even in one process).
-func newSegmentFile(t *testing.T, name string, header []byte, fileSize int64) (lockFd int) {
-	t.Helper()
-	fd, err := syscall.Open(segmentDir+name, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		t.Fatalf("create %s: %v", name, err)
-	}
-	if err := syscall.Ftruncate(fd, fileSize); err != nil {
-		t.Fatal(err)
-	}
-	if len(header) > 0 {
-		if int64(len(header)) > fileSize {
-			header = header[:fileSize]
-		}
-		if _, err := syscall.Pwrite(fd, header, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if ok, err := tryLockByte(fd, hostLockByte); !ok || err != nil {
-		t.Fatalf("host lock: %v %v", ok, err)
-	}
-	t.Cleanup(func() { _ = syscall.Close(fd) })
-	return fd
-}
-
+// newFakeHost creates a segment of geometry g as a host does (§3: sized, every header field, magic last,
+// sealed) and serves it on a rendezvous process.
 func newFakeHost(t *testing.T, g geometry) *fakeHost {
 	t.Helper()
 	name := uniqueName(t)
-	fd := newSegmentFile(t, name, nil, int64(g.totalSize()))
-	mem, err := syscall.Mmap(fd, 0, int(g.totalSize()), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	f := newMemfd(t, name, nil, int64(g.totalSize()), 0)
+	mem, err := syscall.Mmap(int(f.Fd()), 0, int(g.totalSize()), syscall.PROT_READ|syscall.PROT_WRITE,
+		syscall.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &fakeHost{t: t, name: name, lockFd: fd, mem: mem, geo: g, stop: make(chan struct{})}
+	h := &fakeHost{t: t, name: name, memfd: f, mem: mem, geo: g, stop: make(chan struct{})}
 	copy(mem[8:], headerBytes(g)[8:]) // everything but the magic
 	h.hdr = (*segmentHeader)(unsafe.Pointer(&mem[0]))
 	for i := uint32(0); i < g.slotCount(); i++ {
@@ -106,10 +409,12 @@ func newFakeHost(t *testing.T, g geometry) *fakeHost {
 		})
 	}
 	atomic.StoreUint64(&h.hdr.magic, segmentMagic) // last
+	sealMemfd(t, f, requiredSeals)
 	t.Cleanup(func() {
 		h.stopServing()
 		_ = syscall.Munmap(mem)
 	})
+	h.rdv = startRendezvous(t, hostScript{Name: name}, f)
 	return h
 }
 
@@ -223,10 +528,11 @@ func (h *fakeHost) shutdown() {
 	}
 }
 
-// die drops the host lock, as the kernel does when the host process dies.
-func (h *fakeHost) die() { unlockByte(h.lockFd, hostLockByte) }
+// die kills the host's rendezvous process: the kernel closes the guest connection's host end, as when a host
+// dies. The segment memory stays mapped here.
+func (h *fakeHost) die() { h.rdv.kill() }
 
-// openCounts returns the number of open descriptors and of mappings of shm-gotest segment files.
+// openCounts returns the number of open descriptors and of mappings of shm-gotest segment memfds.
 func openCounts(t *testing.T) (fds, maps int) {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -238,7 +544,7 @@ func openCounts(t *testing.T) (fds, maps int) {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.Contains(line, segmentDir+"shm-gotest-") {
+		if strings.Contains(line, "/memfd:"+rendezvousPrefix+"shm-gotest-") {
 			maps++
 		}
 	}

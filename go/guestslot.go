@@ -7,7 +7,7 @@ import "time"
 //
 // Ownership and lifetime: the slices RequestBuffer and Response return point into shared memory; they are
 // valid while the slot is held and its Client is open, and Response only until the next Send. After Close
-// every method fails with ErrClosed or returns nil.
+// every method fails with ErrClosed or returns nil; so does a nil or zero GuestSlot (Index is then -1).
 // Concurrency: a GuestSlot is not safe for concurrent use; use it from one goroutine at a time (different
 // GuestSlots may be used concurrently).
 type GuestSlot struct {
@@ -23,10 +23,13 @@ type GuestSlot struct {
 // busy. Errors: ErrNoFreeSlot, ErrShuttingDown, ErrHostGone, ErrInvalidArgument (no guest slots), ErrClosed.
 // Safe for concurrent use.
 func (c *Client) AcquireGuestSlot(timeout time.Duration) (*GuestSlot, error) {
+	if !c.connected() {
+		return nil, errNotConnected()
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.closed {
-		return nil, newErr(ErrClosed, "the client is closed")
+	if c.closed || c.isClosing() {
+		return nil, errClientClosed()
 	}
 	s, seq, err := c.claimAny(c.deadline(timeout))
 	if err != nil {
@@ -35,14 +38,36 @@ func (c *Client) AcquireGuestSlot(timeout time.Duration) (*GuestSlot, error) {
 	return &GuestSlot{c: c, s: s, seq: seq, held: true}, nil
 }
 
-// Index returns the slot's index in the segment (guest slots follow the host slots). Valid after Release.
-func (g *GuestSlot) Index() int { return int(g.s.index) }
+// usable reports whether g came from AcquireGuestSlot (a nil or zero GuestSlot did not).
+func (g *GuestSlot) usable() bool { return g != nil && g.c != nil && g.s != nil }
 
-// Capacity returns the size in bytes of the request buffer (and of the response buffer). Valid after Release.
-func (g *GuestSlot) Capacity() int { return int(g.s.capacity) }
+func errNoGuestSlot() error {
+	return newErr(ErrClosed, "the GuestSlot was not acquired (a nil or zero GuestSlot; use AcquireGuestSlot)")
+}
+
+// Index returns the slot's index in the segment (guest slots follow the host slots). Valid after Release; -1
+// for a nil or zero GuestSlot.
+func (g *GuestSlot) Index() int {
+	if !g.usable() {
+		return -1
+	}
+	return int(g.s.index)
+}
+
+// Capacity returns the size in bytes of the request buffer (and of the response buffer). Valid after Release;
+// 0 for a nil or zero GuestSlot.
+func (g *GuestSlot) Capacity() int {
+	if !g.usable() {
+		return 0
+	}
+	return int(g.s.capacity)
+}
 
 // RequestBuffer returns the whole request buffer, to write the request into; nil if the slot is not held.
 func (g *GuestSlot) RequestBuffer() []byte {
+	if !g.usable() {
+		return nil
+	}
 	g.c.mu.RLock()
 	defer g.c.mu.RUnlock()
 	if !g.held || g.c.closed {
@@ -56,27 +81,57 @@ func (g *GuestSlot) RequestBuffer() []byte {
 func (g *GuestSlot) Send(size int32, t MsgType) error { return g.SendWithTimeout(size, t, -1) }
 
 // SendFlatBuffer sends a FlatBuffer of size bytes finished at the end of RequestBuffer (as a FlatBuffers
-// builder leaves it), with type MsgTypeFlatbuffer.
+// builder leaves it), with type MsgTypeFlatbuffer: Send(-size, MsgTypeFlatbuffer). A size below 0 or above
+// Capacity fails with ErrTooLarge before anything is sent, and the slot stays held. See SendWithTimeout for
+// the other errors and the order of the checks.
 func (g *GuestSlot) SendFlatBuffer(size int) error {
+	if !g.usable() {
+		return errNoGuestSlot()
+	}
+	g.c.mu.RLock()
+	defer g.c.mu.RUnlock()
+	if err := g.sendable(); err != nil {
+		return err
+	}
 	if size < 0 || size > int(g.s.capacity) {
 		return newErr(ErrTooLarge, "FlatBuffer of %d bytes does not fit the slot's %d-byte buffer", size, g.s.capacity)
 	}
-	return g.SendWithTimeout(-int32(size), MsgTypeFlatbuffer, -1)
+	return g.sendLocked(-int32(size), MsgTypeFlatbuffer, -1)
 }
 
 // SendWithTimeout is Send with its own deadline (timeout < 0: the default). On success the answer is readable
 // through Response, ResponseSize and ResponseType. A MsgTypeSystemError answer is a *RemoteError. A timeout
 // before the host took the request keeps the slot; a timeout while the host was serving it loses the slot
 // (the next Send fails with ErrSlotLost). Errors: those of Client.SendGuestCallWithTimeout, and ErrSlotLost.
+// Checked in this order before anything is sent: the client is open (ErrClosed), the slot is held
+// (ErrSlotLost), the size is valid for Capacity (ErrTooLarge: |size| > Capacity, or math.MinInt32), the type
+// is a request type (ErrInvalidArgument), the host is not shutting down (ErrShuttingDown). A refused request
+// leaves the slot held.
 func (g *GuestSlot) SendWithTimeout(size int32, t MsgType, timeout time.Duration) error {
+	if !g.usable() {
+		return errNoGuestSlot()
+	}
 	g.c.mu.RLock()
 	defer g.c.mu.RUnlock()
-	if g.c.closed {
-		return newErr(ErrClosed, "the client is closed")
+	if err := g.sendable(); err != nil {
+		return err
+	}
+	return g.sendLocked(size, t, timeout)
+}
+
+// sendable is the first two checks of a Send. The caller holds g.c.mu for reading.
+func (g *GuestSlot) sendable() error {
+	if g.c.closed || g.c.isClosing() {
+		return errClientClosed()
 	}
 	if !g.held {
 		return newErr(ErrSlotLost, "this GuestSlot no longer holds a slot")
 	}
+	return nil
+}
+
+// sendLocked makes the call. The caller holds g.c.mu for reading and checked sendable.
+func (g *GuestSlot) sendLocked(size int32, t MsgType, timeout time.Duration) error {
 	g.answered = false
 	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout))
 	g.held = owned
@@ -90,6 +145,9 @@ func (g *GuestSlot) SendWithTimeout(size int32, t MsgType, timeout time.Duration
 
 // Response returns the last answer's bytes in place in the response buffer; nil before a successful Send.
 func (g *GuestSlot) Response() []byte {
+	if !g.usable() {
+		return nil
+	}
 	g.c.mu.RLock()
 	defer g.c.mu.RUnlock()
 	if !g.answered || !g.held || g.c.closed {
@@ -100,7 +158,7 @@ func (g *GuestSlot) Response() []byte {
 
 // ResponseSize returns the last answer's wire size (negative: it was end-aligned); 0 before a successful Send.
 func (g *GuestSlot) ResponseSize() int32 {
-	if !g.answered {
+	if g == nil || !g.answered {
 		return 0
 	}
 	return g.ans.wireSize
@@ -108,14 +166,17 @@ func (g *GuestSlot) ResponseSize() int32 {
 
 // ResponseType returns the last answer's type; MsgTypeNormal before a successful Send.
 func (g *GuestSlot) ResponseType() MsgType {
-	if !g.answered {
+	if g == nil || !g.answered {
 		return MsgTypeNormal
 	}
 	return g.ans.typ
 }
 
-// Release gives the slot back. Idempotent; harmless after Close.
+// Release gives the slot back. Idempotent; harmless after Close and on a nil or zero GuestSlot.
 func (g *GuestSlot) Release() {
+	if !g.usable() {
+		return
+	}
 	g.c.mu.RLock()
 	defer g.c.mu.RUnlock()
 	if g.held && !g.c.closed {

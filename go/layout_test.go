@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm
 
 import (
@@ -113,10 +115,26 @@ func goLayout() map[string]string {
 	put("doorbell.increment", uint64(doorbellIncrement))
 	put("host_state.RUNNING", uint64(hostRunning))
 	put("host_state.SHUTTING_DOWN", uint64(hostShuttingDown))
-	put("lock.host_byte", uint64(hostLockByte))
-	put("lock.guest_byte", uint64(guestLockByte))
-	put("fcntl.F_OFD_GETLK", fOFDGetlk)
-	put("fcntl.F_OFD_SETLK", fOFDSetlk)
+	put("handshake.hello_magic", helloMagic)
+	put("handshake.hello_size", helloSize)
+	put("handshake.reply_size", replySize)
+	put("attach_role.GUEST", uint64(roleGuest))
+	put("attach_role.OBSERVER", uint64(roleObserver))
+	for name, st := range map[string]uint32{"ACCEPTED": statusAccepted, "BUSY": statusBusy, "DENIED": statusDenied,
+		"VERSION": statusVersion, "BAD_HELLO": statusBadHello, "SHUTTING_DOWN": statusShuttingDown} {
+		put("attach_status."+name, uint64(st))
+		if statusName(st) != name {
+			m["attach_status_name."+name] = statusName(st) // not in the dump: reported as a mismatch
+		}
+	}
+	put("seal.F_SEAL_SEAL", sealSeal)
+	put("seal.F_SEAL_SHRINK", sealShrink)
+	put("seal.F_SEAL_GROW", sealGrow)
+	put("seal.F_SEAL_WRITE", sealWrite)
+	put("seal.F_SEAL_FUTURE_WRITE", sealFutureWrite)
+	put("fcntl.F_ADD_SEALS", fAddSeals)
+	put("fcntl.F_GET_SEALS", fGetSeals)
+	put("const.max_name_length", maxNameLen)
 	put("futex.FUTEX_WAIT", futexWaitOp)
 	put("futex.FUTEX_WAKE", futexWakeOp)
 

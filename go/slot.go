@@ -151,8 +151,8 @@ func writeErrorResponse(h *slotHeader, e WireError) {
 	atomic.StoreUint32(&h.respError, uint32(e))
 }
 
-// sweepHostSlot is recovery of a host slot by a guest that has just taken the guest lock (SPECIFICATION.md
-// §10.2): every earlier guest is dead, so this one answers what a dead guest was serving and frees what it
+// sweepHostSlot is recovery of a host slot by a guest that has just taken the guest seat (SPECIFICATION.md
+// §10.2): every earlier guest is dead or gone, so this one answers what a dead guest was serving and frees what it
 // had left abandoned.
 func sweepHostSlot(h *slotHeader) {
 	cur := atomic.LoadUint32(&h.ctl)

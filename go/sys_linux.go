@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm
 
 import (
@@ -7,16 +9,25 @@ import (
 	"unsafe"
 )
 
-// Raw Linux system calls: futexes on words in the mapping, OFD byte locks on the segment file, mmap, and a
-// CLOCK_MONOTONIC clock. Only the standard library's syscall package is used (no cgo).
+// Raw Linux system calls (the Linux binding, SPECIFICATION.md §1-§4 and §7): futexes on words in the mapping,
+// the rendezvous socket and its handshake, memfd seals, mmap, and a CLOCK_MONOTONIC clock. Only the standard
+// library's syscall package is used (no cgo).
 
 const (
 	futexWaitOp = 0 // FUTEX_WAIT, shared (no FUTEX_PRIVATE_FLAG): waiter and waker are different processes
 	futexWakeOp = 1 // FUTEX_WAKE, shared
-	fOFDGetlk   = 36
-	fOFDSetlk   = 37
-	segmentDir  = "/dev/shm/"
-	maxNameLen  = 255
+
+	fAddSeals       = 1033 // F_ADD_SEALS
+	fGetSeals       = 1034 // F_GET_SEALS
+	sealSeal        = 0x1  // F_SEAL_SEAL: the set of seals cannot change
+	sealShrink      = 0x2  // F_SEAL_SHRINK
+	sealGrow        = 0x4  // F_SEAL_GROW
+	sealWrite       = 0x8  // F_SEAL_WRITE: a guest refuses it (it could not write the segment)
+	sealFutureWrite = 0x10 // F_SEAL_FUTURE_WRITE: likewise
+	requiredSeals   = sealShrink | sealGrow | sealSeal
+
+	maxNameLen       = 100    // a segment name is 1-100 bytes (§1)
+	rendezvousPrefix = "shm/" // the abstract address is "\0shm/" + name
 )
 
 type futexResult int
@@ -55,64 +66,63 @@ func schedYield() {
 	_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
 }
 
-func lockRequest(typ int16, b int64) syscall.Flock_t {
-	return syscall.Flock_t{Type: typ, Whence: 0 /* SEEK_SET */, Start: b, Len: 1, Pid: 0}
+// rendezvousAddr is the rendezvous socket of segment name (§1): the abstract address "\0shm/<name>". Go
+// writes the leading NUL of an abstract address as '@' and leaves the terminating NUL out of the address
+// length, so the length is offsetof(sun_path) + 5 + len(name), as §1 asks.
+func rendezvousAddr(name string) *syscall.SockaddrUnix {
+	return &syscall.SockaddrUnix{Name: "@" + rendezvousPrefix + name}
 }
 
-// tryLockByte takes the OFD write lock on byte b of fd without blocking. false: another open file
-// description holds it (its holder is alive).
-func tryLockByte(fd int, b int64) (bool, error) {
-	lk := lockRequest(syscall.F_WRLCK, b)
-	err := syscall.FcntlFlock(uintptr(fd), fOFDSetlk, &lk)
-	if err == nil {
-		return true, nil
+// setSocketTimeouts bounds every blocking connect, send and receive on fd by deadline (monoNow clock). A
+// timeout of zero would mean "forever" to the kernel, so a passed deadline becomes one microsecond.
+func setSocketTimeouts(fd int, deadline int64) error {
+	left := deadline - monoNow()
+	if left < 1000 {
+		left = 1000
 	}
-	if err == syscall.EAGAIN || err == syscall.EACCES {
-		return false, nil
+	if left > int64(365*24*time.Hour) {
+		left = int64(365 * 24 * time.Hour)
 	}
-	return false, err
-}
-
-// byteLockedByOther reports whether another open file description holds a lock on byte b (without taking it).
-func byteLockedByOther(fd int, b int64) (bool, error) {
-	lk := lockRequest(syscall.F_WRLCK, b)
-	if err := syscall.FcntlFlock(uintptr(fd), fOFDGetlk, &lk); err != nil {
-		return false, err
+	tv := syscall.NsecToTimeval(left)
+	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		return err
 	}
-	return lk.Type != syscall.F_UNLCK, nil
+	return syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
 }
 
-func unlockByte(fd int, b int64) {
-	lk := lockRequest(syscall.F_UNLCK, b)
-	_ = syscall.FcntlFlock(uintptr(fd), fOFDSetlk, &lk)
-}
-
-func openSegmentFile(path string) (int, error) {
+// peerAlive is the guest's test of its host on the guest connection (§2): recv(1 byte, MSG_PEEK |
+// MSG_DONTWAIT). End of file, ECONNRESET or EPIPE mean the peer is gone; EAGAIN, a byte, or any other error
+// count as alive (the caller's deadline still bounds its wait). It consumes nothing.
+func peerAlive(fd int) bool {
+	var b [1]byte
 	for {
-		fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
-		if err != syscall.EINTR {
-			return fd, err
+		n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch err {
+		case nil:
+			return n != 0
+		case syscall.EINTR:
+			continue
+		case syscall.ECONNRESET, syscall.EPIPE:
+			return false
 		}
+		return true
 	}
 }
 
-// preadFull reads up to len(b) bytes at off; fewer only at end of file.
-func preadFull(fd int, b []byte, off int64) (int, error) {
-	done := 0
-	for done < len(b) {
-		n, err := syscall.Pread(fd, b[done:], off+int64(done))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			break
-		}
-		done += n
+// fileSeals returns the seals of fd (fcntl F_GET_SEALS). EINVAL: the file cannot be sealed (not a memfd).
+func fileSeals(fd int) (uint32, error) {
+	r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), fGetSeals, 0)
+	if errno != 0 {
+		return 0, errno
 	}
-	return done, nil
+	return uint32(r), nil
+}
+
+// closeAll closes every descriptor in fds.
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		_ = syscall.Close(fd)
+	}
 }
 
 // Clock. Deadlines and wake stamps are CLOCK_MONOTONIC nanoseconds (comparable across processes). Reading

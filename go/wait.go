@@ -7,7 +7,8 @@ import (
 
 // Waiting on a futex word (SPECIFICATION.md §7): spin for an adaptive budget, then publish the W bit,
 // re-check, and sleep in FUTEX_WAIT. Two busy peers answer within the first few microseconds of pure spinning
-// and therefore never enter the kernel; an idle waiter sleeps. A sleeper wakes at least every livenessSliceNs to run its slow checks (the host's liveness lock).
+// and therefore never enter the kernel; an idle waiter sleeps. A sleeper wakes at least every livenessSliceNs
+// to run its slow checks (the host's liveness, tested on the guest connection).
 
 const (
 	pureSpinNs      int64 = 4000 // spin without any system call this long; then offer the CPU between spins

@@ -2,11 +2,12 @@ package shm
 
 import "unsafe"
 
-// The wire layout of a segment (SPECIFICATION.md §5, §6, §7.2, §11), version 1. These values and offsets are
-// checked against the C++ definitions by TestLayoutMatchesCpp; changing one is a protocol change.
+// The wire layout of a segment (SPECIFICATION.md §5, §6, §7.2, §11) and of the attach handshake (§4), version 2.
+// These values and offsets are checked against the C++ definitions by TestLayoutMatchesCpp; changing one is a
+// protocol change.
 
 const (
-	protocolVersion   uint32 = 1
+	protocolVersion   uint32 = 2
 	segmentMagic      uint64 = 0x31304745534D4853 // "SHMSEG01" read as a little-endian u64
 	cacheLine         uint32 = 64
 	pageSize          uint64 = 4096
@@ -94,11 +95,48 @@ const (
 	hostShuttingDown uint32 = 1
 )
 
-// Liveness lock bytes (SPECIFICATION.md §2).
+// The attach handshake (SPECIFICATION.md §4): a 16-byte hello from the guest, a 16-byte reply from the host,
+// each one SOCK_SEQPACKET record, little-endian.
 const (
-	hostLockByte  int64 = 0
-	guestLockByte int64 = 1
+	helloMagic uint64 = 0x4F4C4C45484D4853 // "SHMHELLO" read as a little-endian u64
+	helloSize         = 16                 // magic u64, version u32, role u32
+	replySize         = 16                 // status u32, host_pid u32, detail u32, reserved u32
 )
+
+// Roles a hello asks for.
+const (
+	roleGuest    uint32 = 1 // serves the host and takes the guest seat
+	roleObserver uint32 = 2 // reads the segment only (this package never asks for it)
+)
+
+// Statuses of a reply.
+const (
+	statusAccepted     uint32 = 0 // exactly one descriptor comes with the reply
+	statusBusy         uint32 = 1 // detail = the attached guest's pid
+	statusDenied       uint32 = 2 // the host's mode does not admit this process
+	statusVersion      uint32 = 3 // detail = the host's protocol version
+	statusBadHello     uint32 = 4
+	statusShuttingDown uint32 = 5
+)
+
+// statusName names a reply status for error messages.
+func statusName(s uint32) string {
+	switch s {
+	case statusAccepted:
+		return "ACCEPTED"
+	case statusBusy:
+		return "BUSY"
+	case statusDenied:
+		return "DENIED"
+	case statusVersion:
+		return "VERSION"
+	case statusBadHello:
+		return "BAD_HELLO"
+	case statusShuttingDown:
+		return "SHUTTING_DOWN"
+	}
+	return "status " + utoa(uint64(s))
+}
 
 func ctlState(ctl uint32) uint32          { return ctl & ctlStateMask }
 func ctlSeq(ctl uint32) uint32            { return ctl >> ctlSeqShift }
@@ -173,7 +211,7 @@ const (
 	WireErrPeerRestarted    WireError = 7 // the server died while serving; its successor answered for it
 )
 
-// String returns the protocol name of e ("HandlerFailed"), or "Unknown(n)" for a value version 1 does not
+// String returns the protocol name of e ("HandlerFailed"), or "Unknown(n)" for a value version 2 does not
 // define.
 func (e WireError) String() string {
 	switch e {
@@ -223,7 +261,7 @@ func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
 
 func payloadValid(p uint32) bool { return p >= minPayload && p <= maxPayload && p%payloadAlign == 0 }
 
-// valid reports whether g's counts and payloads are within the bounds of version 1 (like the C++
+// valid reports whether g's counts and payloads are within the bounds of version 2 (like the C++
 // GeometryValid); the segment-size limit, maxSegmentSize, is checked separately. Under these bounds every size
 // below fits in 44 bits.
 func (g geometry) valid() bool {

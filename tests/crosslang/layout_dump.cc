@@ -148,10 +148,27 @@ int main() {
   Put("host_state.RUNNING", static_cast<uint32_t>(w::HostState::kRunning));
   Put("host_state.SHUTTING_DOWN", static_cast<uint32_t>(w::HostState::kShuttingDown));
 
-
-
-
-
+  // The attach handshake (SPECIFICATION.md §4) and the Linux binding's names and seals (§1, §3).
+  Put("handshake.hello_magic", w::kHelloMagic);
+  Put("handshake.hello_size", w::kHelloSize);
+  Put("handshake.reply_size", w::kReplySize);
+  Put("attach_role.GUEST", static_cast<uint32_t>(w::AttachRole::kGuest));
+  Put("attach_role.OBSERVER", static_cast<uint32_t>(w::AttachRole::kObserver));
+#define ATTACH_STATUS(n, k) Put("attach_status." #n, static_cast<uint32_t>(w::AttachStatus::k))
+  ATTACH_STATUS(ACCEPTED, kAccepted);
+  ATTACH_STATUS(BUSY, kBusy);
+  ATTACH_STATUS(DENIED, kDenied);
+  ATTACH_STATUS(VERSION, kVersionMismatch);
+  ATTACH_STATUS(BAD_HELLO, kBadHello);
+  ATTACH_STATUS(SHUTTING_DOWN, kShuttingDown);
+  Put("seal.F_SEAL_SEAL", F_SEAL_SEAL);
+  Put("seal.F_SEAL_SHRINK", F_SEAL_SHRINK);
+  Put("seal.F_SEAL_GROW", F_SEAL_GROW);
+  Put("seal.F_SEAL_WRITE", F_SEAL_WRITE);
+  Put("seal.F_SEAL_FUTURE_WRITE", F_SEAL_FUTURE_WRITE);
+  Put("fcntl.F_ADD_SEALS", F_ADD_SEALS);
+  Put("fcntl.F_GET_SEALS", F_GET_SEALS);
+  Put("const.max_name_length", shm::platform::kMaxNameLength);
   Put("futex.FUTEX_WAIT", FUTEX_WAIT);
   Put("futex.FUTEX_WAKE", FUTEX_WAKE);
 
