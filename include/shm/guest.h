@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,6 +55,7 @@ class DirectGuest {
     if (auto r = ValidateTimeout(config.default_timeout, "default_timeout"); !r) return r;
     if (auto r = ValidateTimeout(config.retry_interval, "retry_interval"); !r) return r;
     const int64_t deadline = platform::DeadlineAfter(config.connect_timeout.count());
+    std::optional<Error> busy;
     for (;;) {
       auto ep = AttachOnce(config, deadline);
       if (ep) {
@@ -66,9 +68,11 @@ class DirectGuest {
       // last one has): both resolve by themselves, so retry until the deadline.
       const ErrorCode code = ep.error().code();
       if (code != ErrorCode::kNotFound && code != ErrorCode::kGuestAlreadyConnected) return std::move(ep).error();
+      // An attempt cut short by the deadline says nothing new: report the last answer the host gave.
+      if (code == ErrorCode::kGuestAlreadyConnected) busy = ep.error();
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline) {
-        if (code == ErrorCode::kGuestAlreadyConnected) return std::move(ep).error();
+        if (busy) return *busy;
         return Error(ErrorCode::kNotFound, "no host appeared for " + config.name + " within the connect timeout (" +
                                                ep.error().message() + ")");
       }

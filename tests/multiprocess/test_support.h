@@ -113,6 +113,7 @@ inline shm::HostConfig MakeHostConfig(const std::string& name, uint32_t host_slo
   c.host_slots = host_slots;
   c.guest_slots = guest_slots;
   c.payload_size = payload;
+  c.guest_payload_size = payload;  // the tests size both kinds of slot alike
   return c;
 }
 

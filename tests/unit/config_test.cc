@@ -267,23 +267,23 @@ TEST(DirectHostInit, RejectsInvalidConfigAndCreatesNothing) {
     shm::DirectHost host;
     ExpectInvalid(host.Init(c), k.words);
     EXPECT_FALSE(host.initialized());
-    EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+    EXPECT_FALSE(shm_unit::NameHeld(name));
   }
   shm::DirectHost host;
   ExpectInvalid(host.Init(Config("bad name")), "[A-Za-z0-9._-]");
   ExpectInvalid(host.Init(Config("")), "empty");
 }
 
-TEST(DirectHostInit, AcceptsA255CharacterName) {
+TEST(DirectHostInit, AcceptsA100CharacterName) {
   std::string name = shm_unit::UniqueName("long");
-  name += std::string(255 - name.size(), 'x');
-  ASSERT_EQ(name.size(), 255u);
+  name += std::string(100 - name.size(), 'x');
+  ASSERT_EQ(name.size(), 100u);
   shm::DirectHost host;
   auto r = host.Init(Config(name));
   ASSERT_TRUE(r.ok()) << r.error().ToString();
-  EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+  EXPECT_TRUE(shm_unit::NameHeld(name));
   host.Shutdown();
-  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  EXPECT_FALSE(shm_unit::NameHeld(name));
 }
 
 TEST(DirectHostInit, RoundsPayloadCapacityUp) {
@@ -307,7 +307,7 @@ TEST(DirectGuestConnect, RejectsInvalidArguments) {
       {[](shm::GuestConfig& c) { c.name = ""; }, "empty"},
       {[](shm::GuestConfig& c) { c.name = "a b"; }, "[A-Za-z0-9._-]"},
       {[](shm::GuestConfig& c) { c.name = ".."; }, "'.' or '..'"},
-      {[](shm::GuestConfig& c) { c.name = std::string(256, 'g'); }, "limit is 255"},
+      {[](shm::GuestConfig& c) { c.name = std::string(101, 'g'); }, "limit is 100"},
       {[](shm::GuestConfig& c) { c.connect_timeout = std::chrono::nanoseconds(0); }, "connect_timeout must be positive"},
       {[](shm::GuestConfig& c) { c.connect_timeout = std::chrono::seconds(-1); }, "connect_timeout must be positive"},
       {[](shm::GuestConfig& c) { c.default_timeout = std::chrono::nanoseconds(0); }, "default_timeout must be positive"},

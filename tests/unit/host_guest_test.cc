@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "shm/detail/attach.h"
 #include "shm/detail/segment.h"
 #include "shm/guest.h"
 #include "shm/host.h"
@@ -105,7 +106,7 @@ class HostGuest : public ::testing::Test {
   void TearDown() override {
     guest_.Close();
     host_.Shutdown();
-    EXPECT_FALSE(shm_unit::SegmentFileExists(name_));
+    EXPECT_FALSE(shm_unit::NameHeld(name_));
   }
 
   void SetHandler(HandlerFn fn) {
@@ -508,7 +509,7 @@ TEST(ZeroCopyLifetime, SlotOutlivingItsHostIsHarmless) {
   ASSERT_EQ(Str(slot->Response()), "before");
 
   host.reset();  // unmaps the segment the slot pointed into
-  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  EXPECT_FALSE(shm_unit::NameHeld(name));
   EXPECT_FALSE(slot->valid());
   EXPECT_EQ(slot->RequestBuffer().data(), nullptr);
   EXPECT_EQ(slot->RequestBuffer().size(), 0u);
@@ -553,7 +554,7 @@ TEST(HostName, SecondHostOnTheSameNameIsRefusedWithTheHoldersPid) {
   EXPECT_EQ(r.error().code(), ErrorCode::kHostAlreadyRunning) << r.error().ToString();
   EXPECT_NE(r.error().message().find("pid " + std::to_string(::getpid())), std::string::npos) << r.error().message();
   EXPECT_FALSE(second.initialized());
-  EXPECT_TRUE(shm_unit::SegmentFileExists(name)) << "the refused host must not remove the holder's segment";
+  EXPECT_TRUE(shm_unit::NameHeld(name)) << "the refused host must not remove the holder's segment";
 
   // The first host still works: a guest attaches to it, not to anything the second one made.
   shm::DirectGuest guest;
@@ -561,12 +562,12 @@ TEST(HostName, SecondHostOnTheSameNameIsRefusedWithTheHoldersPid) {
   guest.Close();
 
   first.Shutdown();
-  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  EXPECT_FALSE(shm_unit::NameHeld(name));
   auto again = second.Init(HostConfigFor(name));
   ASSERT_TRUE(again.ok()) << again.error().ToString();
-  EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+  EXPECT_TRUE(shm_unit::NameHeld(name));
   second.Shutdown();
-  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  EXPECT_FALSE(shm_unit::NameHeld(name));
 }
 
 TEST(HostName, DestructorRemovesTheName) {
@@ -574,9 +575,9 @@ TEST(HostName, DestructorRemovesTheName) {
   {
     shm::DirectHost host;
     ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
-    EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+    EXPECT_TRUE(shm_unit::NameHeld(name));
   }
-  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  EXPECT_FALSE(shm_unit::NameHeld(name));
   shm::DirectHost next;
   EXPECT_TRUE(next.Init(HostConfigFor(name)).ok());
 }
@@ -594,46 +595,75 @@ TEST(HostName, ShutdownIsIdempotentAndEndsCalls) {
   EXPECT_EQ(twice.error().code(), ErrorCode::kInvalidArgs) << twice.error().ToString();
   host.Shutdown();
   host.Shutdown();
-  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  EXPECT_FALSE(shm_unit::NameHeld(name));
   auto after = host.Send("x", MsgType::NORMAL, response);
   ASSERT_FALSE(after.ok());
   EXPECT_EQ(after.error().code(), ErrorCode::kShuttingDown);
   // A host that was shut down may take the name again.
   auto again = host.Init(HostConfigFor(name));
   ASSERT_TRUE(again.ok()) << again.error().ToString();
-  EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+  EXPECT_TRUE(shm_unit::NameHeld(name));
 }
 
-// The file a host creates is what SPECIFICATION.md says: mode as configured, and a header that validates to
-// the configured geometry.
-TEST(HostName, SegmentFileHasTheConfiguredModeAndAValidHeader) {
-  for (uint32_t mode : {0600u, 0640u}) {
-    const std::string name = shm_unit::UniqueName("file");
-    auto c = HostConfigFor(name);
-    c.mode = mode;
-    c.payload_size = 100;
-    shm::DirectHost host;
-    ASSERT_TRUE(host.Init(c).ok());
-    const std::string path = "/dev/shm/" + name;
-    struct stat st;
-    ASSERT_EQ(::stat(path.c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode & 07777, mode);
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    uint8_t header[256];
-    ASSERT_EQ(::pread(fd, header, sizeof header, 0), 256);
-    ::close(fd);
-    auto g = shm::detail::ValidateHeader(header, sizeof header, static_cast<uint64_t>(st.st_size));
-    ASSERT_TRUE(g.ok()) << g.error().ToString();
-    EXPECT_EQ(g->host_slots, 2u);
-    EXPECT_EQ(g->guest_slots, 1u);
-    EXPECT_EQ(g->host_payload, 128u);
-    EXPECT_EQ(g->guest_payload, 128u);
-    EXPECT_EQ(static_cast<uint64_t>(st.st_size), shm::wire::SegmentSize(*g));
-    uint32_t pid = 0;
-    std::memcpy(&pid, header + offsetof(shm::wire::SegmentHeader, host_pid), 4);
-    EXPECT_EQ(pid, static_cast<uint32_t>(::getpid()));
+// The memory a host creates is what SPECIFICATION.md says: sealed against resizing (even for a descriptor that
+// may write), and a header that validates to the configured geometry, as an observer sees it.
+TEST(HostName, SegmentIsSealedAndItsHeaderValidates) {
+  const std::string name = shm_unit::UniqueName("sealed");
+  auto c = HostConfigFor(name);
+  c.payload_size = 100;
+  c.guest_payload_size = 100;
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(c).ok());
+  auto seg = shm::detail::Observe(name, shm::platform::DeadlineAfter(10000000000));
+  ASSERT_TRUE(seg.ok()) << seg.error().ToString();
+  EXPECT_FALSE(seg->writable());
+  const int seals = ::fcntl(seg->file().fd(), F_GET_SEALS);
+  EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  EXPECT_EQ(seals & F_SEAL_WRITE, 0);
+  EXPECT_EQ(::fcntl(seg->file().fd(), F_GETFL) & O_ACCMODE, O_RDONLY) << "an observer gets a read-only descriptor";
+  const auto& g = seg->geometry();
+  EXPECT_EQ(g.host_slots, 2u);
+  EXPECT_EQ(g.guest_slots, 1u);
+  EXPECT_EQ(g.host_payload, 128u);
+  EXPECT_EQ(g.guest_payload, 128u);
+  EXPECT_EQ(seg->size(), shm::wire::SegmentSize(g));
+  EXPECT_EQ(seg->header().host_pid.load(), static_cast<uint32_t>(::getpid()));
+  // The host's own read-write descriptor cannot resize it either.
+  const int rw = shm_test::OpenSegmentOf(::getpid(), name, O_RDWR);
+  ASSERT_GE(rw, 0);
+  for (off_t size : {off_t{0}, static_cast<off_t>(seg->size() / 2), static_cast<off_t>(seg->size() * 2)}) {
+    errno = 0;
+    EXPECT_EQ(::ftruncate(rw, size), -1) << "resized to " << size;
+    EXPECT_EQ(errno, EPERM) << "resize to " << size;
   }
+  ::close(rw);
+}
+
+// Who may attach follows the mode's classes (SPECIFICATION.md §4.1): a guest needs read and write, an observer
+// read; root counts as the owner.
+TEST(Admission, FollowsTheModesClasses) {
+  shm::detail::AdmissionPolicy p;
+  p.uid = 1000;
+  p.gid = 2000;
+  shm::platform::PeerCredentials owner{1, 1000, 1000, {}}, root{1, 0, 0, {}}, primary{1, 1001, 2000, {}},
+      supplementary{1, 1002, 3000, {5, 2000}}, other{1, 1003, 3000, {5}};
+  const auto guest = shm::wire::AttachRole::kGuest, observer = shm::wire::AttachRole::kObserver;
+  p.mode = 0600;
+  EXPECT_TRUE(p.Admits(owner, guest));
+  EXPECT_TRUE(p.Admits(root, guest));
+  EXPECT_FALSE(p.Admits(primary, observer));
+  EXPECT_FALSE(p.MayAsk(other));
+  p.mode = 0660;
+  EXPECT_TRUE(p.Admits(primary, guest));
+  EXPECT_TRUE(p.Admits(supplementary, guest));
+  EXPECT_FALSE(p.Admits(other, observer));
+  p.mode = 0640;
+  EXPECT_TRUE(p.Admits(primary, observer));
+  EXPECT_FALSE(p.Admits(primary, guest));
+  p.mode = 0604;
+  EXPECT_TRUE(p.Admits(other, observer));
+  EXPECT_FALSE(p.Admits(other, guest));
+  EXPECT_FALSE(p.Admits(primary, observer)) << "a group member is judged by the group bits, not the other bits";
 }
 
 }  // namespace

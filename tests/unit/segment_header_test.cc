@@ -86,10 +86,11 @@ TEST(ValidateHeader, AcceptsGeometryWithoutGuestSlots) {
   EXPECT_EQ(r->guest_slots, 0u);
 }
 
-TEST(ValidateHeader, ZeroMagicMeansStillInitialising) {
+// A host hands out its segment only once magic is written (SPECIFICATION.md §4.2 step 5): 0 is not "wait".
+TEST(ValidateHeader, ZeroMagicIsBadMagic) {
   auto b = GoodHeader(kGeometry);
   Put64(b, 0, 0);
-  ExpectError(Validate(b, shm::wire::SegmentSize(kGeometry)), ErrorCode::kNotFound, "initialis");
+  ExpectError(Validate(b, shm::wire::SegmentSize(kGeometry)), ErrorCode::kBadMagic, "bad magic");
 }
 
 TEST(ValidateHeader, RejectsBadMagic) {
@@ -102,7 +103,7 @@ TEST(ValidateHeader, RejectsBadMagic) {
 }
 
 TEST(ValidateHeader, RejectsAnotherVersionAndNamesBoth) {
-  for (uint32_t version : {0u, 2u, 0xFFFFFFFFu}) {
+  for (uint32_t version : {0u, 1u, 3u, 0xFFFFFFFFu}) {
     auto b = GoodHeader(kGeometry);
     Put32(b, offsetof(SegmentHeader, version), version);
     ExpectError(Validate(b, shm::wire::SegmentSize(kGeometry)), ErrorCode::kVersionMismatch,
@@ -200,21 +201,20 @@ TEST(ValidateHeader, RejectsBufferShorterThanTheHeaderWithoutReadingPastIt) {
 
 TEST(ValidateHeader, EachDefectHasItsOwnCode) {
   const uint64_t size = shm::wire::SegmentSize(kGeometry);
-  auto zero_magic = GoodHeader(kGeometry);
-  Put64(zero_magic, 0, 0);
   auto bad_magic = GoodHeader(kGeometry);
   Put64(bad_magic, 0, 42);
   auto version = GoodHeader(kGeometry);
-  Put32(version, offsetof(SegmentHeader, version), 2);
+  Put32(version, offsetof(SegmentHeader, version), shm::wire::kVersion + 1);
   auto geometry = GoodHeader(kGeometry);
   Put32(geometry, offsetof(SegmentHeader, host_slots), 0);
   const ErrorCode codes[] = {
-      Validate(zero_magic, size).error().code(), Validate(bad_magic, size).error().code(),
-      Validate(version, size).error().code(),    Validate(geometry, size).error().code(),
+      Validate(bad_magic, size).error().code(),
+      Validate(version, size).error().code(),
+      Validate(geometry, size).error().code(),
       Validate(GoodHeader(kGeometry), size - 1).error().code(),
   };
-  for (size_t i = 0; i < 5; ++i) {
-    for (size_t j = i + 1; j < 5; ++j) EXPECT_NE(codes[i], codes[j]) << i << " vs " << j;
+  for (size_t i = 0; i < 4; ++i) {
+    for (size_t j = i + 1; j < 4; ++j) EXPECT_NE(codes[i], codes[j]) << i << " vs " << j;
   }
 }
 

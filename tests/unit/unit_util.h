@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "../common/segment_access.h"
 #include "shm/detail/wait.h"
 #include "shm/platform/platform.h"
 #include "shm/wire/protocol.h"
@@ -22,11 +23,8 @@ inline std::string UniqueName(const std::string& tag) {
   return "shm-unit-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
 }
 
-/// Whether /dev/shm/<name> exists.
-inline bool SegmentFileExists(const std::string& name) {
-  struct stat st;
-  return ::stat(("/dev/shm/" + name).c_str(), &st) == 0;
-}
+/// Whether a host holds segment name `name` (its rendezvous address is bound).
+inline bool NameHeld(const std::string& name) { return shm_test::NameHeld(name); }
 
 /// Poll `cond` until it holds or `timeout` passes (a generous bound for conditions another thread sets).
 template <typename Cond>
