@@ -7,6 +7,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "shm/detail/wait.h"
@@ -109,10 +110,12 @@ TEST(WaitFor, SlowChecksRunWhileSleeping) {
 }
 
 // Nudge makes a sleeper re-check a condition kept outside the word. The waiter must return because it was
-// woken, not because its 50 ms liveness slice ran out: the best of three rounds returns well within it.
+// woken, not because its 50 ms liveness slice ran out: one round returns well within the slice. A woken waiter
+// may still wait for a CPU on a loaded machine, so rounds go on (up to 10) until one does; a waiter that nobody
+// wakes sleeps out the slice in every round.
 TEST(Nudge, WakesASleepingWaiterWhoseAbortHookThenReturnsTrue) {
   int64_t best = INT64_MAX;
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 10 && best >= 25 * kMs; ++round) {
     std::atomic<uint32_t> word{shm::wire::MakeCtl(shm::wire::SlotState::kRequest, 3)};
     std::atomic<bool> stop{false};
     SpinPolicy policy;
@@ -131,6 +134,7 @@ TEST(Nudge, WakesASleepingWaiterWhoseAbortHookThenReturnsTrue) {
     ASSERT_TRUE(r.slept) << "the waiter never published kWaiting";
     EXPECT_EQ(r.status, WaitStatus::kAborted);
     EXPECT_EQ(word.load(), shm::wire::MakeCtl(shm::wire::SlotState::kRequest, 3)) << "Nudge clears only kWaiting";
+    std::printf("round %d: the nudged waiter returned after %.3f ms\n", round, static_cast<double>(r.latency_ns) / 1e6);
     best = std::min(best, r.latency_ns);
   }
   RecordProperty("best_wake_latency_ns", static_cast<int>(best));
