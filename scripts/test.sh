@@ -7,6 +7,21 @@ scripts/deps.sh
 jobs=$(nproc)
 passed=0
 failed=0
+
+# RELIABILITY.md's fault table names the commit it was generated at; changes to include/ after it make it stale.
+# A warning, not a failure: the table is regenerated when the library's work settles (RELIABILITY.md says how).
+table_warning() {
+  local gen later
+  gen=$(grep -oE 'at commit [0-9a-f]{7,40}' RELIABILITY.md 2>/dev/null | head -n 1 | awk '{print $3}') || true
+  [ -n "${gen}" ] && git cat-file -e "${gen}^{commit}" 2>/dev/null || return 0
+  later=$(git rev-list --count "${gen}..HEAD" -- include/ 2>/dev/null) || return 0
+  if [ "${later}" -gt 0 ]; then
+    echo "WARNING: RELIABILITY.md's fault table was generated at commit ${gen}; ${later} commits to include/" \
+      "came after it, so it may not describe this library. Regenerate it (see RELIABILITY.md)."
+  fi
+}
+table_warning
+
 run_build() {  # name, extra cmake args...
   local name=$1
   shift
@@ -33,5 +48,6 @@ run_build release -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_build asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++ -DSHM_SANITIZE=address,undefined
 run_build tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHM_SANITIZE=thread
 echo
+table_warning
 echo "all builds: ${passed} passed, ${failed} failed"
 [ "${failed}" -eq 0 ]
