@@ -313,7 +313,7 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
   const uint64_t host_calls = host_stats.calls, g_calls = field(guest_line, "calls");
   std::printf("soak: seed %" PRIu64 " (replay: --seed %" PRIu64 "), %u host threads, %.1f s\n", seed, seed, threads,
               secs);
-  if (host_calls < count || g_calls < guest_calls) {
+  if (stop_at_ns != 0 && testkit::NowNs() >= stop_at_ns && (host_calls < count || g_calls < guest_calls)) {
     std::printf("soak: the %.0f s budget ran out first: %" PRIu64 " of %" PRIu64 " host->guest and %" PRIu64
                 " of %" PRIu64 " guest->host calls made, every one checked\n",
                 max_seconds, host_calls, count, g_calls, guest_calls);
