@@ -250,12 +250,22 @@ func TestGuestCallTimeoutWithdrawsAndAbandons(t *testing.T) {
 		t.Fatal(err)
 	}
 	copy(slot.RequestBuffer(), "y")
-	done := make(chan error, 1)
-	go func() { done <- slot.SendWithTimeout(1, MsgTypeNormal, 200*time.Millisecond) }()
-	seq := <-taken
-	if err := waitErr(t, done, "Send"); !errors.Is(err, ErrTimeout) {
-		t.Fatalf("got %v", err)
+	// The call must time out after the host took it. A taker that does not run before the deadline (a loaded
+	// machine) lets the call withdraw the request instead, which keeps the slot: then again, with twice the time.
+	for timeout := 200 * time.Millisecond; ; timeout *= 2 {
+		done := make(chan error, 1)
+		go func() { done <- slot.SendWithTimeout(1, MsgTypeNormal, timeout) }()
+		if err := waitErr(t, done, "Send"); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("got %v", err)
+		}
+		if slot.RequestBuffer() == nil { // the slot is lost: the host had taken the request
+			break
+		}
+		if timeout > 10*time.Second {
+			t.Fatal("the host never took the request")
+		}
 	}
+	seq := <-taken
 	if w := atomic.LoadUint32(&s.h.ctl); ctlState(w) != stateAbandoned || ctlSeq(w) != seq {
 		t.Fatalf("word %#x, want ABANDONED(%d)", w, seq)
 	}

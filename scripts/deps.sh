@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what building and testing shm needs on Debian 12. Installs only what is missing, so it is quick
-# (and needs no root) on a machine that already has everything.
+# (and needs no root) on a machine that already has everything. Extra package names given as arguments are
+# installed the same way (scripts/test.sh --under-load asks for stress-ng).
 set -euo pipefail
 packages=(cmake ninja-build g++ clang libgtest-dev libgmock-dev libbenchmark-dev
-          libflatbuffers-dev flatbuffers-compiler golang-go libclang-rt-14-dev strace linux-perf)
+          libflatbuffers-dev flatbuffers-compiler golang-go libclang-rt-14-dev strace linux-perf "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

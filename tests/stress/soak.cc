@@ -3,8 +3,12 @@
 // Counts mismatches (corrupt requests or answers), stale answers (an answer carrying another call's id) and
 // leaked slots (any slot not FREE once traffic has stopped). Exit 0 only when all three are 0.
 //
-//   soak [--count N] [--seed S] [--threads T]     host side; forks+execs itself as the guest
-//   soak --guest <name> <seed> <guest calls>      guest side (started by the host side)
+//   soak [--count N] [--seed S] [--threads T] [--max-seconds S]   host side; forks+execs itself as the guest
+//   soak --guest <name> <seed> <guest calls> <stop at ns>          guest side (started by the host side)
+//
+// --max-seconds bounds the traffic on a machine too busy to finish the count in that time: both sides stop
+// making calls then (the calls in flight finish), and every check applies to the calls made; the report says
+// how many those were.
 //
 // Message format (both directions): request = [id u64][answer size i32][answer type u32][delay us u32]
 // [request type u32][checksum of bytes 32.. u64][payload]; answer = [id u64][checksum of bytes 16.. u64][payload].
@@ -43,15 +47,15 @@ MsgType RandomType(Rng& rng) {
 /// One side's counters. Plain atomics: several threads add to them.
 struct Stats {
   std::atomic<uint64_t> ok{0}, mismatches{0}, stale{0}, injected{0}, injected_failed{0}, unexpected{0};
-  std::atomic<uint64_t> served{0}, served_bad{0};
+  std::atomic<uint64_t> served{0}, served_bad{0}, calls{0};
   std::string Line() const {
-    char b[320];
+    char b[352];
     std::snprintf(b, sizeof b,
                   "ok=%" PRIu64 " mismatches=%" PRIu64 " stale=%" PRIu64 " injected_timeouts=%" PRIu64
                   " injected_that_failed=%" PRIu64 " unexpected_errors=%" PRIu64 " served=%" PRIu64
-                  " served_bad_requests=%" PRIu64,
+                  " served_bad_requests=%" PRIu64 " calls=%" PRIu64,
                   ok.load(), mismatches.load(), stale.load(), injected.load(), injected_failed.load(),
-                  unexpected.load(), served.load(), served_bad.load());
+                  unexpected.load(), served.load(), served_bad.load(), calls.load());
     return b;
   }
 };
@@ -155,14 +159,17 @@ void CountError(Stats& s, const Plan& p, const shm::Error& e) {
   }
 }
 
+/// Whether a caller may make another call: before `stop_at_ns` (CLOCK_MONOTONIC; 0: no bound).
+bool InTime(int64_t stop_at_ns) { return stop_at_ns == 0 || testkit::NowNs() < stop_at_ns; }
+
 /// Copying calls through `send` (host Send or guest SendGuestCall).
 template <typename SendFn>
 void CopyingCaller(SendFn send, uint32_t cap, uint64_t id_base, uint64_t count, uint64_t seed, Stats& stats,
-                   bool progress = false) {
+                   int64_t stop_at_ns, bool progress = false) {
   Rng rng(seed);
   std::vector<uint8_t> req(cap), resp;
   const int64_t t0 = testkit::NowNs();
-  for (uint64_t i = 0; i < count; ++i) {
+  for (uint64_t i = 0; i < count && InTime(stop_at_ns); ++i) {
     if (progress && count >= 1000000 && i % (count / 10) == 0 && i > 0) {
       std::fprintf(stderr, "soak: %" PRIu64 "%% of one caller's share after %.0f s\n", i * 100 / count,
                    static_cast<double>(testkit::NowNs() - t0) / 1e9);
@@ -174,6 +181,7 @@ void CopyingCaller(SendFn send, uint32_t cap, uint64_t id_base, uint64_t count, 
     o.timeout = p.timeout;
     o.end_aligned = p.end_aligned;
     auto r = send(shm::Bytes(req.data(), p.size), p.type, resp, o);
+    stats.calls.fetch_add(1, std::memory_order_relaxed);
     if (r) Count(stats, p, CheckAnswer(resp.data(), resp.size(), *r, id, p.answer_size, p.answer_type));
     else CountError(stats, p, r.error());
   }
@@ -182,10 +190,10 @@ void CopyingCaller(SendFn send, uint32_t cap, uint64_t id_base, uint64_t count, 
 /// Zero-copy calls: the slot is held across calls and given back only when a timeout loses it.
 template <typename AcquireFn>
 void ZeroCopyCaller(AcquireFn acquire, uint32_t cap, uint64_t id_base, uint64_t count, uint64_t seed,
-                    Stats& stats) {
+                    Stats& stats, int64_t stop_at_ns) {
   Rng rng(seed);
   shm::ZeroCopySlot slot;
-  for (uint64_t i = 0; i < count; ++i) {
+  for (uint64_t i = 0; i < count && InTime(stop_at_ns); ++i) {
     const Plan p = Draw(rng, cap);
     const uint64_t id = id_base + i;
     if (!slot.valid()) {
@@ -201,6 +209,7 @@ void ZeroCopyCaller(AcquireFn acquire, uint32_t cap, uint64_t id_base, uint64_t 
     BuildRequest(at, p.size, id, p.answer_size, p.answer_type, p.delay_us, p.type, rng);
     const int32_t wire = p.end_aligned ? -static_cast<int32_t>(p.size) : static_cast<int32_t>(p.size);
     auto r = slot.Send(wire, p.type, p.timeout);
+    stats.calls.fetch_add(1, std::memory_order_relaxed);
     if (r) {
       const shm::Bytes a = slot.Response();
       Count(stats, p, CheckAnswer(a.data(), a.size(), slot.ResponseType(), id, p.answer_size, p.answer_type));
@@ -210,7 +219,7 @@ void ZeroCopyCaller(AcquireFn acquire, uint32_t cap, uint64_t id_base, uint64_t 
   }
 }
 
-int GuestMain(const std::string& name, uint64_t seed, uint64_t calls) {
+int GuestMain(const std::string& name, uint64_t seed, uint64_t calls, int64_t stop_at_ns) {
   shm::GuestConfig c;
   c.name = name;
   c.connect_timeout = std::chrono::seconds(30);
@@ -226,10 +235,10 @@ int GuestMain(const std::string& name, uint64_t seed, uint64_t calls) {
   std::thread copying([&] {
     CopyingCaller([&](shm::Bytes b, MsgType t, std::vector<uint8_t>& out,
                       const shm::CallOptions& o) { return guest.SendGuestCall(b, t, out, o); },
-                  cap, 1ull << 62, calls / 2, seed ^ 0x6A, stats);
+                  cap, 1ull << 62, calls / 2, seed ^ 0x6A, stats, stop_at_ns);
   });
   ZeroCopyCaller([&] { return guest.AcquireGuestSlot(std::chrono::seconds(30)); }, cap, (1ull << 62) + (1ull << 40),
-                 calls - calls / 2, seed ^ 0x6B, stats);
+                 calls - calls / 2, seed ^ 0x6B, stats, stop_at_ns);
   copying.join();
   guest.ReleaseParkedSlots();  // the copying caller's parked slot: only leaked ones may remain
   testkit::Notify("calls-done " + stats.Line());
@@ -238,7 +247,7 @@ int GuestMain(const std::string& name, uint64_t seed, uint64_t calls) {
   return w ? 0 : 4;
 }
 
-int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
+int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds) {
   const std::string name = testkit::UniqueName("soak");
   shm::HostConfig c;
   c.name = name;
@@ -253,8 +262,11 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
   Stats host_stats;
   if (!host.Start([&](const shm::Message& m, shm::MutableBytes out) { return Serve(m, out, host_stats); })) return 3;
   const uint64_t guest_calls = count / 10;  // guest->host round trips, on top of the host->guest ones
+  // When both sides stop making calls: an instant of CLOCK_MONOTONIC, which both processes read alike.
+  const int64_t stop_at_ns = max_seconds > 0 ? testkit::NowNs() + static_cast<int64_t>(max_seconds * 1e9) : 0;
   testkit::Child guest;
-  if (!guest.Spawn({"/proc/self/exe", "--guest", name, std::to_string(seed), std::to_string(guest_calls)}) ||
+  if (!guest.Spawn({"/proc/self/exe", "--guest", name, std::to_string(seed), std::to_string(guest_calls),
+                    std::to_string(stop_at_ns)}) ||
       guest.WaitFor("ready", 60000).empty()) {
     std::fprintf(stderr, "soak: the guest did not start\n");
     return 3;
@@ -268,11 +280,11 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
     callers.emplace_back([&, t, n, base] {
       if (t == 0) {
         ZeroCopyCaller([&] { return host.GetZeroCopySlot(std::chrono::seconds(30)); }, cap, base, n, seed + t,
-                       host_stats);
+                       host_stats, stop_at_ns);
       } else {
         CopyingCaller([&](shm::Bytes b, MsgType ty, std::vector<uint8_t>& out,
                           const shm::CallOptions& o) { return host.Send(b, ty, out, o); },
-                      cap, base, n, seed + t, host_stats, t == 1);
+                      cap, base, n, seed + t, host_stats, stop_at_ns, t == 1);
       }
     });
   }
@@ -298,8 +310,14 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
   const uint64_t mismatches = host_stats.mismatches + g_mis + host_stats.served_bad + g_bad;
   const uint64_t stale = host_stats.stale + g_stale;
   const uint64_t round_trips = host_stats.ok + g_ok;
+  const uint64_t host_calls = host_stats.calls, g_calls = field(guest_line, "calls");
   std::printf("soak: seed %" PRIu64 " (replay: --seed %" PRIu64 "), %u host threads, %.1f s\n", seed, seed, threads,
               secs);
+  if (stop_at_ns != 0 && testkit::NowNs() >= stop_at_ns && (host_calls < count || g_calls < guest_calls)) {
+    std::printf("soak: the %.0f s budget ran out first: %" PRIu64 " of %" PRIu64 " host->guest and %" PRIu64
+                " of %" PRIu64 " guest->host calls made, every one checked\n",
+                max_seconds, host_calls, count, g_calls, guest_calls);
+  }
   std::printf("soak: host side   %s\n", host_stats.Line().c_str());
   std::printf("soak: guest side  %s\n", guest_line.empty() ? "(no report)" : guest_line.c_str() + 7);
   const uint64_t injected = host_stats.injected + field(guest_line, "injected_timeouts");
@@ -311,14 +329,14 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
               " guest_exit=%d\n",
               mismatches, stale, leaked, host_stats.unexpected + g_unexp, guest_exit);
   if (!busy.empty()) std::printf("soak: slots not FREE: %s\n", busy.c_str());
-  const bool clean = !guest_line.empty() && !guest_calls_line.empty() && mismatches == 0 && stale == 0 &&
-                     busy.empty() && host_stats.unexpected == 0 && g_unexp == 0 && guest_exit == 0;
+  const bool clean = !guest_line.empty() && !guest_calls_line.empty() && round_trips > 0 && mismatches == 0 &&
+                     stale == 0 && busy.empty() && host_stats.unexpected == 0 && g_unexp == 0 && guest_exit == 0;
   std::printf("soak: %s\n", clean ? "PASS" : "FAIL");
   std::printf("RELIABILITY|soak (ctest soak_short): calls both ways with random sizes (both alignments), types "
               "and injected timeouts, checksums on both sides|%" PRIu64 " host->guest + %" PRIu64 " guest->host "
               "calls: %" PRIu64 " verified round trips; %" PRIu64 " mismatches, %" PRIu64 " stale answers, %zu "
               "leaked slots, %" PRIu64 " unexpected errors (seed %" PRIu64 ")\n",
-              count, guest_calls, round_trips, mismatches, stale, leaked, host_stats.unexpected + g_unexp, seed);
+              host_calls, g_calls, round_trips, mismatches, stale, leaked, host_stats.unexpected + g_unexp, seed);
   return clean ? 0 : 1;
 }
 
@@ -326,21 +344,24 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads) {
 
 int main(int argc, char** argv) {
   shm::SetLogSink(nullptr);  // the handler failures the soak provokes are counted, not logged
-  if (argc >= 5 && std::string(argv[1]) == "--guest") {
-    return GuestMain(argv[2], std::strtoull(argv[3], nullptr, 10), std::strtoull(argv[4], nullptr, 10));
+  if (argc >= 6 && std::string(argv[1]) == "--guest") {
+    return GuestMain(argv[2], std::strtoull(argv[3], nullptr, 10), std::strtoull(argv[4], nullptr, 10),
+                     std::strtoll(argv[5], nullptr, 10));
   }
   uint64_t count = 100000, seed = static_cast<uint64_t>(testkit::NowNs()) ^ static_cast<uint64_t>(::getpid());
   uint32_t threads = 4;
+  double max_seconds = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--count") count = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--seed") seed = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--threads") threads = static_cast<uint32_t>(std::strtoul(argv[i + 1], nullptr, 10));
+    else if (a == "--max-seconds") max_seconds = std::strtod(argv[i + 1], nullptr);
     else {
-      std::fprintf(stderr, "usage: %s [--count N] [--seed S] [--threads T]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--count N] [--seed S] [--threads T] [--max-seconds S]\n", argv[0]);
       return 2;
     }
   }
   if (threads == 0) threads = 1;
-  return HostMain(count, seed, threads);
+  return HostMain(count, seed, threads, max_seconds);
 }

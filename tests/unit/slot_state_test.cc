@@ -6,6 +6,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -398,11 +399,12 @@ TEST(SlotWaitingBit, TransitionClearsWaitingAndStampsTheWake) {
   EXPECT_LE(h->wake_stamp_ns.load(), after);
 }
 
-// The waiter must return because the transition woke it, not because its 50 ms liveness slice ran out: the best
-// of three rounds returns well within that slice.
+// The waiter must return because the transition woke it, not because its 50 ms liveness slice ran out: one round
+// returns well within that slice. A woken waiter may still wait for a CPU on a loaded machine, so rounds go on (up
+// to 10) until one does; a waiter that nobody wakes sleeps out the slice in every round.
 TEST(SlotWaitingBit, TransitionWakesASleepingWaiter) {
   int64_t best = INT64_MAX;
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 10 && best >= 25'000'000; ++round) {
     auto h = NewSlot();
     h->ctl.store(MakeCtl(SlotState::kRequest, 1));
     shm::detail::SpinPolicy policy;
@@ -422,6 +424,7 @@ TEST(SlotWaitingBit, TransitionWakesASleepingWaiter) {
     ASSERT_TRUE(r.slept) << "the waiter never published kWaiting";
     EXPECT_EQ(r.status, shm::detail::WaitStatus::kReady);
     EXPECT_EQ(Word(*h), MakeCtl(SlotState::kServing, 1));
+    std::printf("round %d: the woken waiter returned after %.3f ms\n", round, static_cast<double>(r.latency_ns) / 1e6);
     best = std::min(best, r.latency_ns);
   }
   RecordProperty("best_wake_latency_ns", static_cast<int>(best));
