@@ -64,7 +64,7 @@ class DirectGuest {
         SetEndpoint(std::move(*ep));
         return Ok();
       }
-      // Not there yet, or a previous guest still dying (its threads exiting; the kernel drops its lock when the
+      // Not there yet, or a previous guest still dying (its threads exiting; the kernel closes its connection when the
       // last one has): both resolve by themselves, so retry until the deadline.
       const ErrorCode code = ep.error().code();
       if (code != ErrorCode::kNotFound && code != ErrorCode::kGuestAlreadyConnected) return std::move(ep).error();

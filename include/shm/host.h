@@ -60,8 +60,8 @@ class DirectHost {
     auto ep = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
     detail::AdmissionPolicy policy;
     policy.mode = config.mode;
-    policy.uid = static_cast<uint32_t>(::geteuid());
-    policy.gid = config.group == HostConfig::kOwnGroup ? static_cast<uint32_t>(::getegid()) : config.group;
+    policy.uid = platform::EffectiveUserId();
+    policy.gid = config.group == HostConfig::kOwnGroup ? platform::EffectiveGroupId() : config.group;
     if (auto r = doorman_.Start(std::move(*listener), ep, policy); !r) return r;
     ep_ = std::move(ep);
     name_ = config.name;

@@ -4,9 +4,6 @@
 // AttachOnce connects, checks who listens, asks, and maps what it is given only after checking its seals.
 #pragma once
 
-#include <sys/types.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -210,7 +207,7 @@ inline Result<Attached> AttachOnce(const std::string& name, wire::AttachRole rol
   if (!conn) return std::move(conn).error();
   auto host = platform::PeerCredentialsOf(*conn, false);
   if (!host) return std::move(host).error();
-  const auto me = static_cast<uint32_t>(::geteuid());
+  const uint32_t me = platform::EffectiveUserId();
   if (host->uid != me && host->uid != 0) {
     return Error(ErrorCode::kPermissionDenied, "segment name " + name + " is held by pid " +
                                                    std::to_string(host->pid) + " of uid " + std::to_string(host->uid) +

@@ -134,7 +134,7 @@ inline CancelOutcome Cancel(SlotHeader& h, uint32_t seq) noexcept {
   }
 }
 
-/// SERVING(seq) -> CLAIMED(seq) after proving the server dead (its liveness lock is free). The caller owns
+/// SERVING(seq) -> CLAIMED(seq) after proving the server dead (gone, SPECIFICATION.md §2). The caller owns
 /// the slot again; the request is answered with kPeerDead.
 inline bool RecoverFromDeadServer(SlotHeader& h, uint32_t seq) noexcept {
   return Transition(h, SlotState::kServing, seq, SlotState::kClaimed, seq);
@@ -190,7 +190,7 @@ inline void WriteErrorResponse(SlotHeader& h, wire::WireError e) noexcept {
 }
 
 // ---- Recovery by a new guest ---------------------------------------------------------------------------------
-// A guest that has just taken the guest lock knows every earlier guest is dead, so it inherits their roles.
+// A guest that has just taken the guest seat knows every earlier guest is dead, so it inherits their roles.
 
 /// Host slot (this guest is the server): a transaction the dead guest was serving is answered with
 /// SYSTEM_ERROR kPeerRestarted; one it had abandoned is freed.

@@ -63,7 +63,7 @@ struct SegmentHeader {
   uint8_t reserved0[16];
 
   A32 host_state;     // HostState. Written by the host.
-  A32 host_pid;       // pid of the host, for messages only (liveness comes from the host lock)
+  A32 host_pid;       // pid of the host, for messages only (liveness comes from the rendezvous, §2)
   A32 guest_pid;      // pid of the last guest that attached, for messages only
   A32 guest_session;  // incremented by every guest that attaches
   uint8_t reserved1[48];

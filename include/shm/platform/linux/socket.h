@@ -56,6 +56,10 @@ inline Result<File> NewSocket() {
 }
 }  // namespace internal
 
+/// This process's effective user and group: the owner class of a host's admission policy.
+inline uint32_t EffectiveUserId() noexcept { return static_cast<uint32_t>(::geteuid()); }
+inline uint32_t EffectiveGroupId() noexcept { return static_cast<uint32_t>(::getegid()); }
+
 /// The label a host gives its segment's memfd (shows in /proc/<pid>/fd and maps as "memfd:shm/<name>").
 inline std::string SegmentLabel(std::string_view name) { return "shm/" + std::string(name); }
 
