@@ -360,7 +360,6 @@ RunResult RunCase(const Case& c, const Settings& st) {
   const Ended server_end = Reap(server, signal_stop ? 0 : 3'000'000'000);
   Reap(hog, 0);
   if (c.transport == "boost-mq") bench::RemoveBoostQueues(name);
-  unlink(("/dev/shm/" + name).c_str());  // an shm segment left by a failed host
   RunResult r = ParseResult(line);
   if (!r.ok && r.err.empty()) r.err = "no result";
   if (go_stderr >= 0) {

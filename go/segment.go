@@ -160,7 +160,11 @@ func sendHello(name string, conn int, deadline int64) error {
 				return sysErr(err, "setsockopt(SO_SNDTIMEO)")
 			}
 			continue
-		case syscall.EPIPE, syscall.ECONNRESET, syscall.EAGAIN:
+		case syscall.EPIPE, syscall.ECONNRESET:
+			// A host that refuses this peer before its hello (DENIED) may have closed already: its refusal is
+			// still there to read, so go on to the reply (end of file there means "retry").
+			return nil
+		case syscall.EAGAIN:
 			return &errRetry{reason: "the host of " + addrString(name) + " did not take the hello"}
 		}
 		return sysErr(err, "send the hello to %s", addrString(name))

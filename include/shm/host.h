@@ -55,14 +55,18 @@ class DirectHost {
     // The name first, so that a second host learns this one's pid from the moment it is taken.
     auto listener = platform::ListenRendezvous(config.name);
     if (!listener) return std::move(listener).error();
-    auto segment = detail::Segment::Create(config.name, *geometry);
-    if (!segment) return std::move(segment).error();
-    auto ep = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
     detail::AdmissionPolicy policy;
     policy.mode = config.mode;
     policy.uid = platform::EffectiveUserId();
     policy.gid = config.group == HostConfig::kOwnGroup ? platform::EffectiveGroupId() : config.group;
-    if (auto r = doorman_.Start(std::move(*listener), ep, policy); !r) return r;
+    if (auto r = doorman_.Start(std::move(*listener), policy); !r) return r;
+    auto segment = detail::Segment::Create(config.name, *geometry);
+    if (!segment) {
+      doorman_.Stop();
+      return std::move(segment).error();
+    }
+    auto ep = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
+    doorman_.Open(ep);
     ep_ = std::move(ep);
     name_ = config.name;
     shut_down_.store(false);

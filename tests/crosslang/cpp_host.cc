@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -31,6 +32,7 @@
 
 #include <shm/shm.h>
 
+#include "../common/segment_access.h"
 #include "shm/detail/slot.h"
 
 extern char** environ;
@@ -154,6 +156,8 @@ class Peer {
     }
   }
 
+  pid_t pid() const { return pid_; }
+
  private:
   pid_t pid_ = -1;
 };
@@ -163,12 +167,13 @@ void HostileStore(SlotHeader& h, uint32_t word) {
   if (h.ctl.exchange(word) & shm::wire::kWaiting) shm::platform::FutexWakeAll(&h.ctl);
 }
 
-// A second mapping of a host's segment, for the raw protocol steps a well-behaved host never takes (hostile
-// requests and answers) and for observing slot states.
+// A second mapping of a host's segment (the memfd of process `host`, by default this process's own host), for
+// the raw protocol steps a well-behaved host never takes (hostile requests and answers) and for observing slot
+// states.
 class RawSegment {
  public:
-  explicit RawSegment(const std::string& name) {
-    fd_ = open(("/dev/shm/" + name).c_str(), O_RDWR | O_CLOEXEC);
+  explicit RawSegment(const std::string& name, pid_t host = getpid()) {
+    fd_ = shm_test::OpenSegmentOf(host, name, O_RDWR);
     struct stat st{};
     if (fd_ < 0 || fstat(fd_, &st) != 0) throw std::runtime_error("cannot open the segment");
     size_ = static_cast<size_t>(st.st_size);
@@ -196,13 +201,9 @@ class RawSegment {
   uint8_t* request(uint32_t i) { return base_ + shm::wire::RequestBufferOffset(g_, i); }
   uint8_t* response(uint32_t i) { return request(i) + shm::wire::SlotCapacity(g_, i); }
   uint32_t state(uint32_t i) { return shm::wire::CtlState(slot(i).ctl.load()); }
-  bool guest_attached() {
-    struct flock l{};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_start = 1;
-    l.l_len = 1;
-    return fcntl(fd_, F_OFD_GETLK, &l) == 0 && l.l_type != F_UNLCK;
+  /// Whether guest `pid` has attached: a guest stores its pid and counts its session once it holds the seat.
+  bool attached_by(pid_t pid) {
+    return header().guest_pid.load() == static_cast<uint32_t>(pid) && header().guest_session.load() != 0;
   }
 
  private:
@@ -210,6 +211,27 @@ class RawSegment {
   uint8_t* base_ = nullptr;
   size_t size_ = 0;
   shm::wire::Geometry g_;
+};
+
+/// A directory for the files the tests use as signals to the Go peer (never segment names); removed with
+/// everything in it.
+class SignalDir {
+ public:
+  SignalDir() {
+    std::string t = (std::filesystem::temp_directory_path() / "shm-xl-XXXXXX").string();
+    if (mkdtemp(t.data()) == nullptr) throw std::runtime_error("mkdtemp");
+    dir_ = t;
+  }
+  SignalDir(const SignalDir&) = delete;
+  SignalDir& operator=(const SignalDir&) = delete;
+  ~SignalDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string Path(const std::string& file) const { return (dir_ / file).string(); }
+
+ private:
+  std::filesystem::path dir_;
 };
 
 class CrossLang : public ::testing::Test {
@@ -308,6 +330,7 @@ class CrossLang : public ::testing::Test {
   }
 
   std::string name_;
+  SignalDir signals_;
   shm::DirectHost host_;
   std::unique_ptr<Peer> peer_;
   std::mutex mu_;
@@ -510,7 +533,7 @@ TEST_F(CrossLang, HostCallTimeoutDiscardsTheGoHandlersLateAnswer) {
   int abandoned = 0;
   // A call withdrawn before the Go worker took it does not exercise the scenario: try again.
   for (int attempt = 0; attempt < 20 && abandoned < 3; ++attempt) {
-    const std::string release = "/dev/shm/" + name_ + ".release" + std::to_string(attempt);
+    const std::string release = signals_.Path("release" + std::to_string(attempt));
     std::vector<uint8_t> out;
     auto r = host_.SendToSlot(1, release, kCmdBlock, out, {300ms});
     ASSERT_FALSE(r) << "the blocked handler answered: " << std::string(out.begin(), out.end());
@@ -659,7 +682,7 @@ TEST_F(CrossLang, SecondGoGuestIsRefused) {
 }
 
 TEST_F(CrossLang, GoGuestSeesTheHostDie) {
-  // The host is a child process that dies without shutting down: the kernel drops its lock.
+  // The host is a child process that dies without shutting down: the kernel closes its sockets.
   int ready[2], die[2];
   ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);  // close-on-exec: the Go guest must not hold the pipes open
   ASSERT_EQ(pipe2(die, O_CLOEXEC), 0);
@@ -683,22 +706,21 @@ TEST_F(CrossLang, GoGuestSeesTheHostDie) {
   ASSERT_EQ(b, 'y');
   Peer peer("expect-host-gone", name_);
   {
-    RawSegment raw(name_);
-    EXPECT_TRUE(WaitUntil([&] { return raw.guest_attached(); }));
+    RawSegment raw(name_, child);
+    EXPECT_TRUE(WaitUntil([&] { return raw.attached_by(peer.pid()); }));
   }
   close(die[1]);
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_EQ(peer.WaitExit(), 0) << "the Go guest did not report ErrHostGone";
   close(ready[0]);
-  unlink(("/dev/shm/" + name_).c_str());
 }
 
 TEST_F(CrossLang, RestartedGoGuestAnswersForItsDeadPredecessor) {
   InitHost();
   StartPeer();
   RawSegment raw(name_);
-  const std::string never = "/dev/shm/" + name_ + ".never";
+  const std::string never = signals_.Path("never");
   shm::Error outcome(shm::ErrorCode::kInvalidArgs, "not set");
   bool succeeded = false;
   std::thread caller([&] {

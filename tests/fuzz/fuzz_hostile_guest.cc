@@ -2,16 +2,16 @@
 //
 // Each input is a script. The host under test is real and running: Init() creates the segment, Start() runs
 // its guest-call worker, and a caller thread keeps making host calls (copying and zero-copy) with
-// millisecond timeouts. The script plays the guest: it holds the guest lock (so the host believes a guest is
-// alive), maps the segment, and writes arbitrary header fields, sizes, types, states and sequence numbers,
-// answers host requests with forged responses, publishes forged guest calls, rings the doorbell, drops and
-// retakes the guest lock (a guest "dying" mid-call), and lets time pass.
+// millisecond timeouts. The script plays the guest: it attaches as a real guest would (detail::AttachOnce:
+// it holds the guest seat, so the host believes a guest is alive, and gets the segment mapped read-write),
+// then writes arbitrary header fields, sizes, types, states and sequence numbers, answers host requests with
+// forged responses, publishes forged guest calls, rings the doorbell, closes its connection and attaches
+// again (a guest "dying" mid-call and a successor taking the seat; a header it has scribbled on may make the
+// successor's attach fail, which leaves the seat empty), and lets time pass.
 //
 // The host must never crash, never read or write outside a slot's buffers (checked explicitly below, since
 // ASan does not see inside a shared mapping), and every call must end by its deadline (plus slack).
-#include <fcntl.h>
 #include <linux/futex.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -143,24 +143,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   config.host_slots = kHostSlots;
   config.guest_slots = kGuestSlots;
   config.payload_size = kPayload;
+  config.guest_payload_size = kPayload;
   config.default_timeout = std::chrono::milliseconds(5);
   shm::DirectHost host;
   if (auto r = host.Init(config); !r) Fail(("Init failed: " + r.error().ToString()).c_str());
 
-  // The hostile guest's own view: a separate open file description (its own lock) and mapping.
-  const int fd = open(("/dev/shm/" + name).c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) Fail("open");
+  // The hostile guest's own view: the guest seat and a writable mapping, received like any guest's.
+  auto attached =
+      shm::detail::AttachOnce(name, shm::wire::AttachRole::kGuest, shm::platform::DeadlineAfter(10'000'000'000));
+  if (!attached) Fail(("attach failed: " + attached.error().ToString()).c_str());
+  const shm::detail::Segment segment = std::move(attached->segment);
+  shm::platform::File seat = std::move(attached->link);
   const shm::wire::Geometry g{kHostSlots, kGuestSlots, kPayload, kPayload};
   const size_t seg_size = shm::wire::SegmentSize(g);
-  void* map = mmap(nullptr, seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (map == MAP_FAILED) Fail("mmap");
-  auto* base = static_cast<uint8_t*>(map);
-  auto* seg = reinterpret_cast<shm::wire::SegmentHeader*>(base);
+  if (segment.size() != seg_size) Fail("the segment has an unexpected size");
+  auto* base = reinterpret_cast<uint8_t*>(&segment.header());
+  auto* seg = &segment.header();
   auto slot = [&](uint32_t i) {
     return reinterpret_cast<SlotHeader*>(base + shm::wire::kSegmentHeaderSize + shm::wire::kSlotHeaderSize * i);
   };
-  const shm::platform::File lock_file(dup(fd));
-  bool guest_lock = *shm::platform::TryLockByte(lock_file, shm::platform::kGuestLockByte);
 
   if (auto r = host.Start(Handler); !r) Fail("Start failed");
   std::atomic<bool> stop{false};
@@ -238,12 +239,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 6:  // let the host run
         std::this_thread::sleep_for(std::chrono::microseconds(10 * in.U8()));
         break;
-      case 7:  // the guest "dies" (its lock drops) or "comes back"
-        if (guest_lock) {
-          shm::platform::UnlockByte(lock_file, shm::platform::kGuestLockByte);
-          guest_lock = false;
+      case 7:  // the guest "dies" (its connection closes) or "comes back" (attaches again, taking the seat)
+        if (seat.valid()) {
+          seat.Close();
         } else {
-          guest_lock = *shm::platform::TryLockByte(lock_file, shm::platform::kGuestLockByte);
+          auto again = shm::detail::AttachOnce(name, shm::wire::AttachRole::kGuest,
+                                               shm::platform::DeadlineAfter(10'000'000'000));
+          if (again) seat = std::move(again->link);  // the new mapping goes; the first one stays in use
         }
         break;
       case 8: {  // take back a guest slot the host answered: free it, or republish it at once
@@ -274,7 +276,5 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   stop.store(true);
   host.Shutdown();
   caller.join();
-  munmap(map, seg_size);
-  close(fd);
   return 0;
 }

@@ -4,15 +4,28 @@
 //   reliability_peer host <name>                     create the segment, serve guest calls (kHang blocks);
 //                                                    SIGTERM shuts it down cleanly
 //   reliability_peer attach <name>                   try to attach once; report the outcome; serve if attached
+//   reliability_peer observe <name>                  map the segment as an observer; report the outcome and
+//                                                    whether the read-only mapping can be made writable
 //   reliability_peer flipper <name> --seed S         keep overwriting sizes and types in every slot header
 //   reliability_peer flipped-guest <name> <calls> --seed S   serve and call while a flipper runs; check bounds
+//   reliability_peer resize-guest <name>             serve and make guest calls; meanwhile try to resize the
+//                                                    segment through its own descriptor; report the errnos
+//   reliability_peer resize-host <name>              the same as a host, once a guest attached (SIGTERM ends it)
+//   reliability_peer squat <name> [--no-listen]      bind the segment's rendezvous address and hold it
+//   reliability_peer big-host <name>                 a host of a 1 GiB segment: "init-start" just before Init
 //
-// Progress goes to fd 3 as lines ("ready", "entered <slot> <id>", "stats ..."). Exit codes: 0 clean,
-// 10 the host died (Wait() said kHostGone), 30 + ErrorCode for a failed Connect, 40 a bound was violated,
-// 2 bad usage. Every mode ends by itself after --lifetime seconds (default 300) so nothing outlives a test.
+// Progress goes to fd 3 as lines ("ready", "entered <slot> <id>", "stats ...", "resize ..."). Exit codes:
+// 0 clean, 10 the host died (Wait() said kHostGone), 30 + ErrorCode for a failed Connect or Init, 40 a bound
+// was violated, 41 the traffic a resize mode waits for did not come, 2 bad usage. Every mode ends by itself
+// after --lifetime seconds (default 300) so nothing outlives a test.
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -107,9 +120,12 @@ int Attach(const std::string& name) {
 // Overwrites the fields a reader must read once: req_size/req_type (read by the server) and
 // resp_size/resp_type/resp_error (read by the caller), in every slot, with values chosen to hurt.
 int Flipper(const std::string& name, uint64_t seed) {
+  // A third process with ptrace rights over the host (root, or its uid) opens the host's own memfd anew: the
+  // observer view only tells it the host's pid.
   testkit::SegmentView probe(name);
-  int fd = ::open(("/dev/shm/" + name).c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0 || !probe.ok()) return 4;
+  if (!probe.ok()) return 4;
+  int fd = shm_test::OpenSegmentOf(static_cast<pid_t>(probe.host_pid()), name, O_RDWR);
+  if (fd < 0) return 4;
   shm::wire::SegmentHeader h;
   if (::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) return 4;
   const size_t size = h.total_size.load();
@@ -187,22 +203,297 @@ int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
   return (violations.load() != 0 || late != 0) ? 40 : 0;
 }
 
+// ---- Observers: read-only, and does it stay read-only ----------------------------------------------------
+
+std::string ErrnoName(int e) {
+  switch (e) {
+    case 0: return "ok";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case EINVAL: return "EINVAL";
+    case EBUSY: return "EBUSY";
+    case EBADF: return "EBADF";
+    case ENOENT: return "ENOENT";
+    case EADDRINUSE: return "EADDRINUSE";
+    default: return "errno-" + std::to_string(e);  // one word: the lines are parsed as "key value" pairs
+  }
+}
+
+// The descriptor number of segment `name`'s memory in this process, or -1.
+int OwnSegmentFd(const std::string& name) {
+  const std::string want = "/memfd:shm/" + name + " (deleted)";
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  int found = -1;
+  while (dirent* e = ::readdir(d)) {
+    char target[512];
+    const std::string link = std::string("/proc/self/fd/") + e->d_name;
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    target[n] = '\0';
+    if (want == target) {
+      found = std::atoi(e->d_name);
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
+int Observe(const std::string& name) {
+  auto seg = shm::detail::Observe(name, shm::platform::DeadlineAfter(2000000000));
+  if (!seg) {
+    testkit::Notify(std::string("observe ") + shm::ToString(seg.error().code()));
+    return 30 + static_cast<int>(seg.error().code());
+  }
+  // An observer must not be able to turn what it was given into write access: neither its mapping nor a new
+  // open of its descriptor through /proc.
+  void* base = &seg->header();
+  const int mp = ::mprotect(base, shm::wire::kPage, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
+  std::string reopen = "no-descriptor";
+  const int own = OwnSegmentFd(name);
+  if (own >= 0) {
+    const int fd = ::open(("/proc/self/fd/" + std::to_string(own)).c_str(), O_RDWR | O_CLOEXEC);
+    reopen = fd >= 0 ? "GRANTED" : ErrnoName(errno);
+    if (fd >= 0) ::close(fd);
+  }
+  testkit::Notify(std::string("observe ok magic ") +
+                  (seg->header().magic.load(std::memory_order_acquire) == shm::wire::kMagic ? "valid" : "WRONG") +
+                  " mprotect-rw " + (mp == 0 ? "GRANTED" : ErrnoName(mp)) + " reopen-rw " + reopen);
+  return 0;
+}
+
+// ---- Resizing the segment under the other side ------------------------------------------------------------
+
+// Every way to change the size of the memory behind `fd`, and adding the seal that would stop the other
+// side's writes. Returns "ftruncate-0 E ftruncate-half E ftruncate-double E fallocate-grow E seal-write E
+// size S" with each attempt's errno name (or "ok" if it succeeded).
+std::string TryResize(int fd) {
+  auto attempt = [](int rc) { return ErrnoName(rc == 0 ? 0 : errno); };
+  struct stat before {};
+  if (::fstat(fd, &before) != 0) return "fstat " + ErrnoName(errno);
+  const auto size = static_cast<uint64_t>(before.st_size);
+  std::string r;
+  r += "ftruncate-0 " + attempt(::ftruncate(fd, 0));
+  r += " ftruncate-half " + attempt(::ftruncate(fd, static_cast<off_t>(size / 2)));
+  r += " ftruncate-double " + attempt(::ftruncate(fd, static_cast<off_t>(size * 2)));
+  r += " fallocate-grow " + attempt(::fallocate(fd, 0, static_cast<off_t>(size), shm::wire::kPage));
+  r += " seal-write " + attempt(::fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE));
+  struct stat st {};
+  const bool same = ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) == size;
+  r += " size " + (same ? "unchanged " + std::to_string(size) : "CHANGED to " + std::to_string(st.st_size));
+  return r;
+}
+
+/// Waits until `pred` holds, at most `timeout_ms`.
+template <typename Pred>
+bool WaitUntil(Pred pred, int timeout_ms) {
+  const int64_t deadline = testkit::NowNs() + int64_t{timeout_ms} * 1000000;
+  while (!pred()) {
+    if (testkit::NowNs() >= deadline) return false;
+    ::usleep(1000);  // polling a counter other threads advance; bounded by the deadline
+  }
+  return true;
+}
+
+constexpr long kTraffic = 100;  // calls each way before and after the resize attempts
+
+int ResizeGuest(const std::string& name) {
+  shm::GuestConfig c;
+  c.name = name;
+  c.connect_timeout = std::chrono::seconds(20);
+  shm::DirectGuest g;
+  if (auto r = g.Connect(c); !r) {
+    testkit::Notify("connect " + r.error().ToString());
+    return 30 + static_cast<int>(r.error().code());
+  }
+  std::atomic<long> served{0};
+  if (auto r = g.Start([&](const shm::Message& m, shm::MutableBytes out) {
+        served.fetch_add(1);
+        return Echo(m, out);
+      });
+      !r) {
+    return 3;
+  }
+  testkit::Notify("ready " + std::to_string(::getpid()));
+  // Guest calls all along, so that the host's guest-call worker serves while the segment is attacked.
+  std::atomic<bool> stop{false};
+  std::atomic<long> ok{0}, bad{0};
+  std::thread caller([&] {
+    testkit::Rng rng(7);
+    std::vector<uint8_t> resp;
+    for (uint64_t id = 1; !stop.load(); ++id) {
+      auto req = testkit::MakeEchoRequest(id, 8 + rng.Below(1000), rng);
+      auto r = g.SendGuestCall(req, MsgType::NORMAL, resp, {std::chrono::seconds(20)});
+      (r && testkit::CheckEchoAnswer(req, resp) == testkit::EchoCheck::kOk ? ok : bad).fetch_add(1);
+    }
+  });
+  auto finish = [&](int code) {
+    stop.store(true);
+    caller.join();
+    return code;
+  };
+  if (!WaitUntil([&] { return served.load() >= kTraffic && ok.load() >= kTraffic; }, 60000)) {
+    testkit::Notify("stuck before: served " + std::to_string(served.load()) + " guest calls ok " +
+                    std::to_string(ok.load()));
+    return finish(41);
+  }
+  const int fd = shm_test::OpenSegmentOf(::getpid(), name, O_RDWR);
+  if (fd < 0) {
+    testkit::Notify("resize no-descriptor");
+    return finish(41);
+  }
+  const long served0 = served.load(), ok0 = ok.load();
+  const std::string result = TryResize(fd);
+  ::close(fd);
+  const bool after = WaitUntil(
+      [&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
+  finish(0);
+  testkit::Notify("resize " + result + " served-after " + std::to_string(served.load() - served0) +
+                  " guest-calls-after " + std::to_string(ok.load() - ok0) + " guest-call-failures " +
+                  std::to_string(bad.load()));
+  if (!after) return 41;
+  auto w = g.Wait();
+  return w ? 0 : 11;
+}
+
+int ResizeHost(const std::string& name) {
+  sigset_t term;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &term, nullptr);
+  shm::HostConfig c;
+  c.name = name;
+  c.host_slots = 4;
+  c.guest_slots = 2;
+  c.payload_size = 4096;
+  shm::DirectHost h;
+  if (auto r = h.Init(c); !r) {
+    testkit::Notify("init " + r.error().ToString());
+    return 30 + static_cast<int>(r.error().code());
+  }
+  std::atomic<long> served{0};
+  if (auto r = h.Start([&](const shm::Message& m, shm::MutableBytes out) {
+        served.fetch_add(1);
+        return Echo(m, out);
+      });
+      !r) {
+    return 3;
+  }
+  testkit::Notify("ready " + std::to_string(::getpid()));
+  if (!WaitUntil([&] { return h.GuestAttached(); }, 60000)) {
+    testkit::Notify("stuck no guest");
+    return 41;
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<long> ok{0}, bad{0};
+  std::thread caller([&] {
+    testkit::Rng rng(9);
+    std::vector<uint8_t> resp;
+    for (uint64_t id = 1; !stop.load(); ++id) {
+      auto req = testkit::MakeEchoRequest(id, 8 + rng.Below(1000), rng);
+      auto r = h.Send(req, MsgType::NORMAL, resp, {std::chrono::seconds(20)});
+      (r && testkit::CheckEchoAnswer(req, resp) == testkit::EchoCheck::kOk ? ok : bad).fetch_add(1);
+    }
+  });
+  auto finish = [&](int code) {
+    stop.store(true);
+    caller.join();
+    return code;
+  };
+  if (!WaitUntil([&] { return served.load() >= kTraffic && ok.load() >= kTraffic; }, 60000)) {
+    testkit::Notify("stuck before: host calls ok " + std::to_string(ok.load()) + " guest calls served " +
+                    std::to_string(served.load()));
+    return finish(41);
+  }
+  const int fd = shm_test::OpenSegmentOf(::getpid(), name, O_RDWR);
+  if (fd < 0) {
+    testkit::Notify("resize no-descriptor");
+    return finish(41);
+  }
+  const long served0 = served.load(), ok0 = ok.load();
+  const std::string result = TryResize(fd);
+  ::close(fd);
+  const bool after = WaitUntil(
+      [&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
+  finish(0);
+  testkit::Notify("resize " + result + " host-calls-after " + std::to_string(ok.load() - ok0) + " served-after " +
+                  std::to_string(served.load() - served0) + " host-call-failures " + std::to_string(bad.load()));
+  if (!after) return 41;
+  int sig = 0;
+  sigwait(&term, &sig);
+  h.Shutdown();
+  return 0;
+}
+
+// ---- Holding a name without being a host --------------------------------------------------------------------
+
+// Binds "\0shm/<name>" as SPECIFICATION.md §1 spells it, without the library, and holds it until killed.
+int Squat(const std::string& name, bool listen) {
+  const int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (s < 0) return 5;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = std::string(1, '\0') + "shm/" + name;
+  if (path.size() > sizeof addr.sun_path) return 2;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  if (::bind(s, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+    testkit::Notify("squat bind " + ErrnoName(errno));
+    return 5;
+  }
+  if (listen && ::listen(s, 16) != 0) {
+    testkit::Notify("squat listen " + ErrnoName(errno));
+    return 5;
+  }
+  testkit::Notify("ready " + std::to_string(::getpid()) + " uid " + std::to_string(::geteuid()));
+  BlockForever();
+}
+
+// A host whose Init takes long (1 GiB of slots to reserve and initialise), to race a second host against.
+int BigHost(const std::string& name) {
+  sigset_t term;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &term, nullptr);
+  shm::HostConfig c;
+  c.name = name;
+  c.host_slots = 8;
+  c.guest_slots = 0;
+  c.payload_size = 64u << 20;  // 8 slots x (request + response) x 64 MiB = 1 GiB
+  shm::DirectHost h;
+  testkit::Notify("init-start " + std::to_string(::getpid()));
+  if (auto r = h.Init(c); !r) {
+    testkit::Notify("init " + r.error().ToString());
+    return 30 + static_cast<int>(r.error().code());
+  }
+  testkit::Notify("ready " + std::to_string(::getpid()));
+  int sig = 0;
+  sigwait(&term, &sig);
+  h.Shutdown();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s guest|host|attach|flipper|flipped-guest <name> [args]\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s guest|host|attach|observe|flipper|flipped-guest|resize-guest|resize-host|squat|big-host "
+                 "<name> [args]\n",
+                 argv[0]);
     return 2;
   }
   shm::SetLogSink(nullptr);  // handler-failure warnings are expected here; keep test output readable
   const std::string mode = argv[1], name = argv[2];
-  bool reconnect = false;
+  bool reconnect = false, listen = true;
   long calls = 1000;
   unsigned lifetime = 300;
   uint64_t seed = 1;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reconnect") reconnect = true;
+    else if (a == "--no-listen") listen = false;
     else if (a == "--lifetime" && i + 1 < argc) lifetime = static_cast<unsigned>(std::stoul(argv[++i]));
     else if (a == "--seed" && i + 1 < argc) seed = std::stoull(argv[++i]);
     else calls = std::stol(a);
@@ -213,5 +504,10 @@ int main(int argc, char** argv) {
   if (mode == "attach") return Attach(name);
   if (mode == "flipper") return Flipper(name, seed);
   if (mode == "flipped-guest") return FlippedGuest(name, calls, seed);
+  if (mode == "observe") return Observe(name);
+  if (mode == "resize-guest") return ResizeGuest(name);
+  if (mode == "resize-host") return ResizeHost(name);
+  if (mode == "squat") return Squat(name, listen);
+  if (mode == "big-host") return BigHost(name);
   return 2;
 }

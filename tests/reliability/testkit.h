@@ -1,6 +1,6 @@
 // Helpers shared by the reliability tests, their peer program and the soak: unique names, checksummed
-// messages, child processes with a notification pipe, a read-only view of a segment's slot states, and the
-// tagged result lines that scripts/reliability_table.py turns into RELIABILITY.md's table.
+// messages, child processes with a notification pipe, a read-only (observer) view of a segment's slot states,
+// and the tagged result lines that scripts/reliability_table.py turns into RELIABILITY.md's table.
 #pragma once
 
 #include <dirent.h>
@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/segment_access.h"
+#include "shm/detail/attach.h"
 #include "shm/wire/layout.h"
 
 namespace testkit {
@@ -261,7 +263,7 @@ inline char ProcState(pid_t pid) {
 }
 
 /// Wait until `pid` (a child) has completely exited — every thread gone, so the kernel has closed its files
-/// and dropped its locks — without reaping it (WNOWAIT): it stays a zombie. false on timeout.
+/// and sockets — without reaping it (WNOWAIT): it stays a zombie. false on timeout.
 inline bool WaitDeadUnreaped(pid_t pid, int timeout_ms) {
   const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
   for (;;) {
@@ -283,32 +285,29 @@ inline void Notify(const std::string& line) {
 }
 
 // ---- A read-only view of a segment's slot control words ---------------------------------------------------
+/// Maps a live host's segment as an observer (SPECIFICATION.md §4.1 step 3): a read-only descriptor the host
+/// hands out without giving away the guest seat. The host must be running (and admit this process) when the
+/// view is built; the mapping stays valid after the host is gone.
 class SegmentView {
  public:
-  explicit SegmentView(const std::string& name) {
-    int fd = ::open(("/dev/shm/" + name).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    shm::wire::SegmentHeader h;
-    if (::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h)) {
-      slots_ = h.host_slots.load() + h.guest_slots.load();
-      host_slots_ = h.host_slots.load();
-      size_ = shm::wire::kSegmentHeaderSize + size_t{shm::wire::kSlotHeaderSize} * slots_;
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-      if (p != MAP_FAILED) base_ = static_cast<const uint8_t*>(p);
+  explicit SegmentView(const std::string& name, int timeout_ms = 30000) {
+    auto seg = shm::detail::Observe(name, shm::platform::DeadlineAfter(int64_t{timeout_ms} * 1000000));
+    if (!seg) {
+      error_ = seg.error().ToString();
+      return;
     }
-    ::close(fd);
+    segment_ = std::move(*seg);
+    slots_ = segment_.slot_count();
+    host_slots_ = segment_.geometry().host_slots;
   }
-  ~SegmentView() {
-    if (base_) ::munmap(const_cast<uint8_t*>(base_), size_);
-  }
-  bool ok() const { return base_ != nullptr; }
+  bool ok() const { return segment_.valid(); }
+  /// Why the view could not be built (empty when ok()).
+  const std::string& error() const { return error_; }
   uint32_t slots() const { return slots_; }
   uint32_t host_slots() const { return host_slots_; }
-  uint32_t Ctl(uint32_t i) const {
-    auto* h = reinterpret_cast<const shm::wire::SlotHeader*>(base_ + shm::wire::kSegmentHeaderSize +
-                                                             size_t{shm::wire::kSlotHeaderSize} * i);
-    return h->ctl.load(std::memory_order_acquire);
-  }
+  /// The host's pid as the header states it (informational, like every header field).
+  uint32_t host_pid() const { return segment_.header().host_pid.load(std::memory_order_relaxed); }
+  uint32_t Ctl(uint32_t i) const { return segment_.Slot(i).header->ctl.load(std::memory_order_acquire); }
   uint32_t State(uint32_t i) const { return shm::wire::CtlState(Ctl(i)); }
   /// Slots not FREE, as "index:state" (empty when every slot is FREE).
   std::string Busy() const {
@@ -329,8 +328,8 @@ class SegmentView {
   }
 
  private:
-  const uint8_t* base_ = nullptr;
-  size_t size_ = 0;
+  shm::detail::Segment segment_;
+  std::string error_;
   uint32_t slots_ = 0, host_slots_ = 0;
 };
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "shm/detail/endpoint.h"
 #include "shm/detail/segment.h"
@@ -56,15 +57,22 @@ class Doorman {
   Doorman& operator=(const Doorman&) = delete;
   ~Doorman() { Stop(); }
 
-  /// Serve `listener` (bound and listening) for the segment of `ep`.
-  Result<void> Start(platform::File listener, std::shared_ptr<Endpoint> ep, AdmissionPolicy policy) {
+  /// Serve `listener` (bound and listening) from now on, before the segment exists: connections are accepted
+  /// at once (so a second host probing the name always learns this one's pid) and wait for Open().
+  Result<void> Start(platform::File listener, AdmissionPolicy policy) {
     if (auto r = wake_.Open(); !r) return r;
     listener_ = std::move(listener);
-    ep_ = std::move(ep);
     policy_ = policy;
     stop_.store(false, std::memory_order_seq_cst);
     thread_ = std::thread([this] { Run(); });
     return Ok();
+  }
+
+  /// The segment of `ep` is ready: answer the connections that waited, and every later one.
+  void Open(std::shared_ptr<Endpoint> ep) {
+    ep_ = std::move(ep);
+    ready_.store(true, std::memory_order_release);  // publishes ep_ to the doorman's thread
+    wake_.Signal();
   }
 
   /// End the thread, free the name (close the listening socket) and close the guest's connection, which the
@@ -75,8 +83,10 @@ class Doorman {
     wake_.Signal();
     thread_.join();
     listener_.Close();
+    waiting_.clear();
     if (guest_.valid()) GuestGone();
     ep_.reset();
+    ready_.store(false, std::memory_order_relaxed);
   }
 
  private:
@@ -85,7 +95,14 @@ class Doorman {
       const int fds[3] = {wake_.file().fd(), listener_.fd(), guest_.valid() ? guest_.fd() : -1};
       short revents[3] = {0, 0, 0};
       platform::PollFiles(fds, revents, 3, -1);
-      if (revents[0] != 0 || stop_.load(std::memory_order_seq_cst)) break;
+      if (stop_.load(std::memory_order_seq_cst)) break;
+      if (revents[0] != 0) wake_.Drain();
+      if (!ready_.load(std::memory_order_acquire)) {
+        if (revents[1] != 0) Park();
+        continue;
+      }
+      for (auto& c : waiting_) Admit(std::move(c));
+      waiting_.clear();
       // The guest's connection first: a seat freed in this same poll goes to the newcomer.
       if (guest_.valid() && revents[2] != 0) CheckGuest();
       if (revents[1] != 0) AcceptPending();
@@ -116,6 +133,17 @@ class Doorman {
     ep_->OnGuestGone();  // callers sleeping on a request to it test liveness at once
   }
 
+  // Before the segment exists: accept and keep connections for later, a bounded number (the oldest waiting
+  // one is dropped first: it was most likely a probe that has left; a guest dropped so retries).
+  void Park() {
+    for (;;) {
+      auto conn = platform::AcceptConnection(listener_);
+      if (!conn || !conn->valid()) return;
+      if (waiting_.size() >= kMaxWaiting) waiting_.erase(waiting_.begin());
+      waiting_.push_back(std::move(*conn));
+    }
+  }
+
   void AcceptPending() {
     for (;;) {
       auto conn = platform::AcceptConnection(listener_);
@@ -137,6 +165,22 @@ class Doorman {
     (void)platform::SendRecord(conn, &r, sizeof r, fd);
   }
 
+  // Wait for `conn`'s hello (at most kHelloTimeoutNs) while still watching the guest's connection, so a
+  // slow newcomer cannot delay noticing that the attached guest died.
+  bool AwaitHello(const platform::File& conn) {
+    const int64_t deadline = platform::DeadlineAfter(kHelloTimeoutNs);
+    for (;;) {
+      const int64_t now = platform::MonotonicNs();
+      if (now >= deadline || stop_.load(std::memory_order_seq_cst)) return false;
+      const int fds[3] = {wake_.file().fd(), conn.fd(), guest_.valid() ? guest_.fd() : -1};
+      short revents[3] = {0, 0, 0};
+      platform::PollFiles(fds, revents, 3, static_cast<int>((deadline - now + 999999) / 1000000));
+      if (revents[0] != 0) return false;
+      if (guest_.valid() && revents[2] != 0) CheckGuest();
+      if (revents[1] != 0) return true;
+    }
+  }
+
   void Deny(const platform::File& conn, const platform::PeerCredentials& peer) {
     Log(LogLevel::kWarn, "refused pid " + std::to_string(peer.pid) + " (uid " + std::to_string(peer.uid) +
                              "): the segment's mode does not admit it");
@@ -148,7 +192,7 @@ class Doorman {
     if (!peer) return;
     // A peer that may not even read is refused before it can make this thread wait for its hello.
     if (!policy_.MayAsk(*peer)) return Deny(conn, *peer);
-    if (!platform::WaitReadable(conn, platform::DeadlineAfter(kHelloTimeoutNs))) return;
+    if (!AwaitHello(conn)) return;
     wire::Hello hello;
     auto rec = platform::ReceiveRecord(conn, &hello, sizeof hello);
     if (!rec || rec->size == 0) return;  // gone before asking (a second host probing the name)
@@ -176,14 +220,22 @@ class Doorman {
     wire::AttachReply r;
     r.status = static_cast<uint32_t>(wire::AttachStatus::kAccepted);
     r.host_pid = platform::ProcessId();
-    if (!platform::SendRecord(conn, &r, sizeof r, ep_->segment().file().fd())) return;
-    guest_ = std::move(conn);
+    // Attached before the guest can act on the reply: a caller must never see a request served by a guest the
+    // host does not know of yet (it would take it for dead).
     guest_pid_ = peer->pid;
     ep_->OnGuestAttached();
+    if (!platform::SendRecord(conn, &r, sizeof r, ep_->segment().file().fd())) {
+      GuestGone();
+      return;
+    }
+    guest_ = std::move(conn);
     Log(LogLevel::kInfo, "guest pid " + std::to_string(guest_pid_) + " attached");
   }
 
   platform::File listener_;
+  static constexpr size_t kMaxWaiting = 64;
+  std::vector<platform::File> waiting_;  // accepted before the segment was ready
+  std::atomic<bool> ready_{false};
   platform::File guest_;  // the guest seat: the attached guest's connection
   uint32_t guest_pid_ = 0;
   platform::Wakeup wake_;
@@ -215,9 +267,9 @@ inline Result<Attached> AttachOnce(const std::string& name, wire::AttachRole rol
   }
   wire::Hello hello;
   hello.role = static_cast<uint32_t>(role);
-  if (!platform::SendRecord(*conn, &hello, sizeof hello)) {
-    return Error(ErrorCode::kNotFound, "the host of " + name + " went away during the handshake");
-  }
+  // A host that refuses this peer before its hello (DENIED) may have closed already: the send fails, and the
+  // refusal is still there to read.
+  (void)platform::SendRecord(*conn, &hello, sizeof hello);
   wire::AttachReply reply;
   platform::Record rec;
   for (;;) {

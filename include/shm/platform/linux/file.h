@@ -75,6 +75,9 @@ inline Result<File> CreateSharedMemory(const std::string& label, uint64_t size) 
   int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return SysError("memfd_create", errno);
   File f(fd);
+  // Owner only: a peer handed a read-only descriptor must not reopen it read-write through /proc (a memfd is
+  // created 0777). Peers get their descriptors from the host, never by opening.
+  if (::fchmod(fd, 0600) != 0) return SysError("fchmod", errno);
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return SysError("ftruncate", errno);
   int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
   if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) return SysError("fallocate", rc);

@@ -118,7 +118,13 @@ inline Result<File> ListenRendezvous(std::string_view name) {
   if (::bind(s->fd(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
     const int err = errno;
     if (err != EADDRINUSE) return SysError("bind segment name " + std::string(name), err);
+    // The holder accepts at once (even while it builds its segment); retry briefly across the instant between
+    // its bind and its listen, or a momentarily full backlog.
     auto probe = ConnectRendezvous(name);
+    for (int i = 0; !probe && i < 200; ++i) {
+      SleepNs(5000000);
+      probe = ConnectRendezvous(name);
+    }
     if (!probe) {
       return Error(ErrorCode::kHostAlreadyRunning,
                    "segment " + std::string(name) + " is held by a process that does not accept connections");
@@ -130,7 +136,7 @@ inline Result<File> ListenRendezvous(std::string_view name) {
     if (who->uid != static_cast<uint32_t>(::geteuid())) m += ", a process of another user";
     return Error(ErrorCode::kHostAlreadyRunning, m);
   }
-  if (::listen(s->fd(), 16) != 0) return SysError("listen", errno);
+  if (::listen(s->fd(), 64) != 0) return SysError("listen", errno);
   return std::move(*s);
 }
 
@@ -252,6 +258,12 @@ class Wakeup {
     if (fd < 0) return SysError("eventfd", errno);
     file_ = File(fd);
     return Ok();
+  }
+  /// Consume the signals so far (poll() then sleeps again).
+  void Drain() noexcept {
+    uint64_t n;
+    ssize_t r = ::read(file_.fd(), &n, sizeof n);
+    (void)r;
   }
   void Signal() noexcept {
     const uint64_t one = 1;
