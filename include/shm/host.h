@@ -95,19 +95,23 @@ class DirectHost {
   }
 
   /// Serve guest calls on a worker thread until Stop() or Shutdown(). The worker sleeps on the doorbell
-  /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs if already started or no
-  /// handler, kClosed. Thread-safe.
+  /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs if already started, no
+  /// handler, or the segment has no guest slots; kClosed. Thread-safe.
   Result<void> Start(Handler guest_call_handler) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
     if (!guest_call_handler) return Error(ErrorCode::kInvalidArgs, "Start needs a handler");
+    if ((*ep)->slot_count(detail::Role::kGuest) == 0) {
+      return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0): nothing to serve");
+    }
     std::lock_guard<std::mutex> lock(worker_mu_);
     if (worker_.joinable()) return Error(ErrorCode::kInvalidArgs, "the guest-call worker is already running");
     stop_worker_.store(false, std::memory_order_seq_cst);
     worker_ = std::thread([this, ep = *ep, h = std::move(guest_call_handler)] {
       while (!stop_worker_.load(std::memory_order_seq_cst) && !ep->closing()) {
         auto pending = WaitOn(*ep, std::chrono::seconds(1), &stop_worker_);
-        if (pending && *pending) (void)ProcessOn(*ep, h, SIZE_MAX);
+        if (!pending) break;  // a wait that failed fails again at once: retrying would spin
+        if (*pending) (void)ProcessOn(*ep, h, SIZE_MAX);
       }
     });
     return Ok();

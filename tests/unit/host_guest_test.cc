@@ -472,6 +472,25 @@ TEST_F(HostGuest, GuestCallServedFromTheHostsOwnLoop) {
   EXPECT_EQ(Str(response), "loop");
 }
 
+// Without guest slots there is nothing to serve: Start refuses at once instead of running a worker whose every
+// wait fails (a loop that would spin a core).
+TEST(GuestCallsWithoutGuestSlots, StartAndWaitForGuestCallsAreRefused) {
+  const std::string name = shm_unit::UniqueName("no-guest-slots");
+  auto c = HostConfigFor(name);
+  c.guest_slots = 0;
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(c).ok());
+  auto started = host.Start(Echo);
+  ASSERT_FALSE(started.ok()) << "a worker started on a segment without guest slots";
+  EXPECT_EQ(started.error().code(), ErrorCode::kInvalidArgs) << started.error().ToString();
+  auto pending = host.WaitForGuestCalls(10s);
+  ASSERT_FALSE(pending.ok());
+  EXPECT_EQ(pending.error().code(), ErrorCode::kInvalidArgs) << pending.error().ToString();
+  auto served = host.ProcessGuestCalls(Echo);
+  ASSERT_TRUE(served.ok()) << served.error().ToString();
+  EXPECT_EQ(*served, 0u);
+}
+
 TEST_F(HostGuest, SendShutdownEndsTheGuestsWorkers) {
   ASSERT_TRUE(host_.SendShutdown().ok());
   auto w = guest_.Wait(10s);
