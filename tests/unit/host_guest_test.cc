@@ -339,6 +339,32 @@ TEST_F(HostGuest, BusySlotsGiveNoFreeSlotAndSlotBusyAtTheDeadline) {
   EXPECT_TRUE(r3.ok()) << r3.error().ToString();
 }
 
+// A request that could never be sent is refused before a slot is claimed: at once, with its own code, even
+// while every slot is busy (not kNoFreeSlot or kSlotBusy at the deadline).
+TEST_F(HostGuest, UnsendableRequestIsRefusedAtOnceWhileEverySlotIsBusy) {
+  auto a = host_.GetZeroCopySlot(10s);
+  auto b = host_.GetZeroCopySlot(10s);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto g = guest_.AcquireGuestSlot(10s);
+  ASSERT_TRUE(g.ok()) << g.error().ToString();
+  const std::string big(kPayload + 1, 'x');
+  const shm::CallOptions wait{2s, false}, aligned{2s, true};
+  std::vector<uint8_t> response;
+  auto expect = [](const shm::Result<MsgType>& r, ErrorCode code) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), code) << r.error().ToString();
+  };
+  expect(host_.Send(big, MsgType::NORMAL, response, wait), ErrorCode::kTooLarge);
+  expect(host_.Send(big, MsgType::NORMAL, response, aligned), ErrorCode::kTooLarge);
+  expect(host_.SendToSlot(a->index(), big, MsgType::NORMAL, response, wait), ErrorCode::kTooLarge);
+  expect(host_.Send("x", MsgType::SYSTEM_ERROR, response, wait), ErrorCode::kInvalidArgs);
+  expect(host_.SendToSlot(b->index(), "x", MsgType::HEARTBEAT_RESP, response, wait), ErrorCode::kInvalidArgs);
+  expect(guest_.SendGuestCall(big, MsgType::GUEST_CALL, response, wait), ErrorCode::kTooLarge);
+  expect(guest_.SendGuestCall("x", MsgType::SHUTDOWN, response, wait), ErrorCode::kInvalidArgs);
+  EXPECT_EQ(calls(), 0);
+  EXPECT_TRUE(a->valid() && b->valid() && g->valid()) << "the held slots were not touched";
+}
+
 TEST_F(HostGuest, SendToSlotOutOfRangeIsInvalid) {
   std::vector<uint8_t> response;
   for (uint32_t slot : {2u, 3u, UINT32_MAX}) {

@@ -91,6 +91,20 @@ class Endpoint {
   uint32_t slot_count(Role caller) const noexcept {
     return caller == Role::kHost ? segment_.geometry().host_slots : segment_.geometry().guest_slots;
   }
+  /// Capacity of each request (and response) buffer of the slots `caller` calls on.
+  uint32_t capacity(Role caller) const noexcept {
+    return caller == Role::kHost ? segment_.geometry().host_payload : segment_.geometry().guest_payload;
+  }
+
+  /// The errors of a request that can never be sent, for every caller to word alike.
+  static Error TooLargeError(int64_t size, uint32_t capacity) {
+    return Error(ErrorCode::kTooLarge, "request of " + std::to_string(size) + " bytes does not fit the slot's " +
+                                           std::to_string(capacity) + "-byte buffer");
+  }
+  static Error ReservedTypeError(MsgType type) {
+    return Error(ErrorCode::kInvalidArgs,
+                 "message type " + std::to_string(static_cast<uint32_t>(type)) + " is reserved by the protocol");
+  }
 
   // ---- Parked slots -------------------------------------------------------------------------------------
   // A copying call leaves its slot held (RESPONSE, on the wire a caller-held slot) and parks it instead of
@@ -154,14 +168,8 @@ class Endpoint {
   Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
     *owned = true;
     Placement req;
-    if (!ResolveSize(size, s.capacity, &req)) {
-      return Error(ErrorCode::kTooLarge, "request of " + std::to_string(size) + " bytes does not fit the slot's " +
-                                             std::to_string(s.capacity) + "-byte buffer");
-    }
-    if (!IsUserRequestType(type)) {
-      return Error(ErrorCode::kInvalidArgs,
-                   "message type " + std::to_string(static_cast<uint32_t>(type)) + " is reserved by the protocol");
-    }
+    if (!ResolveSize(size, s.capacity, &req)) return TooLargeError(size, s.capacity);
+    if (!IsUserRequestType(type)) return ReservedTypeError(type);
     if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
     if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
