@@ -135,8 +135,9 @@ class DirectGuest {
   }
 
   /// Call the host on any free guest slot; the answer's bytes are copied into `response`; returns its type.
-  /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs, kRemote (SYSTEM_ERROR answer), kHostGone,
-  /// kShuttingDown, kProtocol, kClosed. Thread-safe.
+  /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout,
+  /// kNoFreeSlot, kTooLarge, kInvalidArgs (reserved type, no guest slots, a null request with a non-zero size),
+  /// kRemote (SYSTEM_ERROR answer), kHostGone, kShuttingDown, kProtocol, kClosed. Thread-safe.
   Result<MsgType> SendGuestCall(Bytes request, MsgType type, std::vector<uint8_t>& response,
                                 const CallOptions& options = {}) {
     auto ep = endpoint();

@@ -59,7 +59,7 @@ class DirectHost {
   /// Call the guest on any free host slot: copy `request` in, wait for the answer, copy its bytes into
   /// `response`. Returns the answer's type. The slot stays parked for this thread's next Send, which then
   /// skips claiming one (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs (reserved
-  /// type), kRemote (the guest answered SYSTEM_ERROR: see Error::remote()), kPeerDead, kShuttingDown,
+  /// type, or a null request with a non-zero size), kRemote (the guest answered SYSTEM_ERROR: see Error::remote()), kPeerDead, kShuttingDown,
   /// kProtocol, kClosed. Thread-safe.
   Result<MsgType> Send(Bytes request, MsgType type, std::vector<uint8_t>& response, const CallOptions& options = {}) {
     return SendOn(-1, request, type, response, options);

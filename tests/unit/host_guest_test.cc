@@ -184,6 +184,30 @@ TEST_F(HostGuest, EmptyRequestAndEmptyResponse) {
   EXPECT_TRUE(response.empty());
 }
 
+// A view that claims bytes it does not point to is refused, never read; the slots stay usable.
+TEST_F(HostGuest, NullRequestWithASizeIsInvalid) {
+  const shm::Bytes null_view(static_cast<const uint8_t*>(nullptr), 5);
+  std::vector<uint8_t> response;
+  auto expect_invalid = [](const shm::Result<MsgType>& r) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgs) << r.error().ToString();
+  };
+  expect_invalid(host_.Send(null_view, MsgType::NORMAL, response));
+  expect_invalid(host_.Send(null_view, MsgType::NORMAL, response, {shm::kUseDefault, true}));
+  expect_invalid(host_.SendToSlot(1, null_view, MsgType::NORMAL, response));
+  expect_invalid(host_.Send(shm::Bytes(static_cast<const uint8_t*>(nullptr), SIZE_MAX), MsgType::NORMAL, response));
+  expect_invalid(guest_.SendGuestCall(null_view, MsgType::GUEST_CALL, response));
+  EXPECT_EQ(calls(), 0);
+  // An empty view may have a null pointer.
+  auto empty = host_.Send(shm::Bytes(static_cast<const uint8_t*>(nullptr), 0), MsgType::NORMAL, response);
+  ASSERT_TRUE(empty.ok()) << empty.error().ToString();
+  for (uint32_t slot : {0u, 1u}) {
+    auto ok = host_.SendToSlot(slot, "fine", MsgType::NORMAL, response);
+    ASSERT_TRUE(ok.ok()) << ok.error().ToString();
+    EXPECT_EQ(Str(response), "fine");
+  }
+}
+
 TEST_F(HostGuest, FullCapacityRequestFits) {
   const std::string req(kPayload, 'x');
   std::vector<uint8_t> response;
