@@ -31,6 +31,8 @@ namespace shm {
 /// AcquireGuestSlot, Wait and the accessors are thread-safe and may run concurrently with everything else
 /// (including a reconnect). The handler runs on one worker thread per host slot, concurrently: it must be
 /// thread-safe.
+/// Errors after shutting down: once the host has sent shutdown, guest calls fail with kShuttingDown; before
+/// Connect() and once Close() has run, every call fails with kClosed.
 class DirectGuest {
  public:
   DirectGuest() = default;
@@ -106,8 +108,8 @@ class DirectGuest {
   /// Like Wait(), at most `timeout`: kTimeout if workers are still running then.
   Result<void> Wait(Duration timeout) { return WaitUntil(platform::DeadlineAfter(timeout.count())); }
 
-  /// Stop the workers (each finishes the request it is serving), release the guest lock and unmap.
-  /// Idempotent.
+  /// Stop the workers (each finishes the request it is serving), end guest calls in flight with kClosed,
+  /// release the guest lock and unmap. Idempotent.
   void Close() {
     closing_.store(true, std::memory_order_seq_cst);
     if (auto ep = endpoint()) {
@@ -137,7 +139,8 @@ class DirectGuest {
   /// Call the host on any free guest slot; the answer's bytes are copied into `response`; returns its type.
   /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout,
   /// kNoFreeSlot, kTooLarge, kInvalidArgs (reserved type, no guest slots, a null request with a non-zero size),
-  /// kRemote (SYSTEM_ERROR answer), kHostGone, kShuttingDown, kProtocol, kClosed. Thread-safe.
+  /// kRemote (SYSTEM_ERROR answer), kHostGone, kShuttingDown (the host sent shutdown), kProtocol, kClosed (not
+  /// connected, or Close(): a call in flight then ends with it too). Thread-safe.
   Result<MsgType> SendGuestCall(Bytes request, MsgType type, std::vector<uint8_t>& response,
                                 const CallOptions& options = {}) {
     auto ep = endpoint();
@@ -152,7 +155,9 @@ class DirectGuest {
     if (auto ep = endpoint()) ep->ReleaseAllParked();
   }
 
-  /// Hold a free guest slot for zero-copy guest calls (see ZeroCopySlot). Thread-safe.
+  /// Hold a free guest slot for zero-copy guest calls (see ZeroCopySlot). Errors: kNoFreeSlot at the deadline,
+  /// kInvalidArgs (no guest slots), kShuttingDown (the host sent shutdown), kClosed (not connected, or
+  /// Close()). Thread-safe.
   Result<ZeroCopySlot> AcquireGuestSlot(Duration timeout = kUseDefault) {
     auto ep = endpoint();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");

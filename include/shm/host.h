@@ -26,7 +26,9 @@ namespace shm {
 /// the kernel drops the lock if the process dies, and the next host under that name replaces the file.
 /// Thread safety: Init() and the destructor must not race with other calls. Every other method is thread-safe:
 /// any number of threads may Send concurrently (each call uses its own slot), and Shutdown() may be called
-/// while calls are in flight (they end with kShuttingDown).
+/// while calls are in flight (they end with kClosed).
+/// Errors after shutting down: once SendShutdown() has been called, further calls fail with kShuttingDown;
+/// once Shutdown() has run (or before Init()), every call fails with kClosed.
 class DirectHost {
  public:
   DirectHost() = default;
@@ -58,15 +60,17 @@ class DirectHost {
 
   /// Call the guest on any free host slot: copy `request` in, wait for the answer, copy its bytes into
   /// `response`. Returns the answer's type. The slot stays parked for this thread's next Send, which then
-  /// skips claiming one (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs (reserved
-  /// type, or a null request with a non-zero size), kRemote (the guest answered SYSTEM_ERROR: see Error::remote()), kPeerDead, kShuttingDown,
-  /// kProtocol, kClosed. Thread-safe.
+  /// skips claiming one (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs
+  /// (reserved type, or a null request with a non-zero size), kRemote (the guest answered SYSTEM_ERROR: see
+  /// Error::remote()), kPeerDead, kShuttingDown (after SendShutdown), kProtocol, kClosed (not initialised, or
+  /// Shutdown: a call in flight then ends with it too). Thread-safe.
   Result<MsgType> Send(Bytes request, MsgType type, std::vector<uint8_t>& response, const CallOptions& options = {}) {
     return SendOn(-1, request, type, response, options);
   }
 
   /// Like Send, on slot `slot` (0 <= slot < host_slots()); waits while that slot is busy (kSlotBusy at the
-  /// deadline). A slot parked by any thread of this process is not busy. Thread-safe.
+  /// deadline). A slot parked by any thread of this process is not busy. Errors: those of Send, kSlotBusy
+  /// instead of kNoFreeSlot, and kInvalidArgs for a slot that does not exist. Thread-safe.
   Result<MsgType> SendToSlot(uint32_t slot, Bytes request, MsgType type, std::vector<uint8_t>& response,
                              const CallOptions& options = {}) {
     if (ep_ && slot >= ep_->segment().geometry().host_slots) {
@@ -84,7 +88,7 @@ class DirectHost {
   }
 
   /// Hold a free host slot for zero-copy calls (see ZeroCopySlot). Errors: kNoFreeSlot at the deadline,
-  /// kShuttingDown, kClosed. Thread-safe.
+  /// kShuttingDown (after SendShutdown), kClosed (not initialised, or Shutdown). Thread-safe.
   Result<ZeroCopySlot> GetZeroCopySlot(Duration timeout = kUseDefault) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -96,7 +100,8 @@ class DirectHost {
 
   /// Serve guest calls on a worker thread until Stop() or Shutdown(). The worker sleeps on the doorbell
   /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs if already started, no
-  /// handler, or the segment has no guest slots; kClosed. Thread-safe.
+  /// handler, or the segment has no guest slots; kShuttingDown (after SendShutdown); kClosed (not initialised,
+  /// or Shutdown). Thread-safe.
   Result<void> Start(Handler guest_call_handler) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -127,7 +132,8 @@ class DirectHost {
   }
 
   /// Serve up to `limit` pending guest calls on the calling thread, without blocking. Returns how many were
-  /// served. Each call is served exactly once even with several concurrent processors. Thread-safe.
+  /// served. Each call is served exactly once even with several concurrent processors. Errors: kShuttingDown
+  /// (after SendShutdown), kClosed (not initialised, or Shutdown). Thread-safe.
   Result<size_t> ProcessGuestCalls(const Handler& handler, size_t limit = SIZE_MAX) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -135,7 +141,9 @@ class DirectHost {
   }
 
   /// Block until a guest call is pending (true), or the timeout passes (false). For hosts that serve guest
-  /// calls from their own loop with ProcessGuestCalls. Errors: kShuttingDown, kClosed. Thread-safe.
+  /// calls from their own loop with ProcessGuestCalls. Errors: kInvalidArgs (no guest slots), kShuttingDown
+  /// (after SendShutdown), kClosed (not initialised, or Shutdown: a wait in flight then ends with it too).
+  /// Thread-safe.
   Result<bool> WaitForGuestCalls(Duration timeout = kUseDefault) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -143,23 +151,23 @@ class DirectHost {
   }
 
   /// Tell the guest to stop: every guest worker exits, guest calls are refused with kShuttingDown, and so are
-  /// this host's further calls. Idempotent. Thread-safe.
+  /// this host's further calls until Shutdown(). Idempotent until Shutdown(). Errors: kClosed (not
+  /// initialised, or Shutdown). Thread-safe.
   Result<void> SendShutdown() {
     auto ep = ep_;
     if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
-    ep->header().host_state.store(static_cast<uint32_t>(wire::HostState::kShuttingDown), std::memory_order_seq_cst);
-    ep->NudgeAll();
-    ep->RingDoorbell();
+    if (ep->closing()) return Error(ErrorCode::kClosed, "DirectHost is shut down");
+    AnnounceShutdown(*ep);
     return Ok();
   }
 
-  /// SendShutdown(), end every in-flight call with kShuttingDown, stop the worker, remove the segment's name
+  /// SendShutdown(), end every in-flight call with kClosed, stop the worker, remove the segment's name
   /// and release the host lock. Never waits for the guest: a slot still held by a guest's late handler is
   /// simply left behind. Idempotent. Thread-safe.
   void Shutdown() {
     if (!ep_ || shut_down_.exchange(true)) return;
-    ep_->set_closing();      // before SendShutdown's nudge, so woken callers see it too
-    (void)SendShutdown();
+    ep_->set_closing();  // before the nudge, so woken callers see it too
+    AnnounceShutdown(*ep_);
     ep_->ReleaseAllParked();
     Stop();
     auto& seg = ep_->segment();
@@ -183,9 +191,16 @@ class DirectHost {
   Result<std::shared_ptr<detail::Endpoint>> Live() const {
     auto ep = ep_;
     if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
-    if (ep->closing()) return Error(ErrorCode::kShuttingDown, "DirectHost is shut down");
+    if (ep->closing()) return Error(ErrorCode::kClosed, "DirectHost is shut down");
     if (ep->host_shutting_down()) return Error(ErrorCode::kShuttingDown, "SendShutdown() was called");
     return ep;
+  }
+
+  // host_state = SHUTTING_DOWN, then every sleeper re-checks (SPECIFICATION.md §9).
+  static void AnnounceShutdown(detail::Endpoint& ep) noexcept {
+    ep.header().host_state.store(static_cast<uint32_t>(wire::HostState::kShuttingDown), std::memory_order_seq_cst);
+    ep.NudgeAll();
+    ep.RingDoorbell();
   }
 
   Result<MsgType> SendOn(int64_t slot, Bytes request, MsgType type, std::vector<uint8_t>& response,
@@ -217,7 +232,7 @@ class DirectHost {
         wire::kDoorbellWaiting);
     if (st == detail::WaitStatus::kReady) return true;
     if (st == detail::WaitStatus::kTimeout) return false;
-    if (ep.closing()) return Error(ErrorCode::kShuttingDown, "DirectHost is shut down");
+    if (ep.closing()) return Error(ErrorCode::kClosed, "DirectHost is shut down");
     return false;  // the worker was asked to stop
   }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "shm/bytes.h"
@@ -60,7 +61,10 @@ class ZeroCopySlot {
   /// Send the request already written in RequestBuffer(): `size` bytes at its start, or, if negative, the
   /// last -size bytes (end-aligned). Blocks until the answer, an error, or the deadline. On success the
   /// answer is readable through Response*(). A timeout while the peer was serving loses the slot
-  /// (kSlotLost on the next call); a timeout before it took the request keeps it.
+  /// (kSlotLost on the next call); a timeout before it took the request keeps it. Errors: kTimeout,
+  /// kTooLarge (size outside the buffer), kInvalidArgs (reserved type), kRemote, kPeerDead (host slot) or
+  /// kHostGone (guest slot), kShuttingDown (the host is shutting down), kProtocol, kSlotLost, kClosed (the
+  /// owner was shut down, closed or destroyed: a call in flight then ends with it too).
   Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
     // A plain load, not a reference count: an atomic read-modify-write here would wait for the request's
     // stores to reach the cache before the publishing compare-and-swap could start.
@@ -77,9 +81,12 @@ class ZeroCopySlot {
   }
 
   /// Send a FlatBuffer finished at the end of RequestBuffer() (as a FlatBufferBuilder builds it):
-  /// `size` bytes, end-aligned, type FLATBUFFER.
+  /// `size` bytes, end-aligned, type FLATBUFFER. Errors: those of Send; a size that is negative or larger
+  /// than capacity() is kTooLarge (as in the Go guest).
   Result<void> SendFlatBuffer(int32_t size, Duration timeout = kUseDefault) {
-    if (size < 0) return Error(ErrorCode::kInvalidArgs, "SendFlatBuffer takes the FlatBuffer's size (>= 0)");
+    if (size < 0) {
+      return Error(ErrorCode::kTooLarge, "a FlatBuffer of " + std::to_string(size) + " bytes does not fit the buffer");
+    }
     return Send(-size, MsgType::FLATBUFFER, timeout);
   }
 

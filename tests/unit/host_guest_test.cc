@@ -466,10 +466,11 @@ TEST_F(HostGuest, ZeroCopySlotRefusesHostileSizesAndKeepsTheSlot) {
     EXPECT_EQ(r.error().code(), ErrorCode::kTooLarge) << r.error().ToString();
     EXPECT_TRUE(slot->valid()) << "nothing was published, so the slot is still held";
   }
-  for (int32_t size : {-1, -cap, INT32_MIN}) {
+  for (int32_t size : {-1, -cap, INT32_MIN}) {  // a size that cannot fit, as the Go guest says
     auto r = slot->SendFlatBuffer(size);
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgs) << r.error().ToString();
+    EXPECT_EQ(r.error().code(), ErrorCode::kTooLarge) << r.error().ToString();
+    EXPECT_TRUE(slot->valid());
   }
   auto big = slot->SendFlatBuffer(cap + 1);
   ASSERT_FALSE(big.ok());
@@ -551,6 +552,29 @@ TEST_F(HostGuest, SendShutdownEndsTheGuestsWorkers) {
   EXPECT_EQ(r.error().code(), ErrorCode::kShuttingDown);
 }
 
+// After this side's own Close, every guest call says kClosed; a call in flight when Close runs ends with it too.
+// kShuttingDown is only ever the host's shutdown.
+TEST_F(HostGuest, GuestCallsAfterCloseAreClosed) {
+  auto held = guest_.AcquireGuestSlot(10s);
+  ASSERT_TRUE(held.ok()) << held.error().ToString();
+  held->Release();  // the one guest slot is free for the call below
+  std::vector<uint8_t> response;
+  shm::Result<MsgType> in_flight = shm::Error(ErrorCode::kInvalidArgs, "not run");
+  std::thread caller([&] { in_flight = guest_.SendGuestCall("pending", MsgType::GUEST_CALL, response, {60s}); });
+  auto pending = host_.WaitForGuestCalls(60s);  // nobody serves it: it stays pending
+  guest_.Close();
+  caller.join();
+  ASSERT_TRUE(pending.ok() && *pending) << "the guest call never arrived";
+  ASSERT_FALSE(in_flight.ok());
+  EXPECT_EQ(in_flight.error().code(), ErrorCode::kClosed) << in_flight.error().ToString();
+  auto after = guest_.SendGuestCall("after", MsgType::GUEST_CALL, response, {1s});
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed) << after.error().ToString();
+  auto slot = guest_.AcquireGuestSlot(1s);
+  ASSERT_FALSE(slot.ok());
+  EXPECT_EQ(slot.error().code(), ErrorCode::kClosed) << slot.error().ToString();
+}
+
 TEST_F(HostGuest, SecondGuestIsRefused) {
   shm::DirectGuest second;
   shm::GuestConfig config = GuestConfigFor(name_);
@@ -606,10 +630,10 @@ TEST(ZeroCopyLifetime, SlotOfAnUninitialisedOrShutDownHost) {
   host.Shutdown();
   auto after = host.GetZeroCopySlot(1ms);
   ASSERT_FALSE(after.ok());
-  EXPECT_EQ(after.error().code(), ErrorCode::kShuttingDown);
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed);
   auto r = held->Send(0, MsgType::NORMAL, 1s);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code(), ErrorCode::kShuttingDown) << r.error().ToString();
+  EXPECT_EQ(r.error().code(), ErrorCode::kClosed) << r.error().ToString();
 }
 
 TEST(HostName, SecondHostOnTheSameNameIsRefusedWithTheHoldersPid) {
@@ -666,11 +690,38 @@ TEST(HostName, ShutdownIsIdempotentAndEndsCalls) {
   EXPECT_FALSE(shm_unit::SegmentFileExists(name));
   auto after = host.Send("x", MsgType::NORMAL, response);
   ASSERT_FALSE(after.ok());
-  EXPECT_EQ(after.error().code(), ErrorCode::kShuttingDown);
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed);
   // A host that was shut down may take the name again.
   auto again = host.Init(HostConfigFor(name));
   ASSERT_TRUE(again.ok()) << again.error().ToString();
   EXPECT_TRUE(shm_unit::SegmentFileExists(name));
+}
+
+// SendShutdown is the host telling its guest to stop: the host's further calls say kShuttingDown. Its own
+// Shutdown closes it: from then on every call says kClosed, SendShutdown included.
+TEST(HostName, SendShutdownThenShutdownEachHaveTheirOwnCode) {
+  const std::string name = shm_unit::UniqueName("codes");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  std::vector<uint8_t> response;
+  auto expect = [](ErrorCode code, auto&& result) {
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.error().code(), code) << result.error().ToString();
+  };
+  ASSERT_TRUE(host.SendShutdown().ok());
+  ASSERT_TRUE(host.SendShutdown().ok()) << "idempotent until Shutdown";
+  expect(ErrorCode::kShuttingDown, host.Send("x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kShuttingDown, host.SendToSlot(0, "x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kShuttingDown, host.GetZeroCopySlot(1s));
+  expect(ErrorCode::kShuttingDown, host.WaitForGuestCalls(1s));
+  host.Shutdown();
+  expect(ErrorCode::kClosed, host.SendShutdown());
+  expect(ErrorCode::kClosed, host.Send("x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kClosed, host.SendToSlot(0, "x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kClosed, host.GetZeroCopySlot(1s));
+  expect(ErrorCode::kClosed, host.WaitForGuestCalls(1s));
+  expect(ErrorCode::kClosed, host.ProcessGuestCalls(Echo));
+  expect(ErrorCode::kClosed, host.Start(Echo));
 }
 
 // The file a host creates is what SPECIFICATION.md says: mode as configured, and a header that validates to

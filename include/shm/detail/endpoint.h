@@ -57,7 +57,8 @@ class Endpoint {
   void Detach() noexcept { detached_.store(true, std::memory_order_release); }
   bool detached() const noexcept { return detached_.load(std::memory_order_acquire); }
 
-  /// This process is closing the endpoint: every wait ends with kShuttingDown.
+  /// This process is closing the endpoint (its own Shutdown or Close): every call, and every wait in flight,
+  /// ends with kClosed.
   bool closing() const noexcept { return closing_.load(std::memory_order_seq_cst); }
   void set_closing() noexcept { closing_.store(true, std::memory_order_seq_cst); }
 
@@ -95,6 +96,9 @@ class Endpoint {
   uint32_t capacity(Role caller) const noexcept {
     return caller == Role::kHost ? segment_.geometry().host_payload : segment_.geometry().guest_payload;
   }
+
+  /// This side's own Shutdown/Close has run.
+  static Error ClosedError() { return Error(ErrorCode::kClosed, "closed by this side's Shutdown or Close"); }
 
   /// The errors of a request that can never be sent, for every caller to word alike.
   static Error TooLargeError(int64_t size, uint32_t capacity) {
@@ -170,7 +174,7 @@ class Endpoint {
     Placement req;
     if (!ResolveSize(size, s.capacity, &req)) return TooLargeError(size, s.capacity);
     if (!IsUserRequestType(type)) return ReservedTypeError(type);
-    if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+    if (closing()) return ClosedError();
     if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
     h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
@@ -190,7 +194,7 @@ class Endpoint {
     };
     auto abort = [&](bool slow) {
       if (closing()) {
-        abort_code = ErrorCode::kShuttingDown;
+        abort_code = ErrorCode::kClosed;
         return true;
       }
       if (!slow) return false;
@@ -238,7 +242,10 @@ class Endpoint {
       if (abort_code == ErrorCode::kPeerDead) {
         return Error(ErrorCode::kPeerDead, "the guest serving slot " + std::to_string(s.index) + " died");
       }
-      return Error(abort_code, "call on slot " + std::to_string(s.index) + " ended: shutting down");
+      if (abort_code == ErrorCode::kClosed) {
+        return Error(ErrorCode::kClosed, "call on slot " + std::to_string(s.index) + " ended: this side was closed");
+      }
+      return Error(abort_code, "call on slot " + std::to_string(s.index) + " ended: the host is shutting down");
     }
   answered:
     if (!wire::CtlIs(v, SlotState::kResponse) || wire::CtlSeq(v) != tx) {
@@ -369,7 +376,7 @@ class Endpoint {
       for (uint32_t i = 0; i < n; ++i) {
         if (Unpark(first + i, seq)) return first + i;
       }
-      if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+      if (closing()) return ClosedError();
       if (role_ == Role::kGuest && host_shutting_down()) {
         return Error(ErrorCode::kShuttingDown, "host is shutting down");
       }
