@@ -1,6 +1,7 @@
 // shm — ZeroCopySlot: a slot held across calls, written and read in place.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,7 +26,8 @@ class DirectGuest;
 /// host, every method fails with kClosed or returns an empty view, and the mapping goes when the slot does.
 /// Buffers returned by RequestBuffer() and Response() point into shared memory: use them while valid().
 /// Thread safety: not thread-safe; use one ZeroCopySlot from one thread at a time (different slots may be
-/// used concurrently).
+/// used concurrently). A Send or SendFlatBuffer that starts while another thread's is still running on the
+/// same object fails with kInvalidArgs and leaves that call and the slot alone.
 class ZeroCopySlot {
  public:
   ZeroCopySlot() = default;
@@ -64,10 +66,20 @@ class ZeroCopySlot {
   /// (kSlotLost on the next call); a timeout before it took the request keeps it. Errors: kTimeout,
   /// kTooLarge (size outside the buffer), kInvalidArgs (reserved type), kRemote, kPeerDead (host slot) or
   /// kHostGone (guest slot), kShuttingDown (the host is shutting down), kProtocol, kSlotLost, kClosed (the
-  /// owner was shut down, closed or destroyed: a call in flight then ends with it too).
+  /// owner was shut down, closed or destroyed: a call in flight then ends with it too), and kInvalidArgs
+  /// when another thread is in Send on this object.
   Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
-    // A plain load, not a reference count: an atomic read-modify-write here would wait for the request's
-    // stores to reach the cache before the publishing compare-and-swap could start.
+    // A second thread would publish over the first's transaction, which would then look like the peer
+    // breaking the protocol. The flag lives in this object, so it costs no traffic with the peer.
+    if (in_send_.exchange(true, std::memory_order_acquire)) {
+      return Error(ErrorCode::kInvalidArgs, "this ZeroCopySlot is in a Send on another thread; use it from one "
+                                            "thread at a time");
+    }
+    struct Leave {
+      std::atomic<bool>& flag;
+      ~Leave() { flag.store(false, std::memory_order_release); }
+    } leave{in_send_};
+    // A plain load, not a reference count: the endpoint is this object's own.
     if (!ep_ || ep_->detached()) return Error(ErrorCode::kClosed, "the slot's host or guest is gone");
     if (!held_) return Error(ErrorCode::kSlotLost, "this ZeroCopySlot no longer holds a slot");
     answered_ = false;
@@ -120,6 +132,7 @@ class ZeroCopySlot {
   bool held_ = false;
   bool answered_ = false;
   detail::Answer answer_;
+  std::atomic<bool> in_send_{false};  // a Send is running: detects use from two threads at once
 };
 
 }  // namespace shm

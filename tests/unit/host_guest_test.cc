@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -486,6 +487,53 @@ TEST_F(HostGuest, ZeroCopySlotRefusesHostileSizesAndKeepsTheSlot) {
   // Full capacity, both directions.
   EXPECT_TRUE(slot->Send(cap).ok());
   EXPECT_TRUE(slot->Send(-cap).ok());
+}
+
+// A ZeroCopySlot is for one thread at a time. A second thread's Send while the first is waiting for its answer is
+// this process's misuse, reported as kInvalidArgs (not as the peer breaking the protocol), and the first call
+// and the slot are unharmed.
+TEST_F(HostGuest, ZeroCopySlotUsedFromTwoThreadsAtOnceIsInvalid) {
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool entered = false, open = false;
+  SetHandler([&](const Message& m, MutableBytes out) {
+    std::unique_lock<std::mutex> lock(gate_mu);
+    entered = true;
+    gate_cv.notify_all();
+    gate_cv.wait(lock, [&] { return open; });
+    return Echo(m, out);
+  });
+  auto slot = host_.GetZeroCopySlot();
+  ASSERT_TRUE(slot.ok()) << slot.error().ToString();
+  std::memcpy(slot->RequestBuffer().data(), "first", 5);
+  shm::Result<void> first = shm::Error(ErrorCode::kClosed, "not run");
+  std::thread t([&] { first = slot->Send(5, MsgType::NORMAL, 60s); });
+  bool reached = false;
+  {
+    std::unique_lock<std::mutex> lock(gate_mu);
+    reached = gate_cv.wait_for(lock, 60s, [&] { return entered; });
+  }
+  auto second = slot->Send(5, MsgType::NORMAL, 60s);
+  auto flat = slot->SendFlatBuffer(5, 60s);
+  {
+    std::lock_guard<std::mutex> lock(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+  t.join();
+  ASSERT_TRUE(reached) << "the first Send never reached the guest";
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code(), ErrorCode::kInvalidArgs) << second.error().ToString();
+  ASSERT_FALSE(flat.ok());
+  EXPECT_EQ(flat.error().code(), ErrorCode::kInvalidArgs) << flat.error().ToString();
+  ASSERT_TRUE(first.ok()) << first.error().ToString();
+  EXPECT_EQ(Str(slot->Response()), "first");
+  SetHandler(Echo);
+  std::memcpy(slot->RequestBuffer().data(), "again", 5);
+  auto again = slot->Send(5);
+  ASSERT_TRUE(again.ok()) << again.error().ToString();
+  EXPECT_EQ(Str(slot->Response()), "again");
+  EXPECT_EQ(calls(), 2);
 }
 
 // ---- Guest calls --------------------------------------------------------------------------------------------------
