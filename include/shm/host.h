@@ -26,7 +26,7 @@ namespace shm {
 /// the kernel drops the lock if the process dies, and the next host under that name replaces the file.
 /// Thread safety: Init() and the destructor must not race with other calls. Every other method is thread-safe:
 /// any number of threads may Send concurrently (each call uses its own slot), and Shutdown() may be called
-/// while calls are in flight (they end with kClosed).
+/// while calls are in flight (they end with kClosed). What the guest-call handler may call: handler.h.
 /// Errors after shutting down: once SendShutdown() has been called, further calls fail with kShuttingDown;
 /// once Shutdown() has run (or before Init()), every call fails with kClosed.
 class DirectHost {
@@ -35,8 +35,10 @@ class DirectHost {
   DirectHost(const DirectHost&) = delete;
   DirectHost& operator=(const DirectHost&) = delete;
   /// Shutdown(), then unmaps. Never blocks longer than the guest-call worker takes to notice (one handler call).
+  /// Must not run in the guest-call handler.
   ~DirectHost() {
     Shutdown();
+    Stop();  // joins a worker that was stopped from its own handler
     if (ep_) ep_->Detach();
     ep_.reset();
   }
@@ -101,7 +103,8 @@ class DirectHost {
   /// Serve guest calls on a worker thread until Stop() or Shutdown(). The worker sleeps on the doorbell
   /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs if already started, no
   /// handler, or the segment has no guest slots; kShuttingDown (after SendShutdown); kClosed (not initialised,
-  /// or Shutdown). Thread-safe.
+  /// or Shutdown), kInvalidArgs from the guest-call handler (its worker still runs). Thread-safe. After the
+  /// handler stopped its own worker, waits for that handler to return.
   Result<void> Start(Handler guest_call_handler) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -109,10 +112,19 @@ class DirectHost {
     if ((*ep)->slot_count(detail::Role::kGuest) == 0) {
       return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0): nothing to serve");
     }
+    if (OnWorkerThread()) {
+      return Error(ErrorCode::kInvalidArgs, "Start was called from the guest-call handler: its worker still runs");
+    }
     std::lock_guard<std::mutex> lock(worker_mu_);
-    if (worker_.joinable()) return Error(ErrorCode::kInvalidArgs, "the guest-call worker is already running");
+    if (worker_.joinable()) {
+      if (!stop_worker_.load(std::memory_order_seq_cst)) {
+        return Error(ErrorCode::kInvalidArgs, "the guest-call worker is already running");
+      }
+      worker_.join();  // stopped from its own handler; nothing it may still call takes worker_mu_
+    }
     stop_worker_.store(false, std::memory_order_seq_cst);
     worker_ = std::thread([this, ep = *ep, h = std::move(guest_call_handler)] {
+      WorkerOf() = this;
       while (!stop_worker_.load(std::memory_order_seq_cst) && !ep->closing()) {
         auto pending = WaitOn(*ep, std::chrono::seconds(1), &stop_worker_);
         if (!pending) break;  // a wait that failed fails again at once: retrying would spin
@@ -123,7 +135,13 @@ class DirectHost {
   }
 
   /// Stop the guest-call worker and wait for it (it finishes the call it is serving). Idempotent. Thread-safe.
+  /// From the guest-call handler it cannot wait: the worker ends once the handler returns, and the destructor,
+  /// the next Start() or a Stop() from another thread joins it.
   void Stop() {
+    if (OnWorkerThread()) {
+      stop_worker_.store(true, std::memory_order_seq_cst);
+      return;
+    }
     std::lock_guard<std::mutex> lock(worker_mu_);
     if (!worker_.joinable()) return;
     stop_worker_.store(true, std::memory_order_seq_cst);
@@ -163,7 +181,8 @@ class DirectHost {
 
   /// SendShutdown(), end every in-flight call with kClosed, stop the worker, remove the segment's name
   /// and release the host lock. Never waits for the guest: a slot still held by a guest's late handler is
-  /// simply left behind. Idempotent. Thread-safe.
+  /// simply left behind. Idempotent. Thread-safe. From the guest-call handler it does not wait for the worker
+  /// (see Stop()); the call the handler serves may then end with kHostGone for the guest.
   void Shutdown() {
     if (!ep_ || shut_down_.exchange(true)) return;
     ep_->set_closing();  // before the nudge, so woken callers see it too
@@ -188,6 +207,14 @@ class DirectHost {
   int64_t spin_budget_ns() const noexcept { return ep_ ? ep_->spin().budget_ns() : 0; }
 
  private:
+  // The DirectHost whose guest-call worker runs on this thread, if any: a handler's Stop() must not join
+  // its own thread.
+  static const DirectHost*& WorkerOf() noexcept {
+    thread_local const DirectHost* host = nullptr;
+    return host;
+  }
+  bool OnWorkerThread() const noexcept { return WorkerOf() == this; }
+
   Result<std::shared_ptr<detail::Endpoint>> Live() const {
     auto ep = ep_;
     if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");

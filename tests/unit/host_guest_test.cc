@@ -633,6 +633,173 @@ TEST_F(HostGuest, SecondGuestIsRefused) {
   EXPECT_NE(r.error().message().find(std::to_string(::getpid())), std::string::npos) << r.error().message();
 }
 
+// ---- What a handler may call on the object that runs it -----------------------------------------------------
+
+// Collects log lines (from library threads) for a test to look at.
+class LogLines {
+ public:
+  LogLines() {
+    shm::SetLogSink([this](shm::LogLevel, std::string_view line) {
+      std::lock_guard<std::mutex> lock(mu_);
+      lines_.emplace_back(line);
+    });
+  }
+  ~LogLines() { shm::SetLogSink(nullptr); }
+  bool Any(const std::string& text) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& l : lines_) {
+      if (l.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// The host's guest-call handler shuts its host down. The worker cannot wait for itself: nothing throws, and the
+// destructor, run by another thread once the handler is done, joins the worker.
+TEST(HandlerCalls, HostHandlerMayShutDownItsHost) {
+  LogLines log;
+  const std::string name = shm_unit::UniqueName("handler-shutdown");
+  auto host = std::make_unique<shm::DirectHost>();
+  ASSERT_TRUE(host->Init(HostConfigFor(name)).ok());
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  ASSERT_TRUE(guest.Start(Echo).ok());
+  std::atomic<bool> returned{false};
+  shm::DirectHost* h = host.get();
+  ASSERT_TRUE(host->Start([h, &returned](const Message& m, MutableBytes out) {
+                    h->Shutdown();
+                    h->Stop();  // idempotent, and also safe here
+                    returned.store(true);
+                    return Echo(m, out);
+                  }).ok());
+  std::vector<uint8_t> response;
+  auto r = guest.SendGuestCall("bye", MsgType::GUEST_CALL, response, {60s});
+  // The host released its name and lock inside the handler: the answer may arrive, or the guest sees it gone.
+  EXPECT_TRUE(r.ok() || r.error().code() == ErrorCode::kHostGone) << r.error().ToString();
+  ASSERT_TRUE(shm_unit::WaitUntil([&] { return returned.load(); }, 60s));
+  EXPECT_FALSE(shm_unit::SegmentFileExists(name));
+  auto after = host->Send("x", MsgType::NORMAL, response, {1s});
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed) << after.error().ToString();
+  host.reset();
+  EXPECT_FALSE(log.Any("handler threw")) << "Shutdown threw inside the handler";
+  guest.Close();
+}
+
+// The handler stops its own worker; a Start from another thread joins that worker and serves again.
+TEST(HandlerCalls, HostHandlerMayStopItsWorker) {
+  LogLines log;
+  const std::string name = shm_unit::UniqueName("handler-stop");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  ASSERT_TRUE(host.Start([&host](const Message& m, MutableBytes out) {
+                    host.Stop();
+                    auto again = host.Start(Echo);  // refused: the worker is this very thread
+                    const std::string text = again.ok() ? "restarted" : shm::ToString(again.error().code());
+                    std::memcpy(out.data(), text.data(), text.size());
+                    (void)m;
+                    return Reply{static_cast<int32_t>(text.size()), MsgType::GUEST_CALL};
+                  }).ok());
+  std::vector<uint8_t> response;
+  auto r = guest.SendGuestCall("stop", MsgType::GUEST_CALL, response, {60s});
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(response), "InvalidArgs");
+  EXPECT_FALSE(log.Any("handler threw")) << "Stop threw inside the handler";
+  auto started = host.Start(Echo);
+  ASSERT_TRUE(started.ok()) << started.error().ToString();
+  r = guest.SendGuestCall("served again", MsgType::GUEST_CALL, response, {60s});
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(response), "served again");
+  host.Stop();
+  guest.Close();
+}
+
+// A guest handler closes its guest. Close waits for the other workers but not for the calling one; that
+// handler's answer still reaches the host, the guest lock goes once it has, and the destructor joins the worker.
+TEST(HandlerCalls, GuestHandlerMayCloseItsGuest) {
+  LogLines log;
+  const std::string name = shm_unit::UniqueName("handler-close");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  auto guest = std::make_unique<shm::DirectGuest>();
+  ASSERT_TRUE(guest->Connect(GuestConfigFor(name)).ok());
+  std::atomic<bool> returned{false};
+  shm::DirectGuest* g = guest.get();
+  ASSERT_TRUE(guest->Start([g, &returned](const Message& m, MutableBytes out) {
+                     g->Close();
+                     g->Close();  // idempotent, here too
+                     returned.store(true);
+                     return Echo(m, out);
+                   }).ok());
+  std::vector<uint8_t> response;
+  auto r = host.Send("bye", MsgType::NORMAL, response, {60s});
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(response), "bye");
+  auto w = guest->Wait(60s);
+  EXPECT_TRUE(w.ok()) << w.error().ToString();
+  EXPECT_TRUE(returned.load());
+  EXPECT_FALSE(guest->connected());
+  EXPECT_TRUE(shm_unit::WaitUntil([&] { return !host.GuestAttached(); }, 60s)) << "the guest lock stayed held";
+  guest.reset();
+  EXPECT_FALSE(log.Any("handler threw")) << "Close threw inside the handler";
+  // The slot the closing handler answered on is free again: a new guest serves it.
+  shm::DirectGuest next;
+  ASSERT_TRUE(next.Connect(GuestConfigFor(name)).ok());
+  ASSERT_TRUE(next.Start(Echo).ok());
+  for (uint32_t slot : {0u, 1u}) {
+    auto again = host.SendToSlot(slot, "next", MsgType::NORMAL, response, {60s});
+    ASSERT_TRUE(again.ok()) << again.error().ToString();
+    EXPECT_EQ(Str(response), "next");
+  }
+  next.Close();
+}
+
+// Every worker's handler closes the guest at once: each Close leaves the others to finish, none waits for
+// itself, and every host call still gets its answer.
+TEST(HandlerCalls, GuestHandlersMayAllCloseAtOnce) {
+  const std::string name = shm_unit::UniqueName("handlers-close");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  int inside = 0;
+  ASSERT_TRUE(guest.Start([&](const Message& m, MutableBytes out) {
+                     {
+                       std::unique_lock<std::mutex> lock(mu);
+                       ++inside;
+                       cv.notify_all();
+                       cv.wait_for(lock, 60s, [&] { return inside == 2; });
+                     }
+                     guest.Close();
+                     return Echo(m, out);
+                   }).ok());
+  shm::Result<MsgType> results[2] = {shm::Error(ErrorCode::kInvalidArgs, "not run"),
+                                     shm::Error(ErrorCode::kInvalidArgs, "not run")};
+  std::vector<uint8_t> responses[2];
+  std::thread callers[2];
+  for (uint32_t i = 0; i < 2; ++i) {
+    callers[i] = std::thread([&, i] {
+      results[i] = host.SendToSlot(i, "slot " + std::to_string(i), MsgType::NORMAL, responses[i], {60s});
+    });
+  }
+  for (auto& t : callers) t.join();
+  for (uint32_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].error().ToString();
+    EXPECT_EQ(Str(responses[i]), "slot " + std::to_string(i));
+  }
+  auto w = guest.Wait(60s);
+  EXPECT_TRUE(w.ok()) << w.error().ToString();
+  EXPECT_TRUE(shm_unit::WaitUntil([&] { return !host.GuestAttached(); }, 60s));
+}
+
 // ---- Lifetimes and names -----------------------------------------------------------------------------------------
 
 TEST(ZeroCopyLifetime, SlotOutlivingItsHostIsHarmless) {
