@@ -135,6 +135,7 @@ class DirectGuest {
       ep->set_closing();
       ep->NudgeAll();
       ep->ReleaseAllParked();
+      ep->ReclaimAllQuarantined();
     }
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -188,6 +188,7 @@ class DirectHost {
     ep_->set_closing();  // before the nudge, so woken callers see it too
     AnnounceShutdown(*ep_);
     ep_->ReleaseAllParked();
+    ep_->ReclaimAllQuarantined();
     Stop();
     auto& seg = ep_->segment();
     auto current = platform::IsCurrentFile(seg.file(), seg.path());

@@ -114,7 +114,7 @@ class ZeroCopySlot {
 
   /// Give the slot back. Idempotent; harmless after the owner is gone.
   void Release() noexcept {
-    if (held_ && ep_ && !ep_->detached()) detail::Release(*view_.header, seq_);
+    if (held_ && ep_ && !ep_->detached()) ep_->ReleaseOwned(view_.index, seq_);
     held_ = false;
     answered_ = false;
     ep_.reset();

@@ -66,7 +66,7 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
     ep.Park(index, seq);
     parked = ParkedByThread{ep.id(), index};
   } else if (owned) {
-    Release(*s.header, seq);
+    ep.ReleaseOwned(index, seq);
   }
   if (!answer) return std::move(answer).error();
   return answer->type;

@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -42,7 +44,8 @@ class Endpoint {
         role_(role),
         default_timeout_ns_(default_timeout.count()),
         id_(NextEndpointId()),
-        parked_(new std::atomic<uint32_t>[segment_.slot_count()]()) {}
+        parked_(new std::atomic<uint32_t>[segment_.slot_count()]()),
+        quarantine_(new QuarantinedSlot[segment_.slot_count()]) {}
 
   /// Unique for the life of the process (never reused, unlike an address).
   uint64_t id() const noexcept { return id_; }
@@ -78,6 +81,13 @@ class Endpoint {
     auto r = platform::ByteLockedByOther(segment_.file(),
                                          role_ == Role::kHost ? platform::kGuestLockByte : platform::kHostLockByte);
     return !r || *r;  // if the check itself fails, assume alive and let the deadline decide
+  }
+
+  /// Which server session this side's calls are served by: it changes when a new server takes over. The host's
+  /// servers are the guests, counted by the header's guest_session as they attach; a guest's server is its
+  /// host, which never changes within a segment (0). One atomic load.
+  uint64_t PeerSession() const noexcept {
+    return role_ == Role::kHost ? segment_.header().guest_session.load(std::memory_order_acquire) : 0;
   }
 
   /// Absolute CLOCK_MONOTONIC deadline for a timeout (kUseDefault = configured default).
@@ -126,8 +136,11 @@ class Endpoint {
     if (p == 0) return false;
     const uint32_t held_seq = p & wire::kSeqMask;
     const uint32_t cur = segment_.Slot(index).header->ctl.load(std::memory_order_acquire);
-    // Only a broken peer can move a caller-held slot; then it is not ours to use any more.
-    if (!wire::CtlIs(cur, SlotState::kResponse) || wire::CtlSeq(cur) != held_seq) return false;
+    // Only a broken peer can move a caller-held slot; then it is not ours to use, nor to free yet.
+    if (!wire::CtlIs(cur, SlotState::kResponse) || wire::CtlSeq(cur) != held_seq) {
+      Quarantine(index, cur);
+      return false;
+    }
     *seq = held_seq;
     return true;
   }
@@ -142,13 +155,65 @@ class Endpoint {
   /// Free slot `index` if it is parked.
   void ReleaseParked(uint32_t index) noexcept {
     uint32_t seq = 0;
-    if (Unpark(index, &seq)) Release(*segment_.Slot(index).header, seq);
+    if (Unpark(index, &seq)) ReleaseOwned(index, seq);
   }
 
   /// Free every parked slot (after set_closing()).
   void ReleaseAllParked() noexcept {
     for (uint32_t i = 0; i < segment_.slot_count(); ++i) ReleaseParked(i);
   }
+
+  // ---- Quarantined slots --------------------------------------------------------------------------------
+  // A slot this side held as caller, which the peer moved to a word this side cannot explain (SPECIFICATION.md
+  // §6), is neither used nor freed then: the peer may still be writing it. It is remembered here, in process
+  // memory (the word last seen and the server session then), skipped by claims, and freed (T12) once the server
+  // is proven dead or a new server session has begun. Claims look at it only when no slot is free, and
+  // Shutdown/Close once; a misbehaving peer can cost the pool slots only while it stays. Thread-safe.
+
+  /// Give up slot `index`, last seen holding `word`, until its server is gone.
+  void Quarantine(uint32_t index, uint32_t word) noexcept {
+    QuarantinedSlot& q = quarantine_[index];
+    q.word.store(word, std::memory_order_relaxed);
+    q.session.store(PeerSession(), std::memory_order_relaxed);
+    if (!q.held.exchange(true, std::memory_order_acq_rel)) quarantined_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+  /// Free slot `index`, owned at `seq` (CLAIMED or RESPONSE); quarantine it if the peer moved it meanwhile.
+  void ReleaseOwned(uint32_t index, uint32_t seq) noexcept {
+    SlotHeader& h = *segment_.Slot(index).header;
+    if (!Release(h, seq)) Quarantine(index, h.ctl.load(std::memory_order_acquire));
+  }
+
+  /// Free the quarantined slots of [first, first + n) whose server is gone: a new session (one load), or, when
+  /// `check_liveness`, proven dead (a system call). Returns whether one became free.
+  bool ReclaimQuarantined(uint32_t first, uint32_t n, bool check_liveness) {
+    if (quarantined_.load(std::memory_order_acquire) == 0) return false;
+    // One reclaimer at a time, so none frees a slot another has just handed back to a claimer.
+    std::lock_guard<std::mutex> lock(reclaim_mu_);
+    const uint64_t session = PeerSession();
+    int dead = -1;  // not asked yet
+    bool freed = false;
+    for (uint32_t i = first; i < first + n; ++i) {
+      QuarantinedSlot& q = quarantine_[i];
+      if (!q.held.load(std::memory_order_acquire)) continue;
+      const bool replaced = q.session.load(std::memory_order_relaxed) != session;
+      if (!replaced && !check_liveness) continue;
+      if (dead < 0 && check_liveness) dead = PeerAlive() ? 0 : 1;
+      if (!replaced && dead != 1) continue;
+      if (!detail::ReclaimQuarantined(*segment_.Slot(i).header, dead == 1)) continue;
+      char word[16];
+      std::snprintf(word, sizeof word, "0x%08x", q.word.load(std::memory_order_relaxed));
+      q.held.store(false, std::memory_order_release);
+      quarantined_.fetch_sub(1, std::memory_order_acq_rel);
+      freed = true;
+      Log(LogLevel::kInfo, "slot " + std::to_string(i) + ", quarantined since the peer left it as word " + word +
+                               ", is free again: " + (dead == 1 ? "its server died" : "a new server took over"));
+    }
+    return freed;
+  }
+
+  /// ReclaimQuarantined over every slot this side calls on, liveness included (Shutdown, Close).
+  void ReclaimAllQuarantined() { (void)ReclaimQuarantined(first_slot(role_), slot_count(role_), true); }
 
   /// Claim a free slot among those this side calls on, until the deadline (kNoFreeSlot). Returns the slot
   /// index; *seq gets its sequence number. The slot is CLAIMED, or RESPONSE when it was a parked one.
@@ -183,6 +248,7 @@ class Endpoint {
     bool woke_server = false;
     if (!Publish(h, *seq, &tx, &woke_server)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
       *owned = false;
+      Quarantine(s.index, h.ctl.load(std::memory_order_acquire));
       return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " was taken from its caller");
     }
     *seq = tx;
@@ -233,7 +299,10 @@ class Endpoint {
         case CancelOutcome::kWithdrawn: break;
         case CancelOutcome::kAbandoned: *owned = false; break;
         case CancelOutcome::kAnswered: v = h.ctl.load(std::memory_order_acquire); goto answered;
-        case CancelOutcome::kLost: *owned = false; break;
+        case CancelOutcome::kLost:
+          *owned = false;
+          Quarantine(s.index, h.ctl.load(std::memory_order_acquire));
+          break;
       }
       if (abort_code == ErrorCode::kTimeout) {
         return Error(ErrorCode::kTimeout, "call on slot " + std::to_string(s.index) + " did not finish in time" +
@@ -250,6 +319,7 @@ class Endpoint {
   answered:
     if (!wire::CtlIs(v, SlotState::kResponse) || wire::CtlSeq(v) != tx) {
       *owned = false;
+      Quarantine(s.index, v);
       return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " left its transaction (state " +
                                              std::to_string(wire::CtlState(v)) + ")");
     }
@@ -370,7 +440,9 @@ class Endpoint {
   Result<uint32_t> ClaimIn(uint32_t first, uint32_t n, int64_t deadline, uint32_t* seq, ErrorCode busy) {
     int64_t backoff_ns = 1000;
     for (uint32_t round = 0;; ++round) {
+      const bool any_quarantined = quarantined_.load(std::memory_order_acquire) != 0;
       for (uint32_t i = 0; i < n; ++i) {
+        if (any_quarantined && quarantine_[first + i].held.load(std::memory_order_acquire)) continue;
         if (TryClaim(*segment_.Slot(first + i).header, seq)) return first + i;
       }
       for (uint32_t i = 0; i < n; ++i) {
@@ -380,6 +452,8 @@ class Endpoint {
       if (role_ == Role::kGuest && host_shutting_down()) {
         return Error(ErrorCode::kShuttingDown, "host is shutting down");
       }
+      // Liveness is a system call: asked as seldom for quarantined slots as for abandoned ones.
+      if (ReclaimQuarantined(first, n, round % 64 == 63)) continue;
       if (round % 64 == 63 && ReclaimAbandonedIfServerDead(first, n)) continue;
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline) {
@@ -416,6 +490,14 @@ class Endpoint {
   static constexpr uint32_t kParked = 0x80000000u;  // parked_[i]: 0, or kParked | the held slot's seq
   const uint64_t id_;
   std::unique_ptr<std::atomic<uint32_t>[]> parked_;
+  struct QuarantinedSlot {
+    std::atomic<bool> held{false};
+    std::atomic<uint32_t> word{0};      // the word that made this side give the slot up
+    std::atomic<uint64_t> session{0};   // PeerSession() then
+  };
+  std::unique_ptr<QuarantinedSlot[]> quarantine_;
+  std::atomic<uint32_t> quarantined_{0};  // how many are held: claims skip the array while 0
+  std::mutex reclaim_mu_;
 };
 
 }  // namespace detail
