@@ -101,10 +101,10 @@ class DirectHost {
   }
 
   /// Serve guest calls on a worker thread until Stop() or Shutdown(). The worker sleeps on the doorbell
-  /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs if already started, no
-  /// handler, or the segment has no guest slots; kShuttingDown (after SendShutdown); kClosed (not initialised,
-  /// or Shutdown), kInvalidArgs from the guest-call handler (its worker still runs). Thread-safe. After the
-  /// handler stopped its own worker, waits for that handler to return.
+  /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs (already started, called
+  /// from the guest-call handler, no handler, or no guest slots), kShuttingDown (after SendShutdown), kClosed
+  /// (not initialised, or Shutdown). Thread-safe. If the handler stopped its own worker, Start waits for that
+  /// handler to return.
   Result<void> Start(Handler guest_call_handler) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();

@@ -66,11 +66,12 @@ class ZeroCopySlot {
   /// (kSlotLost on the next call); a timeout before it took the request keeps it. Errors: kTimeout,
   /// kTooLarge (size outside the buffer), kInvalidArgs (reserved type), kRemote, kPeerDead (host slot) or
   /// kHostGone (guest slot), kShuttingDown (the host is shutting down), kProtocol, kSlotLost, kClosed (the
-  /// owner was shut down, closed or destroyed: a call in flight then ends with it too), and kInvalidArgs
+  /// owner was shut down, closed or destroyed: a call in flight then ends with it too); kInvalidArgs also
   /// when another thread is in Send on this object.
   Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
     // A second thread would publish over the first's transaction, which would then look like the peer
-    // breaking the protocol. The flag lives in this object, so it costs no traffic with the peer.
+    // breaking the protocol. Telling the two apart needs an atomic read-modify-write before the first shared
+    // write: it is on this object's own line, never the peer's, but it does wait for the request's stores.
     if (in_send_.exchange(true, std::memory_order_acquire)) {
       return Error(ErrorCode::kInvalidArgs, "this ZeroCopySlot is in a Send on another thread; use it from one "
                                             "thread at a time");

@@ -233,7 +233,8 @@ class Endpoint {
 
   /// The caller half of a transaction on slot `s`, which the caller owns at *seq (CLAIMED or RESPONSE). The
   /// request bytes are in place. On return *seq is the transaction's seq and *owned says whether the caller
-  /// still owns the slot (false: it is the server's until it finishes, or a broken peer took it).
+  /// still owns the slot (false: it is the server's until it finishes, or a broken peer moved it and it is
+  /// quarantined).
   Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
     *owned = true;
     Placement req;
