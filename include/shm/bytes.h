@@ -11,7 +11,8 @@
 namespace shm {
 
 /// A read-only view of bytes: pointer and size travel together. Does not own; the viewed memory must outlive
-/// the view. Trivially copyable; thread-compatible.
+/// the view. A null pointer with a non-zero size is refused by every call that takes one (kInvalidArgs).
+/// Trivially copyable; thread-compatible.
 class Bytes {
  public:
   constexpr Bytes() noexcept = default;

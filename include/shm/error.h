@@ -31,8 +31,10 @@ enum class ErrorCode : uint32_t {
   kSlotLost,               ///< A zero-copy slot lost its slot (an earlier call timed out while served).
   kPeerDead,               ///< The guest serving this call died.
   kHostGone,               ///< The host died or removed the segment.
-  kShuttingDown,           ///< This side or the peer is shutting down.
-  kClosed,                 ///< The object is not initialised, or was closed.
+  kShuttingDown,           ///< The host is shutting down: SendShutdown() was called (on the host: not yet
+                           ///< followed by its own Shutdown()).
+  kClosed,                 ///< Not initialised or connected, or this side's own Shutdown()/Close() has run
+                           ///< (calls in flight then end with it too).
   kRemote,                 ///< The peer answered SYSTEM_ERROR; see Error::remote().
   kProtocol,               ///< The peer broke the protocol (impossible size, state or type).
   kTooLarge,               ///< A size exceeds the slot's capacity (checked locally, before sending).

@@ -30,15 +30,19 @@ namespace shm {
 /// Lifetime: Connect() receives the segment from the host over its rendezvous socket, maps it and holds the
 /// guest seat (the connection) until Close() or destruction; the kernel closes the connection if the process
 /// dies, and the next guest to attach answers or frees whatever this one left.
-/// Thread safety: Connect(), Start(), Close() and the destructor must not race with each other. SendGuestCall,
+/// Thread safety: Connect(), Start() and the destructor must not race with each other or with Close(); Close()
+/// may run on any thread, a handler's included, and concurrently with itself. SendGuestCall,
 /// AcquireGuestSlot, Wait and the accessors are thread-safe and may run concurrently with everything else
 /// (including a reconnect). The handler runs on one worker thread per host slot, concurrently: it must be
-/// thread-safe.
+/// thread-safe. What the handler may call (Close() among them): handler.h.
+/// Errors after shutting down: once the host has sent shutdown, guest calls fail with kShuttingDown; before
+/// Connect() and once Close() has run, every call fails with kClosed.
 class DirectGuest {
  public:
   DirectGuest() = default;
   DirectGuest(const DirectGuest&) = delete;
   DirectGuest& operator=(const DirectGuest&) = delete;
+  /// Close(). Must not run in a handler.
   ~DirectGuest() { Close(); }
 
   /// Attach to the host named config.name, retrying every retry_interval until connect_timeout while no live
@@ -84,11 +88,18 @@ class DirectGuest {
   /// answered by the runtime without calling the handler; a handler that throws answers SYSTEM_ERROR
   /// kHandlerFailed and its worker goes on. Workers sleep on the slot's futex when idle and exit when the host
   /// sends shutdown, dies (unless GuestConfig::reconnect), or Close() is called.
-  /// Errors: kClosed, kInvalidArgs (no handler, already started).
+  /// Errors: kClosed, kInvalidArgs (no handler, already started, called from a handler). After a Close() from
+  /// a handler, waits for that handler's worker to end.
   Result<void> Start(Handler handler) {
     auto ep = endpoint();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
     if (!handler) return Error(ErrorCode::kInvalidArgs, "Start needs a handler");
+    if (WorkerOf() == this) return Error(ErrorCode::kInvalidArgs, "Start was called from a handler");
+    {
+      // A worker whose handler called Close() ends by itself; wait for it before starting anew.
+      std::lock_guard<std::mutex> one_close(close_mu_);
+      JoinDeferred();
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (serving_) return Error(ErrorCode::kInvalidArgs, "workers are already running");
@@ -113,37 +124,59 @@ class DirectGuest {
   /// Like Wait(), at most `timeout`: kTimeout if workers are still running then.
   Result<void> Wait(Duration timeout) { return WaitUntil(platform::DeadlineAfter(timeout.count())); }
 
-  /// Stop the workers (each finishes the request it is serving), leave the guest seat and unmap.
-  /// Idempotent.
+  /// Stop the workers (each finishes the request it is serving), end guest calls in flight with kClosed,
+  /// leave the guest seat and unmap. Idempotent.
+  /// From a handler: waits for the other workers, not for the calling one, which ends once the handler has
+  /// returned and its answer is delivered; the seat goes then, and Wait() returns then. The destructor,
+  /// the next Start() or a Close() from another thread joins that worker.
   void Close() {
+    const bool from_worker = WorkerOf() == this;
+    std::unique_lock<std::mutex> one_close(close_mu_, std::defer_lock);
+    if (!from_worker) {
+      one_close.lock();
+    } else if (!one_close.try_lock()) {
+      return;  // another Close is running and waits for this worker: blocking here would deadlock it
+    }
     closing_.store(true, std::memory_order_seq_cst);
     if (auto ep = endpoint()) {
       ep->set_closing();
       ep->NudgeAll();
       ep->ReleaseAllParked();
+      ep->ReclaimAllQuarantined();
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
       done_.notify_all();  // the supervisor re-checks closing_
     }
     if (supervisor_.joinable()) supervisor_.join();
+    JoinDeferred();
     std::vector<std::thread> workers;
     {
       std::lock_guard<std::mutex> lock(mu_);
       workers.swap(workers_);
+      for (auto it = workers.begin(); from_worker && it != workers.end(); ++it) {
+        if (it->get_id() == std::this_thread::get_id()) {
+          deferred_ = std::move(*it);
+          workers.erase(it);
+          break;
+        }
+      }
     }
     for (auto& t : workers) t.join();
-    if (auto ep = endpoint()) ep->LeaveSeat();  // nothing of this guest writes the segment any more
+    // From a worker, this worker still serves its call: the last worker to end leaves the seat (Work).
+    if (auto ep = endpoint(); ep && !from_worker) ep->LeaveSeat();  // nothing of this guest writes it any more
     SetEndpoint(nullptr);
     std::lock_guard<std::mutex> lock(mu_);
-    serving_ = false;
+    if (!from_worker) serving_ = false;  // else the last worker says so when it ends
     handler_.reset();
     done_.notify_all();
   }
 
   /// Call the host on any free guest slot; the answer's bytes are copied into `response`; returns its type.
-  /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs, kRemote (SYSTEM_ERROR answer), kHostGone,
-  /// kShuttingDown, kProtocol, kClosed. Thread-safe.
+  /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout,
+  /// kNoFreeSlot, kTooLarge, kInvalidArgs (reserved type, no guest slots, a null request with a non-zero size),
+  /// kRemote (SYSTEM_ERROR answer), kHostGone, kShuttingDown (the host sent shutdown), kProtocol, kClosed (not
+  /// connected, or Close(): a call in flight then ends with it too). Thread-safe.
   Result<MsgType> SendGuestCall(Bytes request, MsgType type, std::vector<uint8_t>& response,
                                 const CallOptions& options = {}) {
     auto ep = endpoint();
@@ -158,7 +191,9 @@ class DirectGuest {
     if (auto ep = endpoint()) ep->ReleaseAllParked();
   }
 
-  /// Hold a free guest slot for zero-copy guest calls (see ZeroCopySlot). Thread-safe.
+  /// Hold a free guest slot for zero-copy guest calls (see ZeroCopySlot). Errors: kNoFreeSlot at the deadline,
+  /// kInvalidArgs (no guest slots), kShuttingDown (the host sent shutdown), kClosed (not connected, or
+  /// Close()). Thread-safe.
   Result<ZeroCopySlot> AcquireGuestSlot(Duration timeout = kUseDefault) {
     auto ep = endpoint();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
@@ -226,7 +261,10 @@ class DirectGuest {
     running_ = n;
     host_gone_ = false;
     for (uint32_t i = 0; i < n; ++i) {
-      workers_.emplace_back([this, i, ep, h = handler_] { Work(*ep, i, *h); });
+      workers_.emplace_back([this, i, ep, h = handler_] {
+        WorkerOf() = this;
+        Work(*ep, i, *h);
+      });
     }
   }
 
@@ -264,7 +302,12 @@ class DirectGuest {
     std::lock_guard<std::mutex> lock(mu_);
     host_gone_ |= host_gone;
     if (--running_ > 0) return;
-    const bool follow = config_.reconnect && host_gone_ && !closing_.load();
+    // Nothing serves this endpoint any more. If it is closing, its seat may go: a Close() from a handler left
+    // that to here (after any other Close() it is gone already, and leaving again is harmless).
+    if (ep.closing()) ep.LeaveSeat();
+    // A closing endpoint is never followed; checked first, so config_ (which a new Connect may be writing)
+    // is not read then.
+    const bool follow = !ep.closing() && config_.reconnect && host_gone_ && !closing_.load();
     if (!follow) {
       if (host_gone_ && !closing_.load()) exit_error_ = std::make_unique<Error>(ErrorCode::kHostGone, "the host died");
       serving_ = false;
@@ -304,6 +347,17 @@ class DirectGuest {
     }
   }
 
+  // The DirectGuest whose worker runs on this thread, if any: a handler's Close() must not join its own thread.
+  static const DirectGuest*& WorkerOf() noexcept {
+    thread_local const DirectGuest* guest = nullptr;
+    return guest;
+  }
+
+  // Join the worker a handler's Close() left running, unless this is that worker. With close_mu_ held.
+  void JoinDeferred() {
+    if (deferred_.joinable() && deferred_.get_id() != std::this_thread::get_id()) deferred_.join();
+  }
+
   Result<void> WaitUntil(int64_t deadline) {
     std::unique_lock<std::mutex> lock(mu_);
     while (serving_) {
@@ -318,6 +372,8 @@ class DirectGuest {
   GuestConfig config_;
   mutable std::mutex ep_mu_;
   std::shared_ptr<detail::Endpoint> ep_;  // guarded by ep_mu_; replaced on reconnect
+  std::mutex close_mu_;                   // one Close() at a time; guards deferred_
+  std::thread deferred_;                  // the worker whose handler called Close(), until it is joined
   std::mutex mu_;                         // guards everything below
   std::condition_variable done_;
   std::shared_ptr<const Handler> handler_;

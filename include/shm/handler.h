@@ -36,6 +36,17 @@ struct Reply {
 /// Serves one request: reads `request`, writes at most response.size() bytes into `response`, returns the
 /// Reply. May throw: the call is then answered with SYSTEM_ERROR kHandlerFailed and the worker goes on.
 /// Called concurrently from several worker threads (one per slot); must be thread-safe.
+///
+/// What a handler may call on the DirectGuest or DirectHost that runs it:
+/// - Calls of its own: DirectGuest::SendGuestCall and AcquireGuestSlot (and the ZeroCopySlot it gets), on the
+///   host Send, SendToSlot, GetZeroCopySlot, ReleaseParkedSlots, and every accessor. Such a call needs a free
+///   slot of its own; one that waits for an answer only this very handler could give ends at its deadline.
+/// - Ending the object: DirectGuest::Close, DirectHost::SendShutdown, Stop and Shutdown. They do not wait for
+///   the calling handler's own worker (it is serving this call): it ends once the handler returns, and the
+///   destructor, the next Start or a Close/Stop from another thread joins it. A guest's Close still waits for
+///   its other workers' handlers, and keeps the guest lock until this handler's answer is delivered.
+/// It must not destroy the object that runs it, call Connect, Init or Start on it (Start says kInvalidArgs),
+/// or Wait for its workers (they include this one).
 using Handler = std::function<Reply(const Message& request, MutableBytes response)>;
 
 }  // namespace shm

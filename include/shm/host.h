@@ -29,15 +29,19 @@ namespace shm {
 /// guest's death the moment its connection closes.
 /// Thread safety: Init() and the destructor must not race with other calls. Every other method is thread-safe:
 /// any number of threads may Send concurrently (each call uses its own slot), and Shutdown() may be called
-/// while calls are in flight (they end with kShuttingDown).
+/// while calls are in flight (they end with kClosed). What the guest-call handler may call: handler.h.
+/// Errors after shutting down: once SendShutdown() has been called, further calls fail with kShuttingDown;
+/// once Shutdown() has run (or before Init()), every call fails with kClosed.
 class DirectHost {
  public:
   DirectHost() = default;
   DirectHost(const DirectHost&) = delete;
   DirectHost& operator=(const DirectHost&) = delete;
   /// Shutdown(), then unmaps. Never blocks longer than the guest-call worker takes to notice (one handler call).
+  /// Must not run in the guest-call handler.
   ~DirectHost() {
     Shutdown();
+    Stop();  // joins a worker that was stopped from its own handler
     if (ep_) ep_->Detach();
     ep_.reset();
   }
@@ -75,15 +79,17 @@ class DirectHost {
 
   /// Call the guest on any free host slot: copy `request` in, wait for the answer, copy its bytes into
   /// `response`. Returns the answer's type. The slot stays parked for this thread's next Send, which then
-  /// skips claiming one (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs (reserved
-  /// type), kRemote (the guest answered SYSTEM_ERROR: see Error::remote()), kPeerDead, kShuttingDown,
-  /// kProtocol, kClosed. Thread-safe.
+  /// skips claiming one (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs
+  /// (reserved type, or a null request with a non-zero size), kRemote (the guest answered SYSTEM_ERROR: see
+  /// Error::remote()), kPeerDead, kShuttingDown (after SendShutdown), kProtocol, kClosed (not initialised, or
+  /// Shutdown: a call in flight then ends with it too). Thread-safe.
   Result<MsgType> Send(Bytes request, MsgType type, std::vector<uint8_t>& response, const CallOptions& options = {}) {
     return SendOn(-1, request, type, response, options);
   }
 
   /// Like Send, on slot `slot` (0 <= slot < host_slots()); waits while that slot is busy (kSlotBusy at the
-  /// deadline). A slot parked by any thread of this process is not busy. Thread-safe.
+  /// deadline). A slot parked by any thread of this process is not busy. Errors: those of Send, kSlotBusy
+  /// instead of kNoFreeSlot, and kInvalidArgs for a slot that does not exist. Thread-safe.
   Result<MsgType> SendToSlot(uint32_t slot, Bytes request, MsgType type, std::vector<uint8_t>& response,
                              const CallOptions& options = {}) {
     if (ep_ && slot >= ep_->segment().geometry().host_slots) {
@@ -101,7 +107,7 @@ class DirectHost {
   }
 
   /// Hold a free host slot for zero-copy calls (see ZeroCopySlot). Errors: kNoFreeSlot at the deadline,
-  /// kShuttingDown, kClosed. Thread-safe.
+  /// kShuttingDown (after SendShutdown), kClosed (not initialised, or Shutdown). Thread-safe.
   Result<ZeroCopySlot> GetZeroCopySlot(Duration timeout = kUseDefault) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -112,26 +118,47 @@ class DirectHost {
   }
 
   /// Serve guest calls on a worker thread until Stop() or Shutdown(). The worker sleeps on the doorbell
-  /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs if already started or no
-  /// handler, kClosed. Thread-safe.
+  /// futex when idle (no polling) and wakes at once on a call. Errors: kInvalidArgs (already started, called
+  /// from the guest-call handler, no handler, or no guest slots), kShuttingDown (after SendShutdown), kClosed
+  /// (not initialised, or Shutdown). Thread-safe. If the handler stopped its own worker, Start waits for that
+  /// handler to return.
   Result<void> Start(Handler guest_call_handler) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
     if (!guest_call_handler) return Error(ErrorCode::kInvalidArgs, "Start needs a handler");
+    if ((*ep)->slot_count(detail::Role::kGuest) == 0) {
+      return Error(ErrorCode::kInvalidArgs, "this segment has no guest slots (guest_slots = 0): nothing to serve");
+    }
+    if (OnWorkerThread()) {
+      return Error(ErrorCode::kInvalidArgs, "Start was called from the guest-call handler: its worker still runs");
+    }
     std::lock_guard<std::mutex> lock(worker_mu_);
-    if (worker_.joinable()) return Error(ErrorCode::kInvalidArgs, "the guest-call worker is already running");
+    if (worker_.joinable()) {
+      if (!stop_worker_.load(std::memory_order_seq_cst)) {
+        return Error(ErrorCode::kInvalidArgs, "the guest-call worker is already running");
+      }
+      worker_.join();  // stopped from its own handler; nothing it may still call takes worker_mu_
+    }
     stop_worker_.store(false, std::memory_order_seq_cst);
     worker_ = std::thread([this, ep = *ep, h = std::move(guest_call_handler)] {
+      WorkerOf() = this;
       while (!stop_worker_.load(std::memory_order_seq_cst) && !ep->closing()) {
         auto pending = WaitOn(*ep, std::chrono::seconds(1), &stop_worker_);
-        if (pending && *pending) (void)ProcessOn(*ep, h, SIZE_MAX);
+        if (!pending) break;  // a wait that failed fails again at once: retrying would spin
+        if (*pending) (void)ProcessOn(*ep, h, SIZE_MAX);
       }
     });
     return Ok();
   }
 
   /// Stop the guest-call worker and wait for it (it finishes the call it is serving). Idempotent. Thread-safe.
+  /// From the guest-call handler it cannot wait: the worker ends once the handler returns, and the destructor,
+  /// the next Start() or a Stop() from another thread joins it.
   void Stop() {
+    if (OnWorkerThread()) {
+      stop_worker_.store(true, std::memory_order_seq_cst);
+      return;
+    }
     std::lock_guard<std::mutex> lock(worker_mu_);
     if (!worker_.joinable()) return;
     stop_worker_.store(true, std::memory_order_seq_cst);
@@ -140,7 +167,8 @@ class DirectHost {
   }
 
   /// Serve up to `limit` pending guest calls on the calling thread, without blocking. Returns how many were
-  /// served. Each call is served exactly once even with several concurrent processors. Thread-safe.
+  /// served. Each call is served exactly once even with several concurrent processors. Errors: kShuttingDown
+  /// (after SendShutdown), kClosed (not initialised, or Shutdown). Thread-safe.
   Result<size_t> ProcessGuestCalls(const Handler& handler, size_t limit = SIZE_MAX) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -148,7 +176,9 @@ class DirectHost {
   }
 
   /// Block until a guest call is pending (true), or the timeout passes (false). For hosts that serve guest
-  /// calls from their own loop with ProcessGuestCalls. Errors: kShuttingDown, kClosed. Thread-safe.
+  /// calls from their own loop with ProcessGuestCalls. Errors: kInvalidArgs (no guest slots), kShuttingDown
+  /// (after SendShutdown), kClosed (not initialised, or Shutdown: a wait in flight then ends with it too).
+  /// Thread-safe.
   Result<bool> WaitForGuestCalls(Duration timeout = kUseDefault) {
     auto ep = Live();
     if (!ep) return std::move(ep).error();
@@ -156,24 +186,26 @@ class DirectHost {
   }
 
   /// Tell the guest to stop: every guest worker exits, guest calls are refused with kShuttingDown, and so are
-  /// this host's further calls. Idempotent. Thread-safe.
+  /// this host's further calls until Shutdown(). Idempotent until Shutdown(). Errors: kClosed (not
+  /// initialised, or Shutdown). Thread-safe.
   Result<void> SendShutdown() {
     auto ep = ep_;
     if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
-    ep->header().host_state.store(static_cast<uint32_t>(wire::HostState::kShuttingDown), std::memory_order_seq_cst);
-    ep->NudgeAll();
-    ep->RingDoorbell();
+    if (ep->closing()) return Error(ErrorCode::kClosed, "DirectHost is shut down");
+    AnnounceShutdown(*ep);
     return Ok();
   }
 
-  /// SendShutdown(), end every in-flight call with kShuttingDown, stop the worker, free the name and close
-  /// the guest's connection. Never waits for the guest: a slot still held by a guest's late handler is
-  /// simply left behind. Idempotent. Thread-safe.
+  /// SendShutdown(), end every in-flight call with kClosed, stop the worker, free the name and close the
+  /// guest's connection. Never waits for the guest: a slot still held by a guest's late handler is
+  /// simply left behind. Idempotent. Thread-safe. From the guest-call handler it does not wait for the worker
+  /// (see Stop()); the call the handler serves may then end with kHostGone for the guest.
   void Shutdown() {
     if (!ep_ || shut_down_.exchange(true)) return;
-    ep_->set_closing();      // before SendShutdown's nudge, so woken callers see it too
-    (void)SendShutdown();
+    ep_->set_closing();  // before the nudge, so woken callers see it too
+    AnnounceShutdown(*ep_);
     ep_->ReleaseAllParked();
+    ep_->ReclaimAllQuarantined();
     Stop();
     doorman_.Stop();  // frees the name; the guest sees its connection close
   }
@@ -190,12 +222,27 @@ class DirectHost {
   int64_t spin_budget_ns() const noexcept { return ep_ ? ep_->spin().budget_ns() : 0; }
 
  private:
+  // The DirectHost whose guest-call worker runs on this thread, if any: a handler's Stop() must not join
+  // its own thread.
+  static const DirectHost*& WorkerOf() noexcept {
+    thread_local const DirectHost* host = nullptr;
+    return host;
+  }
+  bool OnWorkerThread() const noexcept { return WorkerOf() == this; }
+
   Result<std::shared_ptr<detail::Endpoint>> Live() const {
     auto ep = ep_;
     if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
-    if (ep->closing()) return Error(ErrorCode::kShuttingDown, "DirectHost is shut down");
+    if (ep->closing()) return Error(ErrorCode::kClosed, "DirectHost is shut down");
     if (ep->host_shutting_down()) return Error(ErrorCode::kShuttingDown, "SendShutdown() was called");
     return ep;
+  }
+
+  // host_state = SHUTTING_DOWN, then every sleeper re-checks (SPECIFICATION.md §9).
+  static void AnnounceShutdown(detail::Endpoint& ep) noexcept {
+    ep.header().host_state.store(static_cast<uint32_t>(wire::HostState::kShuttingDown), std::memory_order_seq_cst);
+    ep.NudgeAll();
+    ep.RingDoorbell();
   }
 
   Result<MsgType> SendOn(int64_t slot, Bytes request, MsgType type, std::vector<uint8_t>& response,
@@ -227,7 +274,7 @@ class DirectHost {
         wire::kDoorbellWaiting);
     if (st == detail::WaitStatus::kReady) return true;
     if (st == detail::WaitStatus::kTimeout) return false;
-    if (ep.closing()) return Error(ErrorCode::kShuttingDown, "DirectHost is shut down");
+    if (ep.closing()) return Error(ErrorCode::kClosed, "DirectHost is shut down");
     return false;  // the worker was asked to stop
   }
 

@@ -1,8 +1,10 @@
 // shm — ZeroCopySlot: a slot held across calls, written and read in place.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "shm/bytes.h"
@@ -24,7 +26,8 @@ class DirectGuest;
 /// host, every method fails with kClosed or returns an empty view, and the mapping goes when the slot does.
 /// Buffers returned by RequestBuffer() and Response() point into shared memory: use them while valid().
 /// Thread safety: not thread-safe; use one ZeroCopySlot from one thread at a time (different slots may be
-/// used concurrently).
+/// used concurrently). A Send or SendFlatBuffer that starts while another thread's is still running on the
+/// same object fails with kInvalidArgs and leaves that call and the slot alone.
 class ZeroCopySlot {
  public:
   ZeroCopySlot() = default;
@@ -60,10 +63,24 @@ class ZeroCopySlot {
   /// Send the request already written in RequestBuffer(): `size` bytes at its start, or, if negative, the
   /// last -size bytes (end-aligned). Blocks until the answer, an error, or the deadline. On success the
   /// answer is readable through Response*(). A timeout while the peer was serving loses the slot
-  /// (kSlotLost on the next call); a timeout before it took the request keeps it.
+  /// (kSlotLost on the next call); a timeout before it took the request keeps it. Errors: kTimeout,
+  /// kTooLarge (size outside the buffer), kInvalidArgs (reserved type), kRemote, kPeerDead (host slot) or
+  /// kHostGone (guest slot), kShuttingDown (the host is shutting down), kProtocol, kSlotLost, kClosed (the
+  /// owner was shut down, closed or destroyed: a call in flight then ends with it too); kInvalidArgs also
+  /// when another thread is in Send on this object.
   Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
-    // A plain load, not a reference count: an atomic read-modify-write here would wait for the request's
-    // stores to reach the cache before the publishing compare-and-swap could start.
+    // A second thread would publish over the first's transaction, which would then look like the peer
+    // breaking the protocol. Telling the two apart needs an atomic read-modify-write before the first shared
+    // write: it is on this object's own line, never the peer's, but it does wait for the request's stores.
+    if (in_send_.exchange(true, std::memory_order_acquire)) {
+      return Error(ErrorCode::kInvalidArgs, "this ZeroCopySlot is in a Send on another thread; use it from one "
+                                            "thread at a time");
+    }
+    struct Leave {
+      std::atomic<bool>& flag;
+      ~Leave() { flag.store(false, std::memory_order_release); }
+    } leave{in_send_};
+    // A plain load, not a reference count: the endpoint is this object's own.
     if (!ep_ || ep_->detached()) return Error(ErrorCode::kClosed, "the slot's host or guest is gone");
     if (!held_) return Error(ErrorCode::kSlotLost, "this ZeroCopySlot no longer holds a slot");
     answered_ = false;
@@ -77,9 +94,12 @@ class ZeroCopySlot {
   }
 
   /// Send a FlatBuffer finished at the end of RequestBuffer() (as a FlatBufferBuilder builds it):
-  /// `size` bytes, end-aligned, type FLATBUFFER.
+  /// `size` bytes, end-aligned, type FLATBUFFER. Errors: those of Send; a size that is negative or larger
+  /// than capacity() is kTooLarge (as in the Go guest).
   Result<void> SendFlatBuffer(int32_t size, Duration timeout = kUseDefault) {
-    if (size < 0) return Error(ErrorCode::kInvalidArgs, "SendFlatBuffer takes the FlatBuffer's size (>= 0)");
+    if (size < 0) {
+      return Error(ErrorCode::kTooLarge, "a FlatBuffer of " + std::to_string(size) + " bytes does not fit the buffer");
+    }
     return Send(-size, MsgType::FLATBUFFER, timeout);
   }
 
@@ -95,7 +115,7 @@ class ZeroCopySlot {
 
   /// Give the slot back. Idempotent; harmless after the owner is gone.
   void Release() noexcept {
-    if (held_ && ep_ && !ep_->detached()) detail::Release(*view_.header, seq_);
+    if (held_ && ep_ && !ep_->detached()) ep_->ReleaseOwned(view_.index, seq_);
     held_ = false;
     answered_ = false;
     ep_.reset();
@@ -113,6 +133,7 @@ class ZeroCopySlot {
   bool held_ = false;
   bool answered_ = false;
   detail::Answer answer_;
+  std::atomic<bool> in_send_{false};  // a Send is running: detects use from two threads at once
 };
 
 }  // namespace shm

@@ -272,7 +272,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  // Shutdown ends an in-flight call at once (kShuttingDown) rather than at its deadline.
+  // Shutdown ends an in-flight call at once (kClosed) rather than at its deadline.
   stop.store(true);
   host.Shutdown();
   caller.join();

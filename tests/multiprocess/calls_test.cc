@@ -161,7 +161,7 @@ TEST_F(Calls, HostileSizesAreRefusedAndTheSlotStaysUsable) {
   }
   auto fb = z->SendFlatBuffer(-5, kLong);
   ASSERT_FALSE(fb);
-  EXPECT_EQ(fb.error().code(), ErrorCode::kInvalidArgs) << fb.error().ToString();
+  EXPECT_EQ(fb.error().code(), ErrorCode::kTooLarge) << fb.error().ToString();
   fb = z->SendFlatBuffer(cap + 1, kLong);
   ASSERT_FALSE(fb);
   EXPECT_EQ(fb.error().code(), ErrorCode::kTooLarge) << fb.error().ToString();

@@ -235,6 +235,37 @@ TEST_F(GuestToHostErrors, NoHandlerOnTheHostEndsTheCallWithAnError) {
   EXPECT_EQ(GuestCall({"--timeout-ms", "300"}), "RESULT ERR Timeout None");
 }
 
+// ---- A broken guest ------------------------------------------------------------------------------------------
+
+// A guest process answers the host's call with a seq the call never published. The call fails with kProtocol;
+// the slot is not lost for good: it is out of use while that guest lives, and the next guest is served on it.
+TEST(BrokenGuest, SlotAnsweredWithAWrongSeqServesTheNextGuest) {
+  SegmentName name("wrong-seq");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(MakeHostConfig(name.str(), 1, 0, 4096)));
+  Process broken = SpawnPeer({"guest", "--name", name.str(), "--mode", "wrong-seq"});
+  ASSERT_TRUE(broken.started()) << broken.error();
+  ASSERT_TRUE(GetLine(broken, "CONNECTED"));
+  std::vector<uint8_t> out;
+  auto r = host.Send("x", MsgType::NORMAL, out, {kLong, false});
+  ASSERT_FALSE(r) << "answered '" << Str(out) << "'";
+  EXPECT_EQ(r.error().code(), ErrorCode::kProtocol) << r.error().ToString();
+  ASSERT_TRUE(GetLine(broken, "WRONG_SEQ"));
+  auto busy = host.Send("y", MsgType::NORMAL, out, {milliseconds(200), false});
+  ASSERT_FALSE(busy) << "the slot was used again while the broken guest lives";
+  EXPECT_EQ(busy.error().code(), ErrorCode::kNoFreeSlot) << busy.error().ToString();
+  broken.CloseStdin();
+  ASSERT_TRUE(ExitsWith(broken, kExitOk));
+  Process next = SpawnPeer({"guest", "--name", name.str()});
+  ASSERT_TRUE(next.started()) << next.error();
+  ASSERT_TRUE(GetLine(next, "SERVING"));
+  auto served = host.Send("served again", MsgType::NORMAL, out, {kLong, false});
+  ASSERT_TRUE(served) << Describe(served);
+  EXPECT_EQ(Str(out), "served again");
+  ASSERT_TRUE(host.SendShutdown());
+  EXPECT_TRUE(ExitsWith(next, kExitOk));
+}
+
 // ---- Stale answers -----------------------------------------------------------------------------------------------
 
 using StaleAnswers = HostAndGuest;

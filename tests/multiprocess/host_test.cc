@@ -184,7 +184,7 @@ TEST_F(Shutdown, DestructorIsPromptWhileATimedOutCallHoldsASlot) {
   EXPECT_TRUE(ExitsWith(guest_, kExitOk));
 }
 
-TEST_F(Shutdown, CallInFlightEndsWithShuttingDown) {
+TEST_F(Shutdown, CallInFlightEndsWithClosed) {
   ASSERT_NO_FATAL_FAILURE(Begin(MakeHostConfig("", 2)));
   shm::Result<MsgType> in_flight = shm::Error(ErrorCode::kInvalidArgs, "not run");
   std::thread caller([&] {
@@ -200,7 +200,7 @@ TEST_F(Shutdown, CallInFlightEndsWithShuttingDown) {
   ASSERT_TRUE(entered) << guest_.transcript();
   EXPECT_LT(took, seconds(5));
   ASSERT_FALSE(in_flight);
-  EXPECT_EQ(in_flight.error().code(), ErrorCode::kShuttingDown) << in_flight.error().ToString();
+  EXPECT_EQ(in_flight.error().code(), ErrorCode::kClosed) << in_flight.error().ToString();
   ASSERT_TRUE(guest_.WriteLine("GO"));
   EXPECT_TRUE(ExitsWith(guest_, kExitOk));
 }

@@ -2,11 +2,12 @@
 // flags; it prints machine-readable lines on stdout and exits with a code that says how it ended
 // (peer_protocol.h). Commands:
 //
-//   guest      --name N [--mode serve|attach-only] [--connect-timeout-ms T]
+//   guest      --name N [--mode serve|attach-only|wrong-seq] [--connect-timeout-ms T]
 //              Connect, then serve with the test handler until Wait() ends ("WAIT_DONE <how>"). The request
 //              type picks the handler's behaviour (echo, throw, oversized or reserved reply, block until a
 //              stdin line, ...: peer_protocol.h). attach-only connects without serving and closes at end of
-//              stdin.
+//              stdin. wrong-seq is a broken guest: it takes the first request on host slot 0 and answers it
+//              with a RESPONSE of the next seq ("WRONG_SEQ <seq>"), then closes at end of stdin.
 //   guest-call --name N --scenario basic|ids|one|crafted [flags below]
 //              Connect and call the host. basic: --count copying calls and --rounds zero-copy calls, checking
 //              the host's "host:<request>" answers. ids: --threads x --count calls with unique ids. one: a
@@ -185,6 +186,33 @@ Reply Serve(ServeState& st, const Message& m, MutableBytes out) {
   }
 }
 
+// A broken guest's answer, through a second mapping of the segment: take the first request on host slot 0
+// and publish a RESPONSE of the next seq, one its caller never asked for.
+int AnswerWithTheWrongSeq(const std::string& name) {
+  auto seg = shm::detail::Segment::FromDescriptor(shm::platform::File(shm_test::OpenSegmentOf(::getpid(), name, O_RDWR)),
+                                                 true);
+  if (!seg) return Failed("ATTACH_FAILED", seg.error());
+  auto& h = *seg->Slot(0).header;
+  shm::detail::SpinPolicy spin;
+  uint32_t v = 0, seq = 0;
+  const int64_t until = shm::platform::MonotonicNs() + 60000000000LL;
+  for (;;) {
+    const auto st = shm::detail::WaitFor(
+        h.ctl, nullptr, until, spin, [](uint32_t w) { return shm::wire::CtlIs(w, shm::wire::SlotState::kRequest); },
+        [](bool) { return false; }, &v);
+    if (st != shm::detail::WaitStatus::kReady) return Fail("no request arrived on slot 0");
+    if (shm::detail::TryTake(h, &seq)) break;
+  }
+  shm::detail::WriteErrorResponse(h, shm::wire::WireError::kNone);
+  h.resp_type.store(static_cast<uint32_t>(MsgType::NORMAL), std::memory_order_relaxed);
+  const uint32_t wrong = shm::wire::NextSeq(seq);
+  if (!shm::detail::Transition(h, shm::wire::SlotState::kServing, seq, shm::wire::SlotState::kResponse, wrong)) {
+    return Fail("the taken request moved");
+  }
+  Say("WRONG_SEQ " + std::to_string(wrong));
+  return kExitOk;
+}
+
 int RunGuest(const Args& a) {
   const std::string mode = a.Get("mode", "serve");
   shm::GuestConfig cfg;
@@ -196,6 +224,13 @@ int RunGuest(const Args& a) {
   Say("CONNECTED pid=" + std::to_string(::getpid()) + " host_slots=" + std::to_string(guest.host_slots()) +
       " guest_slots=" + std::to_string(guest.guest_slots()));
   if (mode == "attach-only") {
+    WaitForStdinEof();
+    guest.Close();
+    Say("CLOSED");
+    return kExitOk;
+  }
+  if (mode == "wrong-seq") {
+    if (int r = AnswerWithTheWrongSeq(cfg.name); r != kExitOk) return r;
     WaitForStdinEof();
     guest.Close();
     Say("CLOSED");

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -55,6 +56,7 @@ shm::HostConfig HostConfigFor(const std::string& name) {
   c.host_slots = 2;
   c.guest_slots = 1;
   c.payload_size = kPayload;
+  c.guest_payload_size = kPayload;
   return c;
 }
 
@@ -183,6 +185,30 @@ TEST_F(HostGuest, EmptyRequestAndEmptyResponse) {
   ASSERT_TRUE(r.ok()) << r.error().ToString();
   EXPECT_EQ(*r, MsgType::NORMAL);
   EXPECT_TRUE(response.empty());
+}
+
+// A view that claims bytes it does not point to is refused, never read; the slots stay usable.
+TEST_F(HostGuest, NullRequestWithASizeIsInvalid) {
+  const shm::Bytes null_view(static_cast<const uint8_t*>(nullptr), 5);
+  std::vector<uint8_t> response;
+  auto expect_invalid = [](const shm::Result<MsgType>& r) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgs) << r.error().ToString();
+  };
+  expect_invalid(host_.Send(null_view, MsgType::NORMAL, response));
+  expect_invalid(host_.Send(null_view, MsgType::NORMAL, response, {shm::kUseDefault, true}));
+  expect_invalid(host_.SendToSlot(1, null_view, MsgType::NORMAL, response));
+  expect_invalid(host_.Send(shm::Bytes(static_cast<const uint8_t*>(nullptr), SIZE_MAX), MsgType::NORMAL, response));
+  expect_invalid(guest_.SendGuestCall(null_view, MsgType::GUEST_CALL, response));
+  EXPECT_EQ(calls(), 0);
+  // An empty view may have a null pointer.
+  auto empty = host_.Send(shm::Bytes(static_cast<const uint8_t*>(nullptr), 0), MsgType::NORMAL, response);
+  ASSERT_TRUE(empty.ok()) << empty.error().ToString();
+  for (uint32_t slot : {0u, 1u}) {
+    auto ok = host_.SendToSlot(slot, "fine", MsgType::NORMAL, response);
+    ASSERT_TRUE(ok.ok()) << ok.error().ToString();
+    EXPECT_EQ(Str(response), "fine");
+  }
 }
 
 TEST_F(HostGuest, FullCapacityRequestFits) {
@@ -340,6 +366,32 @@ TEST_F(HostGuest, BusySlotsGiveNoFreeSlotAndSlotBusyAtTheDeadline) {
   EXPECT_TRUE(r3.ok()) << r3.error().ToString();
 }
 
+// A request that could never be sent is refused before a slot is claimed: at once, with its own code, even
+// while every slot is busy (not kNoFreeSlot or kSlotBusy at the deadline).
+TEST_F(HostGuest, UnsendableRequestIsRefusedAtOnceWhileEverySlotIsBusy) {
+  auto a = host_.GetZeroCopySlot(10s);
+  auto b = host_.GetZeroCopySlot(10s);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto g = guest_.AcquireGuestSlot(10s);
+  ASSERT_TRUE(g.ok()) << g.error().ToString();
+  const std::string big(kPayload + 1, 'x');
+  const shm::CallOptions wait{2s, false}, aligned{2s, true};
+  std::vector<uint8_t> response;
+  auto expect = [](const shm::Result<MsgType>& r, ErrorCode code) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), code) << r.error().ToString();
+  };
+  expect(host_.Send(big, MsgType::NORMAL, response, wait), ErrorCode::kTooLarge);
+  expect(host_.Send(big, MsgType::NORMAL, response, aligned), ErrorCode::kTooLarge);
+  expect(host_.SendToSlot(a->index(), big, MsgType::NORMAL, response, wait), ErrorCode::kTooLarge);
+  expect(host_.Send("x", MsgType::SYSTEM_ERROR, response, wait), ErrorCode::kInvalidArgs);
+  expect(host_.SendToSlot(b->index(), "x", MsgType::HEARTBEAT_RESP, response, wait), ErrorCode::kInvalidArgs);
+  expect(guest_.SendGuestCall(big, MsgType::GUEST_CALL, response, wait), ErrorCode::kTooLarge);
+  expect(guest_.SendGuestCall("x", MsgType::SHUTDOWN, response, wait), ErrorCode::kInvalidArgs);
+  EXPECT_EQ(calls(), 0);
+  EXPECT_TRUE(a->valid() && b->valid() && g->valid()) << "the held slots were not touched";
+}
+
 TEST_F(HostGuest, SendToSlotOutOfRangeIsInvalid) {
   std::vector<uint8_t> response;
   for (uint32_t slot : {2u, 3u, UINT32_MAX}) {
@@ -417,10 +469,11 @@ TEST_F(HostGuest, ZeroCopySlotRefusesHostileSizesAndKeepsTheSlot) {
     EXPECT_EQ(r.error().code(), ErrorCode::kTooLarge) << r.error().ToString();
     EXPECT_TRUE(slot->valid()) << "nothing was published, so the slot is still held";
   }
-  for (int32_t size : {-1, -cap, INT32_MIN}) {
+  for (int32_t size : {-1, -cap, INT32_MIN}) {  // a size that cannot fit, as the Go guest says
     auto r = slot->SendFlatBuffer(size);
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgs) << r.error().ToString();
+    EXPECT_EQ(r.error().code(), ErrorCode::kTooLarge) << r.error().ToString();
+    EXPECT_TRUE(slot->valid());
   }
   auto big = slot->SendFlatBuffer(cap + 1);
   ASSERT_FALSE(big.ok());
@@ -436,6 +489,53 @@ TEST_F(HostGuest, ZeroCopySlotRefusesHostileSizesAndKeepsTheSlot) {
   // Full capacity, both directions.
   EXPECT_TRUE(slot->Send(cap).ok());
   EXPECT_TRUE(slot->Send(-cap).ok());
+}
+
+// A ZeroCopySlot is for one thread at a time. A second thread's Send while the first is waiting for its answer is
+// this process's misuse, reported as kInvalidArgs (not as the peer breaking the protocol), and the first call
+// and the slot are unharmed.
+TEST_F(HostGuest, ZeroCopySlotUsedFromTwoThreadsAtOnceIsInvalid) {
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool entered = false, open = false;
+  SetHandler([&](const Message& m, MutableBytes out) {
+    std::unique_lock<std::mutex> lock(gate_mu);
+    entered = true;
+    gate_cv.notify_all();
+    gate_cv.wait(lock, [&] { return open; });
+    return Echo(m, out);
+  });
+  auto slot = host_.GetZeroCopySlot();
+  ASSERT_TRUE(slot.ok()) << slot.error().ToString();
+  std::memcpy(slot->RequestBuffer().data(), "first", 5);
+  shm::Result<void> first = shm::Error(ErrorCode::kClosed, "not run");
+  std::thread t([&] { first = slot->Send(5, MsgType::NORMAL, 60s); });
+  bool reached = false;
+  {
+    std::unique_lock<std::mutex> lock(gate_mu);
+    reached = gate_cv.wait_for(lock, 60s, [&] { return entered; });
+  }
+  auto second = slot->Send(5, MsgType::NORMAL, 60s);
+  auto flat = slot->SendFlatBuffer(5, 60s);
+  {
+    std::lock_guard<std::mutex> lock(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+  t.join();
+  ASSERT_TRUE(reached) << "the first Send never reached the guest";
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code(), ErrorCode::kInvalidArgs) << second.error().ToString();
+  ASSERT_FALSE(flat.ok());
+  EXPECT_EQ(flat.error().code(), ErrorCode::kInvalidArgs) << flat.error().ToString();
+  ASSERT_TRUE(first.ok()) << first.error().ToString();
+  EXPECT_EQ(Str(slot->Response()), "first");
+  SetHandler(Echo);
+  std::memcpy(slot->RequestBuffer().data(), "again", 5);
+  auto again = slot->Send(5);
+  ASSERT_TRUE(again.ok()) << again.error().ToString();
+  EXPECT_EQ(Str(slot->Response()), "again");
+  EXPECT_EQ(calls(), 2);
 }
 
 // ---- Guest calls --------------------------------------------------------------------------------------------------
@@ -473,6 +573,25 @@ TEST_F(HostGuest, GuestCallServedFromTheHostsOwnLoop) {
   EXPECT_EQ(Str(response), "loop");
 }
 
+// Without guest slots there is nothing to serve: Start refuses at once instead of running a worker whose every
+// wait fails (a loop that would spin a core).
+TEST(GuestCallsWithoutGuestSlots, StartAndWaitForGuestCallsAreRefused) {
+  const std::string name = shm_unit::UniqueName("no-guest-slots");
+  auto c = HostConfigFor(name);
+  c.guest_slots = 0;
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(c).ok());
+  auto started = host.Start(Echo);
+  ASSERT_FALSE(started.ok()) << "a worker started on a segment without guest slots";
+  EXPECT_EQ(started.error().code(), ErrorCode::kInvalidArgs) << started.error().ToString();
+  auto pending = host.WaitForGuestCalls(10s);
+  ASSERT_FALSE(pending.ok());
+  EXPECT_EQ(pending.error().code(), ErrorCode::kInvalidArgs) << pending.error().ToString();
+  auto served = host.ProcessGuestCalls(Echo);
+  ASSERT_TRUE(served.ok()) << served.error().ToString();
+  EXPECT_EQ(*served, 0u);
+}
+
 TEST_F(HostGuest, SendShutdownEndsTheGuestsWorkers) {
   ASSERT_TRUE(host_.SendShutdown().ok());
   auto w = guest_.Wait(10s);
@@ -483,6 +602,29 @@ TEST_F(HostGuest, SendShutdownEndsTheGuestsWorkers) {
   EXPECT_EQ(r.error().code(), ErrorCode::kShuttingDown);
 }
 
+// After this side's own Close, every guest call says kClosed; a call in flight when Close runs ends with it too.
+// kShuttingDown is only ever the host's shutdown.
+TEST_F(HostGuest, GuestCallsAfterCloseAreClosed) {
+  auto held = guest_.AcquireGuestSlot(10s);
+  ASSERT_TRUE(held.ok()) << held.error().ToString();
+  held->Release();  // the one guest slot is free for the call below
+  std::vector<uint8_t> response;
+  shm::Result<MsgType> in_flight = shm::Error(ErrorCode::kInvalidArgs, "not run");
+  std::thread caller([&] { in_flight = guest_.SendGuestCall("pending", MsgType::GUEST_CALL, response, {60s}); });
+  auto pending = host_.WaitForGuestCalls(60s);  // nobody serves it: it stays pending
+  guest_.Close();
+  caller.join();
+  ASSERT_TRUE(pending.ok() && *pending) << "the guest call never arrived";
+  ASSERT_FALSE(in_flight.ok());
+  EXPECT_EQ(in_flight.error().code(), ErrorCode::kClosed) << in_flight.error().ToString();
+  auto after = guest_.SendGuestCall("after", MsgType::GUEST_CALL, response, {1s});
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed) << after.error().ToString();
+  auto slot = guest_.AcquireGuestSlot(1s);
+  ASSERT_FALSE(slot.ok());
+  EXPECT_EQ(slot.error().code(), ErrorCode::kClosed) << slot.error().ToString();
+}
+
 TEST_F(HostGuest, SecondGuestIsRefused) {
   shm::DirectGuest second;
   shm::GuestConfig config = GuestConfigFor(name_);
@@ -491,6 +633,173 @@ TEST_F(HostGuest, SecondGuestIsRefused) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code(), ErrorCode::kGuestAlreadyConnected) << r.error().ToString();
   EXPECT_NE(r.error().message().find(std::to_string(::getpid())), std::string::npos) << r.error().message();
+}
+
+// ---- What a handler may call on the object that runs it -----------------------------------------------------
+
+// Collects log lines (from library threads) for a test to look at.
+class LogLines {
+ public:
+  LogLines() {
+    shm::SetLogSink([this](shm::LogLevel, std::string_view line) {
+      std::lock_guard<std::mutex> lock(mu_);
+      lines_.emplace_back(line);
+    });
+  }
+  ~LogLines() { shm::SetLogSink(nullptr); }
+  bool Any(const std::string& text) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& l : lines_) {
+      if (l.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// The host's guest-call handler shuts its host down. The worker cannot wait for itself: nothing throws, and the
+// destructor, run by another thread once the handler is done, joins the worker.
+TEST(HandlerCalls, HostHandlerMayShutDownItsHost) {
+  LogLines log;
+  const std::string name = shm_unit::UniqueName("handler-shutdown");
+  auto host = std::make_unique<shm::DirectHost>();
+  ASSERT_TRUE(host->Init(HostConfigFor(name)).ok());
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  ASSERT_TRUE(guest.Start(Echo).ok());
+  std::atomic<bool> returned{false};
+  shm::DirectHost* h = host.get();
+  ASSERT_TRUE(host->Start([h, &returned](const Message& m, MutableBytes out) {
+                    h->Shutdown();
+                    h->Stop();  // idempotent, and also safe here
+                    returned.store(true);
+                    return Echo(m, out);
+                  }).ok());
+  std::vector<uint8_t> response;
+  auto r = guest.SendGuestCall("bye", MsgType::GUEST_CALL, response, {60s});
+  // The host released its name and lock inside the handler: the answer may arrive, or the guest sees it gone.
+  EXPECT_TRUE(r.ok() || r.error().code() == ErrorCode::kHostGone) << r.error().ToString();
+  ASSERT_TRUE(shm_unit::WaitUntil([&] { return returned.load(); }, 60s));
+  EXPECT_FALSE(shm_unit::NameHeld(name));
+  auto after = host->Send("x", MsgType::NORMAL, response, {1s});
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed) << after.error().ToString();
+  host.reset();
+  EXPECT_FALSE(log.Any("handler threw")) << "Shutdown threw inside the handler";
+  guest.Close();
+}
+
+// The handler stops its own worker; a Start from another thread joins that worker and serves again.
+TEST(HandlerCalls, HostHandlerMayStopItsWorker) {
+  LogLines log;
+  const std::string name = shm_unit::UniqueName("handler-stop");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  ASSERT_TRUE(host.Start([&host](const Message& m, MutableBytes out) {
+                    host.Stop();
+                    auto again = host.Start(Echo);  // refused: the worker is this very thread
+                    const std::string text = again.ok() ? "restarted" : shm::ToString(again.error().code());
+                    std::memcpy(out.data(), text.data(), text.size());
+                    (void)m;
+                    return Reply{static_cast<int32_t>(text.size()), MsgType::GUEST_CALL};
+                  }).ok());
+  std::vector<uint8_t> response;
+  auto r = guest.SendGuestCall("stop", MsgType::GUEST_CALL, response, {60s});
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(response), "InvalidArgs");
+  EXPECT_FALSE(log.Any("handler threw")) << "Stop threw inside the handler";
+  auto started = host.Start(Echo);
+  ASSERT_TRUE(started.ok()) << started.error().ToString();
+  r = guest.SendGuestCall("served again", MsgType::GUEST_CALL, response, {60s});
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(response), "served again");
+  host.Stop();
+  guest.Close();
+}
+
+// A guest handler closes its guest. Close waits for the other workers but not for the calling one; that
+// handler's answer still reaches the host, the guest lock goes once it has, and the destructor joins the worker.
+TEST(HandlerCalls, GuestHandlerMayCloseItsGuest) {
+  LogLines log;
+  const std::string name = shm_unit::UniqueName("handler-close");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  auto guest = std::make_unique<shm::DirectGuest>();
+  ASSERT_TRUE(guest->Connect(GuestConfigFor(name)).ok());
+  std::atomic<bool> returned{false};
+  shm::DirectGuest* g = guest.get();
+  ASSERT_TRUE(guest->Start([g, &returned](const Message& m, MutableBytes out) {
+                     g->Close();
+                     g->Close();  // idempotent, here too
+                     returned.store(true);
+                     return Echo(m, out);
+                   }).ok());
+  std::vector<uint8_t> response;
+  auto r = host.Send("bye", MsgType::NORMAL, response, {60s});
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Str(response), "bye");
+  auto w = guest->Wait(60s);
+  EXPECT_TRUE(w.ok()) << w.error().ToString();
+  EXPECT_TRUE(returned.load());
+  EXPECT_FALSE(guest->connected());
+  EXPECT_TRUE(shm_unit::WaitUntil([&] { return !host.GuestAttached(); }, 60s)) << "the guest lock stayed held";
+  guest.reset();
+  EXPECT_FALSE(log.Any("handler threw")) << "Close threw inside the handler";
+  // The slot the closing handler answered on is free again: a new guest serves it.
+  shm::DirectGuest next;
+  ASSERT_TRUE(next.Connect(GuestConfigFor(name)).ok());
+  ASSERT_TRUE(next.Start(Echo).ok());
+  for (uint32_t slot : {0u, 1u}) {
+    auto again = host.SendToSlot(slot, "next", MsgType::NORMAL, response, {60s});
+    ASSERT_TRUE(again.ok()) << again.error().ToString();
+    EXPECT_EQ(Str(response), "next");
+  }
+  next.Close();
+}
+
+// Every worker's handler closes the guest at once: each Close leaves the others to finish, none waits for
+// itself, and every host call still gets its answer.
+TEST(HandlerCalls, GuestHandlersMayAllCloseAtOnce) {
+  const std::string name = shm_unit::UniqueName("handlers-close");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  shm::DirectGuest guest;
+  ASSERT_TRUE(guest.Connect(GuestConfigFor(name)).ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  int inside = 0;
+  ASSERT_TRUE(guest.Start([&](const Message& m, MutableBytes out) {
+                     {
+                       std::unique_lock<std::mutex> lock(mu);
+                       ++inside;
+                       cv.notify_all();
+                       cv.wait_for(lock, 60s, [&] { return inside == 2; });
+                     }
+                     guest.Close();
+                     return Echo(m, out);
+                   }).ok());
+  shm::Result<MsgType> results[2] = {shm::Error(ErrorCode::kInvalidArgs, "not run"),
+                                     shm::Error(ErrorCode::kInvalidArgs, "not run")};
+  std::vector<uint8_t> responses[2];
+  std::thread callers[2];
+  for (uint32_t i = 0; i < 2; ++i) {
+    callers[i] = std::thread([&, i] {
+      results[i] = host.SendToSlot(i, "slot " + std::to_string(i), MsgType::NORMAL, responses[i], {60s});
+    });
+  }
+  for (auto& t : callers) t.join();
+  for (uint32_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].error().ToString();
+    EXPECT_EQ(Str(responses[i]), "slot " + std::to_string(i));
+  }
+  auto w = guest.Wait(60s);
+  EXPECT_TRUE(w.ok()) << w.error().ToString();
+  EXPECT_TRUE(shm_unit::WaitUntil([&] { return !host.GuestAttached(); }, 60s));
 }
 
 // ---- Lifetimes and names -----------------------------------------------------------------------------------------
@@ -538,10 +847,10 @@ TEST(ZeroCopyLifetime, SlotOfAnUninitialisedOrShutDownHost) {
   host.Shutdown();
   auto after = host.GetZeroCopySlot(1ms);
   ASSERT_FALSE(after.ok());
-  EXPECT_EQ(after.error().code(), ErrorCode::kShuttingDown);
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed);
   auto r = held->Send(0, MsgType::NORMAL, 1s);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code(), ErrorCode::kShuttingDown) << r.error().ToString();
+  EXPECT_EQ(r.error().code(), ErrorCode::kClosed) << r.error().ToString();
 }
 
 TEST(HostName, SecondHostOnTheSameNameIsRefusedWithTheHoldersPid) {
@@ -598,11 +907,38 @@ TEST(HostName, ShutdownIsIdempotentAndEndsCalls) {
   EXPECT_FALSE(shm_unit::NameHeld(name));
   auto after = host.Send("x", MsgType::NORMAL, response);
   ASSERT_FALSE(after.ok());
-  EXPECT_EQ(after.error().code(), ErrorCode::kShuttingDown);
+  EXPECT_EQ(after.error().code(), ErrorCode::kClosed);
   // A host that was shut down may take the name again.
   auto again = host.Init(HostConfigFor(name));
   ASSERT_TRUE(again.ok()) << again.error().ToString();
   EXPECT_TRUE(shm_unit::NameHeld(name));
+}
+
+// SendShutdown is the host telling its guest to stop: the host's further calls say kShuttingDown. Its own
+// Shutdown closes it: from then on every call says kClosed, SendShutdown included.
+TEST(HostName, SendShutdownThenShutdownEachHaveTheirOwnCode) {
+  const std::string name = shm_unit::UniqueName("codes");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(HostConfigFor(name)).ok());
+  std::vector<uint8_t> response;
+  auto expect = [](ErrorCode code, auto&& result) {
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.error().code(), code) << result.error().ToString();
+  };
+  ASSERT_TRUE(host.SendShutdown().ok());
+  ASSERT_TRUE(host.SendShutdown().ok()) << "idempotent until Shutdown";
+  expect(ErrorCode::kShuttingDown, host.Send("x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kShuttingDown, host.SendToSlot(0, "x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kShuttingDown, host.GetZeroCopySlot(1s));
+  expect(ErrorCode::kShuttingDown, host.WaitForGuestCalls(1s));
+  host.Shutdown();
+  expect(ErrorCode::kClosed, host.SendShutdown());
+  expect(ErrorCode::kClosed, host.Send("x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kClosed, host.SendToSlot(0, "x", MsgType::NORMAL, response, {1s}));
+  expect(ErrorCode::kClosed, host.GetZeroCopySlot(1s));
+  expect(ErrorCode::kClosed, host.WaitForGuestCalls(1s));
+  expect(ErrorCode::kClosed, host.ProcessGuestCalls(Echo));
+  expect(ErrorCode::kClosed, host.Start(Echo));
 }
 
 // The memory a host creates is what SPECIFICATION.md says: sealed against resizing (even for a descriptor that

@@ -319,6 +319,33 @@ TEST(SlotRecovery, RecoverFromDeadServerReturnsTheSlotToItsCaller) {
   EXPECT_EQ(Word(*h), MakeCtl(SlotState::kClaimed, 12));
 }
 
+// T12: every word of a quarantined slot becomes FREE with its own seq (W and reserved bits dropped, sleepers
+// woken), except SERVING and ABANDONED while the server may be alive.
+TEST(SlotRecovery, ReclaimQuarantinedFreesAnyWordButWhatALiveServerMayOwn) {
+  for (uint32_t state = 0; state < 16; ++state) {
+    for (const bool dead : {false, true}) {
+      SCOPED_TRACE(std::string(StateName(state)) + " (" + std::to_string(state) + ")" + (dead ? ", server dead" : ""));
+      auto h = NewSlot();
+      const uint32_t start = RawCtl(state, 77) | kWaiting | 0x60u;
+      h->ctl.store(start);
+      const bool owned_by_server =
+          state == static_cast<uint32_t>(SlotState::kServing) || state == static_cast<uint32_t>(SlotState::kAbandoned);
+      const bool freed = shm::detail::ReclaimQuarantined(*h, dead);
+      if (owned_by_server && !dead) {
+        EXPECT_FALSE(freed);
+        EXPECT_EQ(Word(*h), start) << "left to the server";
+      } else if (state == static_cast<uint32_t>(SlotState::kFree)) {
+        EXPECT_TRUE(freed);
+        EXPECT_EQ(Word(*h), start) << "already free: nothing to write";
+      } else {
+        EXPECT_TRUE(freed);
+        EXPECT_EQ(Word(*h), MakeCtl(SlotState::kFree, 77));
+        EXPECT_NE(h->wake_stamp_ns.load(), 0u) << "a sleeper on the word was woken";
+      }
+    }
+  }
+}
+
 TEST(SlotRecovery, SweepAsNewServerAnswersServingWithPeerRestarted) {
   auto h = NewSlot();
   h->ctl.store(MakeCtl(SlotState::kServing, 77) | kWaiting);

@@ -28,6 +28,17 @@ inline ParkedByThread& ThisThreadsParkedSlot() noexcept {
 /// slots). The answer's bytes are copied into `out` (resized).
 inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgType type,
                                 std::vector<uint8_t>& out, const CallOptions& options) {
+  if (request.data() == nullptr && request.size() != 0) {
+    return Error(ErrorCode::kInvalidArgs, "request is a null pointer with a size of " +
+                                              std::to_string(request.size()) + " bytes");
+  }
+  // What can never be sent is refused before claiming: at once, not after waiting for a slot. (Without slots
+  // to call on, claiming says so.)
+  const uint32_t capacity = ep.capacity(ep.role());
+  if (ep.slot_count(ep.role()) != 0) {
+    if (request.size() > capacity) return Endpoint::TooLargeError(static_cast<int64_t>(request.size()), capacity);
+    if (!IsUserRequestType(type)) return Endpoint::ReservedTypeError(type);
+  }
   const int64_t deadline = ep.Deadline(options.timeout);
   uint32_t seq = 0, index = 0;
   ParkedByThread& parked = ThisThreadsParkedSlot();
@@ -42,12 +53,6 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
     if (auto r = ep.ClaimOne(index, deadline, &seq); !r) return std::move(r).error();
   }
   const SlotView s = ep.segment().Slot(index);
-  if (request.size() > s.capacity) {
-    Release(*s.header, seq);
-    return Error(ErrorCode::kTooLarge, "request of " + std::to_string(request.size()) +
-                                           " bytes does not fit the slot's " + std::to_string(s.capacity) +
-                                           "-byte buffer");
-  }
   const uint32_t n = static_cast<uint32_t>(request.size());
   const uint32_t offset = options.end_aligned ? s.capacity - n : 0;
   if (n != 0) std::memcpy(s.request + offset, request.data(), n);
@@ -61,7 +66,7 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
     ep.Park(index, seq);
     parked = ParkedByThread{ep.id(), index};
   } else if (owned) {
-    Release(*s.header, seq);
+    ep.ReleaseOwned(index, seq);
   }
   if (!answer) return std::move(answer).error();
   return answer->type;

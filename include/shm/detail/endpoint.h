@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -45,7 +47,8 @@ class Endpoint {
         role_(role),
         default_timeout_ns_(default_timeout.count()),
         id_(NextEndpointId()),
-        parked_(new std::atomic<uint32_t>[segment_.slot_count()]()) {}
+        parked_(new std::atomic<uint32_t>[segment_.slot_count()]()),
+        quarantine_(new QuarantinedSlot[segment_.slot_count()]) {}
 
   /// Unique for the life of the process (never reused, unlike an address).
   uint64_t id() const noexcept { return id_; }
@@ -60,7 +63,8 @@ class Endpoint {
   void Detach() noexcept { detached_.store(true, std::memory_order_release); }
   bool detached() const noexcept { return detached_.load(std::memory_order_acquire); }
 
-  /// This process is closing the endpoint: every wait ends with kShuttingDown.
+  /// This process is closing the endpoint (its own Shutdown or Close): every call, and every wait in flight,
+  /// ends with kClosed.
   bool closing() const noexcept { return closing_.load(std::memory_order_seq_cst); }
   void set_closing() noexcept { closing_.store(true, std::memory_order_seq_cst); }
 
@@ -99,9 +103,13 @@ class Endpoint {
     guest_present_.store(false, std::memory_order_seq_cst);
     NudgeAll();
   }
-  /// Host: how many guests have taken the seat so far (process-local, not the segment's guest_session,
-  /// which a guest writes). 0 on the guest side.
-  uint64_t PeerSession() const noexcept { return guest_sessions_.load(std::memory_order_seq_cst); }
+  /// Which server session this side's calls are served by: it changes when a new server takes over. The host's
+  /// servers are the guests, counted by its Doorman as they take the seat (process-local: not the segment's
+  /// guest_session, which a guest writes); a guest's server is its host, which never changes within a segment
+  /// (0). One atomic load.
+  uint64_t PeerSession() const noexcept {
+    return role_ == Role::kHost ? guest_sessions_.load(std::memory_order_seq_cst) : 0;
+  }
 
   /// Absolute CLOCK_MONOTONIC deadline for a timeout (kUseDefault = configured default).
   int64_t Deadline(Duration timeout) const noexcept {
@@ -114,6 +122,23 @@ class Endpoint {
   }
   uint32_t slot_count(Role caller) const noexcept {
     return caller == Role::kHost ? segment_.geometry().host_slots : segment_.geometry().guest_slots;
+  }
+  /// Capacity of each request (and response) buffer of the slots `caller` calls on.
+  uint32_t capacity(Role caller) const noexcept {
+    return caller == Role::kHost ? segment_.geometry().host_payload : segment_.geometry().guest_payload;
+  }
+
+  /// This side's own Shutdown/Close has run.
+  static Error ClosedError() { return Error(ErrorCode::kClosed, "closed by this side's Shutdown or Close"); }
+
+  /// The errors of a request that can never be sent, for every caller to word alike.
+  static Error TooLargeError(int64_t size, uint32_t capacity) {
+    return Error(ErrorCode::kTooLarge, "request of " + std::to_string(size) + " bytes does not fit the slot's " +
+                                           std::to_string(capacity) + "-byte buffer");
+  }
+  static Error ReservedTypeError(MsgType type) {
+    return Error(ErrorCode::kInvalidArgs,
+                 "message type " + std::to_string(static_cast<uint32_t>(type)) + " is reserved by the protocol");
   }
 
   // ---- Parked slots -------------------------------------------------------------------------------------
@@ -132,8 +157,11 @@ class Endpoint {
     if (p == 0) return false;
     const uint32_t held_seq = p & wire::kSeqMask;
     const uint32_t cur = segment_.Slot(index).header->ctl.load(std::memory_order_acquire);
-    // Only a broken peer can move a caller-held slot; then it is not ours to use any more.
-    if (!wire::CtlIs(cur, SlotState::kResponse) || wire::CtlSeq(cur) != held_seq) return false;
+    // Only a broken peer can move a caller-held slot; then it is not ours to use, nor to free yet.
+    if (!wire::CtlIs(cur, SlotState::kResponse) || wire::CtlSeq(cur) != held_seq) {
+      Quarantine(index, cur);
+      return false;
+    }
     *seq = held_seq;
     return true;
   }
@@ -148,13 +176,65 @@ class Endpoint {
   /// Free slot `index` if it is parked.
   void ReleaseParked(uint32_t index) noexcept {
     uint32_t seq = 0;
-    if (Unpark(index, &seq)) Release(*segment_.Slot(index).header, seq);
+    if (Unpark(index, &seq)) ReleaseOwned(index, seq);
   }
 
   /// Free every parked slot (after set_closing()).
   void ReleaseAllParked() noexcept {
     for (uint32_t i = 0; i < segment_.slot_count(); ++i) ReleaseParked(i);
   }
+
+  // ---- Quarantined slots --------------------------------------------------------------------------------
+  // A slot this side held as caller, which the peer moved to a word this side cannot explain (SPECIFICATION.md
+  // §6), is neither used nor freed then: the peer may still be writing it. It is remembered here, in process
+  // memory (the word last seen and the server session then), skipped by claims, and freed (T12) once the server
+  // is proven dead or a new server session has begun. Claims look at it only when no slot is free, and
+  // Shutdown/Close once; a misbehaving peer can cost the pool slots only while it stays. Thread-safe.
+
+  /// Give up slot `index`, last seen holding `word`, until its server is gone.
+  void Quarantine(uint32_t index, uint32_t word) noexcept {
+    QuarantinedSlot& q = quarantine_[index];
+    q.word.store(word, std::memory_order_relaxed);
+    q.session.store(PeerSession(), std::memory_order_relaxed);
+    if (!q.held.exchange(true, std::memory_order_acq_rel)) quarantined_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+  /// Free slot `index`, owned at `seq` (CLAIMED or RESPONSE); quarantine it if the peer moved it meanwhile.
+  void ReleaseOwned(uint32_t index, uint32_t seq) noexcept {
+    SlotHeader& h = *segment_.Slot(index).header;
+    if (!Release(h, seq)) Quarantine(index, h.ctl.load(std::memory_order_acquire));
+  }
+
+  /// Free the quarantined slots of [first, first + n) whose server is gone: a new session (one load), or, when
+  /// `check_liveness`, proven dead (a system call). Returns whether one became free.
+  bool ReclaimQuarantined(uint32_t first, uint32_t n, bool check_liveness) {
+    if (quarantined_.load(std::memory_order_acquire) == 0) return false;
+    // One reclaimer at a time, so none frees a slot another has just handed back to a claimer.
+    std::lock_guard<std::mutex> lock(reclaim_mu_);
+    const uint64_t session = PeerSession();
+    int dead = -1;  // not asked yet
+    bool freed = false;
+    for (uint32_t i = first; i < first + n; ++i) {
+      QuarantinedSlot& q = quarantine_[i];
+      if (!q.held.load(std::memory_order_acquire)) continue;
+      const bool replaced = q.session.load(std::memory_order_relaxed) != session;
+      if (!replaced && !check_liveness) continue;
+      if (dead < 0 && check_liveness) dead = PeerAlive() ? 0 : 1;
+      if (!replaced && dead != 1) continue;
+      if (!detail::ReclaimQuarantined(*segment_.Slot(i).header, dead == 1)) continue;
+      char word[16];
+      std::snprintf(word, sizeof word, "0x%08x", q.word.load(std::memory_order_relaxed));
+      q.held.store(false, std::memory_order_release);
+      quarantined_.fetch_sub(1, std::memory_order_acq_rel);
+      freed = true;
+      Log(LogLevel::kInfo, "slot " + std::to_string(i) + ", quarantined since the peer left it as word " + word +
+                               ", is free again: " + (dead == 1 ? "its server died" : "a new server took over"));
+    }
+    return freed;
+  }
+
+  /// ReclaimQuarantined over every slot this side calls on, liveness included (Shutdown, Close).
+  void ReclaimAllQuarantined() { (void)ReclaimQuarantined(first_slot(role_), slot_count(role_), true); }
 
   /// Claim a free slot among those this side calls on, until the deadline (kNoFreeSlot). Returns the slot
   /// index; *seq gets its sequence number. The slot is CLAIMED, or RESPONSE when it was a parked one.
@@ -174,19 +254,14 @@ class Endpoint {
 
   /// The caller half of a transaction on slot `s`, which the caller owns at *seq (CLAIMED or RESPONSE). The
   /// request bytes are in place. On return *seq is the transaction's seq and *owned says whether the caller
-  /// still owns the slot (false: it is the server's until it finishes, or a broken peer took it).
+  /// still owns the slot (false: it is the server's until it finishes, or a broken peer moved it and it is
+  /// quarantined).
   Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
     *owned = true;
     Placement req;
-    if (!ResolveSize(size, s.capacity, &req)) {
-      return Error(ErrorCode::kTooLarge, "request of " + std::to_string(size) + " bytes does not fit the slot's " +
-                                             std::to_string(s.capacity) + "-byte buffer");
-    }
-    if (!IsUserRequestType(type)) {
-      return Error(ErrorCode::kInvalidArgs,
-                   "message type " + std::to_string(static_cast<uint32_t>(type)) + " is reserved by the protocol");
-    }
-    if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+    if (!ResolveSize(size, s.capacity, &req)) return TooLargeError(size, s.capacity);
+    if (!IsUserRequestType(type)) return ReservedTypeError(type);
+    if (closing()) return ClosedError();
     if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
     h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
@@ -195,6 +270,7 @@ class Endpoint {
     bool woke_server = false;
     if (!Publish(h, *seq, &tx, &woke_server)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
       *owned = false;
+      Quarantine(s.index, h.ctl.load(std::memory_order_acquire));
       return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " was taken from its caller");
     }
     *seq = tx;
@@ -206,7 +282,7 @@ class Endpoint {
     };
     auto abort = [&](bool slow) {
       if (closing()) {
-        abort_code = ErrorCode::kShuttingDown;
+        abort_code = ErrorCode::kClosed;
         return true;
       }
       if (!slow && !PeerAliveIsCheap()) return false;
@@ -245,7 +321,10 @@ class Endpoint {
         case CancelOutcome::kWithdrawn: break;
         case CancelOutcome::kAbandoned: *owned = false; break;
         case CancelOutcome::kAnswered: v = h.ctl.load(std::memory_order_acquire); goto answered;
-        case CancelOutcome::kLost: *owned = false; break;
+        case CancelOutcome::kLost:
+          *owned = false;
+          Quarantine(s.index, h.ctl.load(std::memory_order_acquire));
+          break;
       }
       if (abort_code == ErrorCode::kTimeout) {
         return Error(ErrorCode::kTimeout, "call on slot " + std::to_string(s.index) + " did not finish in time" +
@@ -254,11 +333,15 @@ class Endpoint {
       if (abort_code == ErrorCode::kPeerDead) {
         return Error(ErrorCode::kPeerDead, "the guest serving slot " + std::to_string(s.index) + " died");
       }
-      return Error(abort_code, "call on slot " + std::to_string(s.index) + " ended: shutting down");
+      if (abort_code == ErrorCode::kClosed) {
+        return Error(ErrorCode::kClosed, "call on slot " + std::to_string(s.index) + " ended: this side was closed");
+      }
+      return Error(abort_code, "call on slot " + std::to_string(s.index) + " ended: the host is shutting down");
     }
   answered:
     if (!wire::CtlIs(v, SlotState::kResponse) || wire::CtlSeq(v) != tx) {
       *owned = false;
+      Quarantine(s.index, v);
       return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " left its transaction (state " +
                                              std::to_string(wire::CtlState(v)) + ")");
     }
@@ -379,16 +462,20 @@ class Endpoint {
   Result<uint32_t> ClaimIn(uint32_t first, uint32_t n, int64_t deadline, uint32_t* seq, ErrorCode busy) {
     int64_t backoff_ns = 1000;
     for (uint32_t round = 0;; ++round) {
+      const bool any_quarantined = quarantined_.load(std::memory_order_acquire) != 0;
       for (uint32_t i = 0; i < n; ++i) {
+        if (any_quarantined && quarantine_[first + i].held.load(std::memory_order_acquire)) continue;
         if (TryClaim(*segment_.Slot(first + i).header, seq)) return first + i;
       }
       for (uint32_t i = 0; i < n; ++i) {
         if (Unpark(first + i, seq)) return first + i;
       }
-      if (closing()) return Error(ErrorCode::kShuttingDown, "endpoint is shutting down");
+      if (closing()) return ClosedError();
       if (role_ == Role::kGuest && host_shutting_down()) {
         return Error(ErrorCode::kShuttingDown, "host is shutting down");
       }
+      // Liveness is a system call: asked as seldom for quarantined slots as for abandoned ones.
+      if (ReclaimQuarantined(first, n, round % 64 == 63)) continue;
       if (round % 64 == 63 && ReclaimAbandonedIfServerDead(first, n)) continue;
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline) {
@@ -428,6 +515,14 @@ class Endpoint {
   static constexpr uint32_t kParked = 0x80000000u;  // parked_[i]: 0, or kParked | the held slot's seq
   const uint64_t id_;
   std::unique_ptr<std::atomic<uint32_t>[]> parked_;
+  struct QuarantinedSlot {
+    std::atomic<bool> held{false};
+    std::atomic<uint32_t> word{0};      // the word that made this side give the slot up
+    std::atomic<uint64_t> session{0};   // PeerSession() then
+  };
+  std::unique_ptr<QuarantinedSlot[]> quarantine_;
+  std::atomic<uint32_t> quarantined_{0};  // how many are held: claims skip the array while 0
+  std::mutex reclaim_mu_;
 };
 
 }  // namespace detail

@@ -14,6 +14,9 @@
 // slot leaves SERVING/ABANDONED only through its server, a late responder always writes into the transaction it
 // took: never into a slot that has moved on.
 //
+// A caller that finds a slot of its own in a word it cannot explain quarantines it (Endpoint) and frees it
+// later with ReclaimQuarantined (T12), once its server is gone.
+//
 // Every transition is a CAS on the whole control word, so it checks state and seq together; a CAS that fails
 // because only the kWaiting bit moved is retried. A transition clears kWaiting and, if it was set, stamps the
 // time and wakes every sleeper on the word (SPECIFICATION.md §Wake-ups).
@@ -140,11 +143,10 @@ inline bool RecoverFromDeadServer(SlotHeader& h, uint32_t seq) noexcept {
   return Transition(h, SlotState::kServing, seq, SlotState::kClaimed, seq);
 }
 
-/// CLAIMED or RESPONSE (owned, at `seq`) -> FREE.
-inline void Release(SlotHeader& h, uint32_t seq) noexcept {
-  if (!Transition(h, SlotState::kClaimed, seq, SlotState::kFree, seq)) {
-    (void)Transition(h, SlotState::kResponse, seq, SlotState::kFree, seq);
-  }
+/// CLAIMED or RESPONSE (owned, at `seq`) -> FREE. false if the word was neither: a broken peer moved it.
+inline bool Release(SlotHeader& h, uint32_t seq) noexcept {
+  return Transition(h, SlotState::kClaimed, seq, SlotState::kFree, seq) ||
+         Transition(h, SlotState::kResponse, seq, SlotState::kFree, seq);
 }
 
 /// ABANDONED -> FREE, for a caller that proved the server dead (nobody will ever finish it).
@@ -152,6 +154,25 @@ inline bool ReclaimAbandoned(SlotHeader& h) noexcept {
   uint32_t cur = h.ctl.load(std::memory_order_acquire);
   return wire::CtlIs(cur, SlotState::kAbandoned) &&
          Transition(h, SlotState::kAbandoned, wire::CtlSeq(cur), SlotState::kFree, wire::CtlSeq(cur));
+}
+
+/// T12: a slot the caller quarantined (a broken peer moved it) -> FREE, from whatever word it holds, with that
+/// word's seq. Unless `server_dead`, a SERVING or ABANDONED slot is left alone: a live server may be serving
+/// it. So is a word that keeps changing under the CAS. Returns whether the slot is FREE now.
+inline bool ReclaimQuarantined(SlotHeader& h, bool server_dead) noexcept {
+  uint32_t cur = h.ctl.load(std::memory_order_acquire);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    if (wire::CtlIs(cur, SlotState::kFree)) return true;
+    if (!server_dead && (wire::CtlIs(cur, SlotState::kServing) || wire::CtlIs(cur, SlotState::kAbandoned))) {
+      return false;
+    }
+    if (h.ctl.compare_exchange_weak(cur, wire::MakeCtl(SlotState::kFree, wire::CtlSeq(cur)),
+                                    std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (cur & wire::kWaiting) WakeSleepers(h);
+      return true;
+    }
+  }
+  return false;
 }
 
 // ---- Server side -------------------------------------------------------------------------------------------
