@@ -12,7 +12,7 @@
 //	import (
 //		"log"
 //
-//		"shmipc.dev/shm"
+//		"shmipc/shm"
 //	)
 //
 //	func main() {

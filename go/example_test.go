@@ -1,9 +1,11 @@
+//go:build linux
+
 package shm_test
 
 import (
 	"log"
 
-	"shmipc.dev/shm"
+	"shmipc/shm"
 )
 
 // The guest of the package documentation; compiled (not run) by go test, so the documented code stays valid.

@@ -1,3 +1,3 @@
-module shmipc.dev/shm
+module shmipc/shm
 
 go 1.19

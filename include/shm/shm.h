@@ -14,6 +14,7 @@
 #include "shm/handler.h"
 #include "shm/host.h"
 #include "shm/log.h"
+#include "shm/version.h"
 #include "shm/wire/layout.h"
 #include "shm/wire/protocol.h"
 #include "shm/zero_copy_slot.h"

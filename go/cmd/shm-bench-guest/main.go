@@ -15,7 +15,7 @@ import (
 	"fmt"
 	"os"
 
-	"shmipc.dev/shm"
+	"shmipc/shm"
 )
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"shmipc.dev/shm"
+	"shmipc/shm"
 )
 
 // pattern is shm-bench's request (bench::FillPattern): byte i = (i*7 + 1) mod 251.

@@ -18,7 +18,7 @@ import (
 	"sort"
 	"time"
 
-	"shmipc.dev/shm"
+	"shmipc/shm"
 )
 
 const (

@@ -36,7 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"shmipc.dev/shm"
+	"shmipc/shm"
 )
 
 const (

@@ -53,6 +53,8 @@ int Host(const std::string& name) {
 }  // namespace
 
 int main() {
+  std::printf("consumer: shm %s, protocol version %d\n", SHM_VERSION_STRING, SHM_PROTOCOL_VERSION);
+  std::fflush(stdout);  // before fork, so the child does not inherit the buffered line
   const std::string name = "shm-install-test-" + std::to_string(getpid());
   const pid_t child = fork();
   if (child < 0) return 1;
