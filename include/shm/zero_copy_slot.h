@@ -70,15 +70,17 @@ class ZeroCopySlot {
   /// when another thread is in Send on this object.
   Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
     // A second thread would publish over the first's transaction, which would then look like the peer
-    // breaking the protocol. Telling the two apart needs an atomic read-modify-write before the first shared
-    // write: it is on this object's own line, never the peer's, but it does wait for the request's stores.
-    if (in_send_.exchange(true, std::memory_order_acquire)) {
+    // breaking the protocol. A plain flag on this object's own line (relaxed load and store, no
+    // read-modify-write, so the publish that follows does not wait for it) catches a thread that enters while
+    // another is in a Send; two entering at the very same instant can still collide and see kProtocol.
+    if (in_send_.load(std::memory_order_relaxed)) {
       return Error(ErrorCode::kInvalidArgs, "this ZeroCopySlot is in a Send on another thread; use it from one "
                                             "thread at a time");
     }
+    in_send_.store(true, std::memory_order_relaxed);
     struct Leave {
       std::atomic<bool>& flag;
-      ~Leave() { flag.store(false, std::memory_order_release); }
+      ~Leave() { flag.store(false, std::memory_order_relaxed); }
     } leave{in_send_};
     // A plain load, not a reference count: the endpoint is this object's own.
     if (!ep_ || ep_->detached()) return Error(ErrorCode::kClosed, "the slot's host or guest is gone");
