@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -38,7 +39,8 @@ type ClientConfig struct {
 //
 // Contract: req and respBuf are valid only until the handler returns; the host may still write req, so parse
 // it as untrusted input. The handler runs concurrently on one goroutine per host slot and must be safe for
-// concurrent use. It may call SendGuestCall and AcquireGuestSlot, but not Close.
+// concurrent use. It may call SendGuestCall, AcquireGuestSlot and Close (which then does not wait for this
+// handler's own worker: see Close), and every accessor.
 type Handler func(req []byte, respBuf []byte, t MsgType) (int32, MsgType)
 
 // Client is a guest attached to a host's segment: it serves the host's requests (Start) and calls the host
@@ -65,8 +67,10 @@ type Client struct {
 	startMu sync.Mutex
 	started bool
 	workers sync.WaitGroup
-	done    chan struct{} // closed when the last worker has exited
-	exitErr error         // why the workers exited; under startMu
+	tidsMu  sync.Mutex
+	tids    map[int]struct{} // OS threads of the workers (each locked to its thread): a Close from a handler
+	done    chan struct{}    // closed when the last worker has exited
+	exitErr error            // why the workers exited; under startMu
 }
 
 // Connect attaches to the segment cfg.ShmName (SPECIFICATION.md §4.2): it connects to the host's rendezvous
@@ -247,14 +251,23 @@ func (c *Client) Wait() error {
 // unmaps the segment and closes the connection to the host, which frees the guest seat. From then on every
 // call fails with ErrClosed. Slices obtained from the segment (GuestSlot buffers, a handler's req and respBuf)
 // must not be used afterwards. Idempotent (nil after the first); ErrClosed for a nil or zero Client. Safe for
-// concurrent use, but must not be called from a handler (it waits for the handler to return).
+// concurrent use, and from a handler: there it does not wait for the calling worker, which ends once the
+// handler has returned and its answer is delivered; the segment is unmapped and the seat freed then, and Wait
+// returns then. A handler's Close that finds another Close running returns at once (that one waits for it).
 func (c *Client) Close() error {
 	if !c.connected() {
 		return errNotConnected()
 	}
-	c.closeMu.Lock()
-	defer c.closeMu.Unlock()
+	fromHandler := c.onWorkerThread()
+	if fromHandler {
+		if !c.closeMu.TryLock() {
+			return nil
+		}
+	} else {
+		c.closeMu.Lock()
+	}
 	if atomic.LoadUint32(&c.closing) != 0 {
+		c.closeMu.Unlock()
 		return nil
 	}
 	atomic.StoreUint32(&c.closing, 1)
@@ -265,12 +278,43 @@ func (c *Client) Close() error {
 	// Start checks closing under startMu, so once this section has passed no worker can be added.
 	c.startMu.Lock()
 	c.startMu.Unlock()
-	c.workers.Wait()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closed = true
-	c.seg.close()
+	finish := func() {
+		c.workers.Wait()
+		c.mu.Lock()
+		c.closed = true
+		c.seg.close()
+		c.mu.Unlock()
+		c.closeMu.Unlock()
+	}
+	if fromHandler {
+		go finish() // waits for the calling worker too, after its handler returns
+		return nil
+	}
+	finish()
 	return nil
+}
+
+// onWorkerThread reports whether the caller runs on one of this Client's worker threads (inside a handler):
+// each worker is locked to its OS thread for its whole life.
+func (c *Client) onWorkerThread() bool {
+	tid := syscall.Gettid()
+	c.tidsMu.Lock()
+	defer c.tidsMu.Unlock()
+	_, ok := c.tids[tid]
+	return ok
+}
+
+func (c *Client) setWorkerThread(tid int, on bool) {
+	c.tidsMu.Lock()
+	defer c.tidsMu.Unlock()
+	if on {
+		if c.tids == nil {
+			c.tids = make(map[int]struct{})
+		}
+		c.tids[tid] = struct{}{}
+	} else {
+		delete(c.tids, tid)
+	}
 }
 
 func (c *Client) logPanic(slot uint32, v any) {
@@ -286,6 +330,9 @@ func (c *Client) work(s *slotView, h Handler) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer c.workers.Done()
+	tid := syscall.Gettid()
+	c.setWorkerThread(tid, true)
+	defer c.setWorkerThread(tid, false)
 	hostGone := false
 	isRequest := func(w uint32) bool { return ctlState(w) == stateRequest }
 	abort := func(slow bool) bool {

@@ -408,6 +408,38 @@ func TestCloseWaitsForARunningHandler(t *testing.T) {
 	}
 }
 
+// A handler may close its own Client: Close returns without waiting for that handler's worker (which would
+// wait for itself), the handler's answer is still delivered, Wait returns, and every later call is ErrClosed.
+func TestHandlerMayCloseItsClient(t *testing.T) {
+	h := newFakeHost(t, smallGeometry)
+	c := connect(t, h)
+	closed := make(chan error, 1)
+	if err := c.Start(func(req, resp []byte, t MsgType) (int32, MsgType) {
+		closed <- c.Close()
+		return int32(copy(resp, "bye")), MsgTypeNormal
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _, err := h.call(0, nil, 0, MsgTypeNormal, time.Minute)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("the closing handler's answer: %q, %v", got, err)
+	}
+	if err := waitErr(t, closed, "Close from the handler"); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- c.Wait() }()
+	if err := waitErr(t, waited, "Wait after a handler's Close"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AcquireGuestSlot(time.Second); !errors.Is(err, ErrClosed) {
+		t.Errorf("a call after the handler's Close: %v, want ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
+}
+
 // A copying call whose request cannot be valid fails at once, before waiting for a free guest slot: here
 // every slot is held, and the call's deadline is long.
 func TestCopyingCallRefusedBeforeWaitingForASlot(t *testing.T) {
