@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — what the orchestrator, the caller process and the server process share.
 //
 // Every measured case runs in two fresh processes started by fork+exec of this binary: a *caller* that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — the two child processes of a case: the caller (times round trips) and the server (answers).
 //
 // Timing: each caller thread reads CLOCK_MONOTONIC (vDSO, no system call) once per round trip and records the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — a preallocated log-linear latency histogram.
 //
 // Values (nanoseconds) below 128 have a bucket each; above, every power of two is split into 64 equal buckets,

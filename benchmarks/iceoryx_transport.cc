@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — iceoryx 2.0 request/response (untyped client and server), both sides busy-polling.
 // Built only when find_package(iceoryx_posh) succeeds; the orchestrator starts and stops iox-roudi itself.
 #include <unistd.h>

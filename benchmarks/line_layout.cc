@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-line-layout — where a small payload should live relative to the slot's control word.
 //
 // Two processes (fork) ping-pong a payload through one shared mapping, in four layouts, interleaved over

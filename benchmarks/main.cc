@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — round trips through shm side by side with the hardware floor, Unix sockets, pipes, iceoryx and
 // Boost.Interprocess, and with the Go guest in place of the C++ one. See BENCHMARKS.md for what each case
 // measures and how.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — stand-ins when Boost was not found at configure time: the message_queue baseline is skipped.
 #include "bench.h"
 

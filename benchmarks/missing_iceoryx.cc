@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — stand-ins when iceoryx was not found at configure time: the iceoryx baseline is skipped.
 #include "bench.h"
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Draw shm-bench's round-trip percentiles per transport (log scale) from summary.csv.
 
 usage: plot.py RESULTS_DIR   (reads RESULTS_DIR/summary.csv, writes RESULTS_DIR/rtt.png)

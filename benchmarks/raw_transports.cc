@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — baselines that need no library: the shared-memory spin floor, the futex floor, Unix domain
 // sockets, a pipe pair, and an in-process memcpy.
 #include <errno.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench — the library under test: host calls (copying Send and zero-copy slots) and guest calls.
 #include <algorithm>
 #include <chrono>

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Building the Go programs of this repository (go/) from CMake, shared by the cross-language tests and
 # shm-bench. shm_go_setup() sets, in the caller's scope: go_dir (the Go module), go_env (the environment every
 # `go` command runs with: cache and module path inside the current binary directory, no network, no cgo) and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shm_target(<target>): the project's own compile settings — warnings as errors, and the sanitizers chosen
 # with -DSHM_SANITIZE=... . Applies to tests, tools, examples and benchmarks, never to consumers of shm::shm.
 function(shm_target target)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Run an example host and its guest as two processes on a fresh segment. Fails unless both exit 0 and, if
 # given, <expected> appears in their output.
 # Usage: run_pair.sh <host-program> <guest-program> [expected]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Package shm is the Go guest of shm: request/response messaging with a C++ host through shared memory on
 // one Linux machine. A host (shm::DirectHost) creates a segment of slots in a sealed memfd and listens on the
 // abstract Unix socket "\0shm/<name>"; this package connects there, receives the memfd after the handshake,

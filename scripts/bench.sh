@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Reproduce BENCHMARKS.md: build shm-bench (RelWithDebInfo) in build-bench/, run every case 5 times
 # (interleaved), and write results/results.md, results/raw.csv, results/summary.csv and results/rtt.png.
 #

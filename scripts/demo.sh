@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The README's first command: install what is missing, build the release configuration in build/release (the
 # same build directory scripts/test.sh uses) and run shm-demo — a host process and a guest process exchanging
 # messages — passing any arguments on to it.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Install what building and testing shm needs on Debian 12. Installs only what is missing, so it is quick
 # (and needs no root) on a machine that already has everything. Extra package names given as arguments are
 # installed the same way (scripts/test.sh --under-load asks for stress-ng).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Long libFuzzer run of one target under ASan+UBSan: scripts/fuzz.sh <target> <seconds> [--update-corpus]
 #   targets: fuzz_hostile_guest, fuzz_attach (tests/fuzz/)
 # Builds with clang in ${SHM_FUZZ_BUILD_DIR:-build/fuzz} (configured there if it has no CMake cache yet), starts

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Build RELIABILITY.md's fault table from the test suite's own results.
 
 Runs the ctest tests labelled "reliability" in each given build directory with --output-junit, then joins,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Build and run every test: a release build, an ASan+UBSan build and a TSan build, each running the whole
 # ctest suite (unit, multi-process, stress, fuzz smoke, install, Go). Usage: scripts/test.sh [--under-load]
 #

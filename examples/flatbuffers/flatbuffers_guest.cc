@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FlatBuffers guest: verifies each QuoteRequest in place and builds the QuoteResponse directly in the slot's
 // response buffer. Usage: flatbuffers_guest [name]
 #include <algorithm>

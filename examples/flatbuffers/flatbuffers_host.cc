@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FlatBuffers host: builds each request directly in a zero-copy slot's request buffer (no copy, no heap
 // buffer) and reads the guest's FlatBuffer answer in place. Usage: flatbuffers_host [name]
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SlotAllocator: lets a flatbuffers::FlatBufferBuilder build directly in a slot buffer.
 #pragma once
 

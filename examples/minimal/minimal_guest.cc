@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shortest complete guest: attach to segment <name>, call the host once, then serve the host until it
 // shuts down. Usage: minimal_guest [name]
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shortest complete host: create segment <name>, call the guest once, answer the guest's call, shut down.
 // Usage: minimal_host [name]   (start minimal_guest [name] before or after it, within 10 s)
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — byte views that keep a pointer and its length together.
 #pragma once
 

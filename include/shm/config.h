@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — configuration of hosts and guests, and its validation.
 #pragma once
 

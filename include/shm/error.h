@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — typed errors and Result<T>.
 //
 // Every fallible call in the library returns a Result. No exception crosses the hot path; an Error carries a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — DirectGuest: attaches to a host's segment, serves its calls, and calls it back.
 #pragma once
 

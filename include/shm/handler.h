@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — what a serving handler sees and returns. Shared by guest workers and host guest-call processors.
 #pragma once
 

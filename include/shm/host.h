@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — DirectHost: creates a named segment, calls the guest, and serves the guest's calls.
 #pragma once
 

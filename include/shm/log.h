@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — logging through a user-settable sink. The library never writes to stdout.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — request/response messaging between processes through shared memory. Umbrella header.
 //
 //   #include <shm/shm.h>

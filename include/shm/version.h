@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — versions. Two numbers that change for different reasons:
 //
 //   SHM_VERSION_*          the library's release (semantic versioning; CMake's project version, CHANGELOG.md).

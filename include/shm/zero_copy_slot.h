@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm — ZeroCopySlot: a slot held across calls, written and read in place.
 #pragma once
 

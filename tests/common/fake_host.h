@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A fake host for attach tests: it takes a segment name, holds memory of chosen bytes and size, and answers
 // every hello with a chosen reply: the memory sealed or not, with zero, one or two descriptors, a malformed
 // record. It plays the hostile or broken host a guest must survive (SPECIFICATION.md §4.2).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test-only access to a live segment's memory from outside the library's attach procedure.
 //
 // A segment has no name in the file system: a host creates it as a memfd labelled "shm/<name>", and a guest

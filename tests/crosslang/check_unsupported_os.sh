@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The Go guest builds only for Linux, and says so: for another OS, `go vet` and `go build` must fail, and every
 # compiler error must be the one unsupported.go raises (the identifier shm_supports_only_linux_for_now), not the
 # undefined Linux-only helpers a missing //go:build linux line would expose.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Cross-language tests: a C++ host (this process) and the Go guest (go/internal/crosspeer, a separate
 // process started per test). Every payload is checksummed and every answer checked byte for byte: Go's race
 // detector cannot see the other process's accesses to the segment, so the checks here must catch a race.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Prints every offset, size and constant of the wire protocol as the C++ headers define them, one
 // `key=value` line each (values in decimal). go/layout_test.go compares the Go package's own values with this
 // output, so the Go layout cannot drift from the C++ one. Keys are stable: renaming one breaks that test.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the receiving side of the attach handshake (SPECIFICATION.md §4.2), against a fake host
 // that the fuzzer crafts: what memory it hands out (bytes, size, seals, or another kind of descriptor) and
 // the reply record that carries it (status, detail, reserved, length, number of descriptors).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: a malicious guest against a real DirectHost.
 //
 // Each input is a script. The host under test is real and running: Init() creates the segment, Start() runs

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Configure shm with its tests and tools off, as a packager would, so none of their dependencies (GoogleTest,
 # Go, FlatBuffers, iceoryx, Boost) can be needed; install it into a fresh prefix; then use the installed
 # package the two ways a user can:

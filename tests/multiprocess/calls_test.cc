@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Host calls to a guest process: Send, SendToSlot, zero-copy slots (in place, held across calls, end-aligned
 // both ways, hostile sizes, outliving the host), random payloads, and short deadlines.
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Errors on the wire, both directions (SYSTEM_ERROR with a code; the caller gets a typed shm::Error, never an
 // empty success), and stale answers (a late answer never reaches a later call on its slot).
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Guest calls from a guest process: served by the host's worker (which sleeps when idle) or from the host's
 // own loop, each exactly once with two processors; copying calls and a held zero-copy guest slot.
 #include <atomic>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The guest process: Connect (retries until the host appears, times out, refuses broken segments with
 // distinct errors and no crash, one guest at a time, the next once the first leaves) and its workers (one per host slot, heartbeats answered
 // by the runtime, a throwing handler fails only its call).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One live host per name (a second host in another process, simultaneous hosts, takeover after a killed
 // host) and shutdown (guests exit; Shutdown and the destructor never hang on a slot a late guest holds).
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm_test_peer: the other process of the multi-process tests. The tests fork+exec it with a command and
 // flags; it prints machine-readable lines on stdout and exits with a code that says how it ended
 // (peer_protocol.h). Commands:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the multi-process tests and their peer executable (shm_test_peer) agree on: request types with a
 // special meaning to the peer's handler, and exit codes that say how the peer ended.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A child process for tests: spawned with posix_spawn (a real exec), its stdin and stdout connected to
 // pipes, waited for with a deadline, and killed and reaped by the destructor so that a failing test leaves
 // nothing running.

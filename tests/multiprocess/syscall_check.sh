@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # No system calls on the hot path: a host and a guest process (shm_test_peer pingpong) exchange messages while
 # their system calls are counted: with `perf stat` on the syscall tracepoints where perf works (counting in
 # the kernel, the processes run undisturbed), else with `strace -f -c`. The calls of a 1-message run (start-up

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared helpers of the multi-process tests: unique segment names, spawning the peer executable, waiting
 // for its lines and its exit with deadlines, CPU-time readings, and a fixture with a host in this process and
 // a serving guest process.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The peer process of the reliability tests: a real separate process that the tests fork+exec and kill.
 //
 //   reliability_peer guest <name> [--reconnect]     attach, serve the echo protocol; type kHang blocks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Peer death, hostile peers, permissions and hygiene, with real peer processes (reliability_peer) that the
 // tests fork+exec and SIGKILL. Each test prints "RELIABILITY|<fault>|<observed outcome>" lines;
 // scripts/reliability_table.py joins them with the test's pass/fail into RELIABILITY.md's table.

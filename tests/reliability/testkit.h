@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers shared by the reliability tests, their peer program and the soak: unique names, checksummed
 // messages, child processes with a notification pipe, a read-only (observer) view of a segment's slot states,
 // and the tagged result lines that scripts/reliability_table.py turns into RELIABILITY.md's table.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # git ignores every build folder the README, the docs and the scripts name (build/<name>, build-<name>),
 # results/tmp and what a hand-run `go build` leaves in go/, and ignores no file that is tracked.
 # Usage: check_gitignore.sh <source-dir> [git]. Exits 77 (skipped) when the source is not a git work tree.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The version numbers of the source tree agree: project(shm VERSION) in CMakeLists.txt and SHM_VERSION_* in
 # include/shm/version.h name the same release; SHM_PROTOCOL_VERSION equals shm::wire::kVersion; CHANGELOG.md has
 # an entry for that release (the newest one) and every release entry records its protocol version.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Soak: many round trips between a host and a real guest process, in both directions, with random sizes
 // (start- and end-aligned), random types, checksums verified on both sides and random timeouts injected.
 // Counts mismatches (corrupt requests or answers), stale answers (an answer carrying another call's id) and

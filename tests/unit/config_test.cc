@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Configuration validation: ValidateName, ValidateHostConfig, and the argument checks of DirectHost::Init and
 // DirectGuest::Connect. Every rejection is kInvalidArgs with a message that names the problem.
 #include <gtest/gtest.h>

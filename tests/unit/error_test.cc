@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Result<T>, Error and their names; the MsgType rules for requests and responses.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A DirectHost and a DirectGuest in one test process (their OFD locks conflict even within one process, so they
 // behave as two peers). Calls, zero-copy slots, wire errors, and the host's name lifecycle. Separate-process
 // behaviour is the multi-process tier's.

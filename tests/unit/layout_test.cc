@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Pins the wire layout: these numbers are SPECIFICATION.md's; a change here is a protocol change.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A caller-held slot that the peer moves to a word the caller cannot explain is quarantined, not leaked: it
 // comes back once the server is proven dead or a new server session begins (SPECIFICATION.md §6, §10.4). The
 // peer here is a fake guest in this process: it attaches through the real handshake, so the host's doorman

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // detail::ValidateHeader on synthetic header bytes: what a guest checks before it maps a segment. Each defect has
 // its own error code, and no input — however hostile — crashes it or makes it accept a geometry that does not fit.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The slot state machine (detail/slot.h) on a SlotHeader in ordinary memory: every transition of
 // SPECIFICATION.md §6, every refusal, sequence numbers, recovery sweeps and races between threads.
 #include <gtest/gtest.h>

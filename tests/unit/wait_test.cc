@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Waiting and deadlines in one process: detail::WaitFor, Nudge, SpinPolicy, and a short call timeout on a real
 // DirectHost.
 #include <gtest/gtest.h>

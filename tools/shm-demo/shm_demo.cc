@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-demo: one command runs a host process and a guest process that exchange messages through a segment,
 // then the host prints what it measured: round trips per second, round-trip time percentiles, the guest-call
 // round trip, and the number of errors (which must be 0; the exit status is 1 otherwise).

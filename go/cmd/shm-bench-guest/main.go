@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Command shm-bench-guest is the Go guest that shm-bench measures beside its C++ guest (the go-copy and go-zc
 // transports): the C++ host calls, this program serves.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Command shm-demo-guest is the Go guest of tools/shm-demo: run the demo with
 //
 //	shm-demo --guest-cmd /path/to/shm-demo-guest

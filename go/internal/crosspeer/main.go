@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Command crosspeer is the Go side of the cross-language tests (tests/crosslang/cpp_host.cc): a guest that
 // a C++ host test starts as `crosspeer MODE SEGMENT`. It is a test program, not part of the package API.
 //

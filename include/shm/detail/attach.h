@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The attach handshake, both ends (SPECIFICATION.md §4). The host's Doorman serves the rendezvous socket on a
 // thread of its own: it admits peers by their kernel-recorded credentials, hands a guest the segment's memfd,
 // holds the guest seat, and tells the host's endpoint the moment the guest's connection closes. The guest's

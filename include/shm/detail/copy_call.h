@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The copying call used by DirectHost::Send/SendToSlot and DirectGuest::SendGuestCall: claim, copy the request
 // in, call, copy the answer out, release.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One side of a mapped segment — host or guest — and the two halves of a transaction that both sides share:
 // Call (the caller half: publish, wait, read the answer) and Serve (the server half: read once, validate, run
 // the handler, answer). The host's Send and the guest's SendGuestCall are the same Call; the guest's workers

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A mapped segment: creation by the host (magic last, then sealed), attachment by a guest from the descriptor
 // the host handed it (seals checked before mapping, header validated from a copy), and the slot views both
 // sides use.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The slot state machine: every transition of a slot's control word, in one place.
 //
 //   caller                              server

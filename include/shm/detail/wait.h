@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Waiting on a futex word: spin for an adaptive budget, then sleep in FUTEX_WAIT.
 //
 // Sleeping costs a wake-up: the notifier's FUTEX_WAKE plus the scheduler's latency to run the waiter again,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The platform interface: clock, futex-style wait/wake on a 32-bit word in shared memory, the segment memory
 // (create, seal, check, map), and the rendezvous through which a host hands it to an admitted guest and each
 // side learns that the other died.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm wire layout — the bytes of a segment. Normative text: SPECIFICATION.md §Layout.
 //
 // Segment = SegmentHeader (256 B) | SlotHeader x (host_slots + guest_slots) | pad to 4096 | buffers | pad.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm wire protocol — message types, wire error codes, and the slot control word.
 //
 // This file and layout.h are the C++ rendering of SPECIFICATION.md; the document is normative. Any change to a

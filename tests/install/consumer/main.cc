@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Install-test consumer: one round trip each way between a host and a guest in two processes.
 // The child becomes the guest before the parent creates the segment, so it inherits nothing from the host.
 #include <sys/wait.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Linux clock: CLOCK_MONOTONIC, the clock of every deadline in the library and of FUTEX_WAIT timeouts.
 #pragma once
 

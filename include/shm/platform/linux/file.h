@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Linux segment memory: an anonymous memfd, sealed against resizing before anyone else sees it, mapped
 // MAP_SHARED. It has no name in any file system: a guest gets the descriptor from the host over the
 // rendezvous socket (socket.h), so only an admitted peer can map it, and neither side can shrink or grow it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Linux futex wait/wake on a 32-bit word in a MAP_SHARED mapping (shared futexes, not FUTEX_PRIVATE_FLAG:
 // the waiter and the waker are in different processes). Timeouts are relative, measured on CLOCK_MONOTONIC.
 #pragma once

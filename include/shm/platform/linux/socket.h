@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Linux rendezvous: a SOCK_SEQPACKET Unix socket in the abstract namespace at "\0shm/<name>". Binding it is
 // the one-host rule (the kernel refuses a second bind and frees the address when its socket closes, also when
 // the process dies); a connection carries the attach handshake and the segment's descriptor (SCM_RIGHTS), and
