@@ -240,7 +240,7 @@ func TestFailedConnectLeaksNothing(t *testing.T) {
 			}
 			fds, maps := openCounts(t)
 			start := time.Now()
-			client, err := Connect(ClientConfig{ShmName: name, ConnectionTimeout: 300 * time.Millisecond,
+			client, err := Connect(ClientConfig{ShmName: name, ConnectionTimeout: 2 * time.Second,
 				RetryInterval: 5 * time.Millisecond})
 			if err == nil {
 				client.Close()
@@ -330,7 +330,7 @@ func TestConnectCloseReleasesEverything(t *testing.T) {
 		if !c.HostAlive() {
 			t.Error("HostAlive is false with a live host")
 		}
-		_, err = Connect(ClientConfig{ShmName: h.name, ConnectionTimeout: 200 * time.Millisecond})
+		_, err = Connect(ClientConfig{ShmName: h.name, ConnectionTimeout: 2 * time.Second})
 		if !errors.Is(err, ErrGuestAlreadyConnected) || !strings.Contains(err.Error(), "pid "+utoa(uint64(os.Getpid()))) {
 			t.Errorf("second guest: %v", err)
 		}

@@ -94,7 +94,7 @@ TEST(Connect, SecondGuestIsRefusedWhileTheFirstStays) {
   Process first = SpawnPeer({"guest", "--name", name.str()});
   ASSERT_TRUE(first.started()) << first.error();
   ASSERT_TRUE(GetLine(first, "SERVING"));
-  Process second = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "1000"});
+  Process second = SpawnPeer({"guest", "--name", name.str(), "--connect-timeout-ms", "3000"});
   ASSERT_TRUE(second.started()) << second.error();
   std::string line;
   ASSERT_TRUE(GetLine(second, "CONNECT_FAILED", &line));

@@ -629,7 +629,9 @@ TEST_F(HostGuest, GuestCallsAfterCloseAreClosed) {
 TEST_F(HostGuest, SecondGuestIsRefused) {
   shm::DirectGuest second;
   shm::GuestConfig config = GuestConfigFor(name_);
-  config.connect_timeout = 200ms;  // Connect retries while another guest holds the segment, until this deadline
+  // Connect retries while another guest holds the segment, until this deadline: long enough for a loaded
+  // host to answer at least once.
+  config.connect_timeout = 2s;
   auto r = second.Connect(config);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code(), ErrorCode::kGuestAlreadyConnected) << r.error().ToString();
