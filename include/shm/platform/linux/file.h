@@ -37,9 +37,21 @@ constexpr size_t kMaxNameLength = 100;
 constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 constexpr unsigned kForbiddenSeals = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
 
+namespace internal {
+// strerror_r comes in two shapes (XSI returns int, GNU returns the text); take whichever this libc has.
+inline const char* StrerrorText(int rc, const char* buf) noexcept { return rc == 0 ? buf : "unknown error"; }
+inline const char* StrerrorText(const char* text, const char*) noexcept { return text; }
+}  // namespace internal
+
+/// The text of errno value `err`. Thread-safe (strerror is not).
+inline std::string ErrnoText(int err) {
+  char buf[128] = {};
+  return internal::StrerrorText(::strerror_r(err, buf, sizeof buf), buf);
+}
+
 inline Error SysError(const std::string& what, int err) {
   const ErrorCode code = (err == EACCES || err == EPERM) ? ErrorCode::kPermissionDenied : ErrorCode::kSystem;
-  return Error(code, what + ": " + std::strerror(err), wire::WireError::kNone, err);
+  return Error(code, what + ": " + ErrnoText(err), wire::WireError::kNone, err);
 }
 
 /// Owning file descriptor. Move-only. Not thread-safe.
@@ -100,7 +112,7 @@ inline Result<uint64_t> CheckSealedSize(const File& f) {
   const int seals = ::fcntl(f.fd(), F_GET_SEALS);
   if (seals < 0) {
     return Error(ErrorCode::kProtocol, std::string("the host sent a descriptor without seals: ") +
-                                           std::strerror(errno));
+                                           ErrnoText(errno));
   }
   const auto s = static_cast<unsigned>(seals);
   if ((s & kRequiredSeals) != kRequiredSeals || (s & kForbiddenSeals) != 0) {

@@ -287,7 +287,7 @@ inline void PollFiles(const int* fds, short* revents, size_t n, int timeout_ms) 
   do {
     rc = ::poll(p, static_cast<nfds_t>(k), timeout_ms);
   } while (rc < 0 && errno == EINTR);
-  for (size_t i = 0; i < k; ++i) revents[i] = rc > 0 ? p[i].revents : 0;
+  for (size_t i = 0; i < k; ++i) revents[i] = rc > 0 ? p[i].revents : short{0};
 }
 
 }  // namespace platform
