@@ -35,6 +35,8 @@ struct Reply {
 
 /// Serves one request: reads `request`, writes at most response.size() bytes into `response`, returns the
 /// Reply. May throw: the call is then answered with SYSTEM_ERROR kHandlerFailed and the worker goes on.
+/// Built without exceptions (-fno-exceptions), the library catches nothing (there is nothing to throw) and
+/// everything else works the same; a handler then fails a call by returning Reply::Failure().
 /// Called concurrently from several worker threads (one per slot); must be thread-safe.
 ///
 /// What a handler may call on the DirectGuest or DirectHost that runs it:
