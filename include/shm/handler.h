@@ -14,7 +14,7 @@ namespace shm {
 /// Verifier). Valid only during the handler call.
 struct Message {
   Bytes data;                  ///< The request payload (already placed: end-aligned payloads too).
-  MsgType type = MsgType::NORMAL;
+  MsgType type = MsgType::NORMAL;  ///< The request's type, as the caller sent it.
   bool end_aligned = false;    ///< The wire size was negative (always false for an empty payload: -0 == 0).
   uint32_t slot = 0;           ///< Index of the slot it arrived on.
 };
