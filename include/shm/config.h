@@ -15,7 +15,7 @@ namespace shm {
 
 /// A duration for deadlines. kUseDefault (negative) means "the configured default_timeout".
 using Duration = std::chrono::nanoseconds;
-constexpr Duration kUseDefault{-1};
+constexpr Duration kUseDefault{-1};  ///< "Use the configured default_timeout" (see Duration).
 
 /// Per-call options. Aggregate: `host.Send(data, type, out, {std::chrono::milliseconds(5)})`.
 struct CallOptions {
@@ -44,7 +44,7 @@ struct HostConfig {
   /// The group the group bits of `mode` admit (a guest whose primary or supplementary group it is).
   /// kOwnGroup: the host's effective group.
   static constexpr uint32_t kOwnGroup = 0xFFFFFFFFu;
-  uint32_t group = kOwnGroup;
+  uint32_t group = kOwnGroup;  ///< A group id, or kOwnGroup.
   /// Deadline of a call whose CallOptions say kUseDefault.
   Duration default_timeout = std::chrono::seconds(10);
 };
@@ -81,6 +81,7 @@ inline Result<void> ValidateName(std::string_view name) {
   return Ok();
 }
 
+/// Check that a timeout `d` is positive; kInvalidArgs naming `what` otherwise. Thread-safe.
 inline Result<void> ValidateTimeout(Duration d, const char* what) {
   if (d <= Duration::zero()) return Error(ErrorCode::kInvalidArgs, std::string(what) + " must be positive");
   return Ok();

@@ -77,13 +77,17 @@ inline const char* ToString(ErrorCode c) noexcept {
 /// Value type; copying allocates (the message). Not for the hot success path, which never builds one.
 class Error {
  public:
+  /// An error with `code` and `message`; `remote` only with kRemote, `sys_errno` only with kSystem.
   Error(ErrorCode code, std::string message, wire::WireError remote = wire::WireError::kNone, int sys_errno = 0)
       : code_(code), remote_(remote), errno_(sys_errno), message_(std::move(message)) {}
 
+  /// What went wrong, to branch on.
   ErrorCode code() const noexcept { return code_; }
   /// The peer's wire error code; kNone unless code() == kRemote.
   wire::WireError remote() const noexcept { return remote_; }
+  /// The errno of the failed system call; 0 unless code() == kSystem.
   int sys_errno() const noexcept { return errno_; }
+  /// What happened, for people (names the argument, slot or peer involved). Not stable: do not parse it.
   const std::string& message() const noexcept { return message_; }
   /// "Timeout: call on slot 2 did not finish within 1000 ms".
   std::string ToString() const { return std::string(shm::ToString(code_)) + ": " + message_; }
@@ -100,16 +104,21 @@ class Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
+  /// A success holding `value`.
   Result(T value) : ok_(true) { new (&storage_.value) T(std::move(value)); }  // NOLINT: implicit by design
+  /// A failure holding `error`.
   Result(Error error) : ok_(false) { new (&storage_.error) Error(std::move(error)); }  // NOLINT
+  /// Copies o's value or error.
   Result(const Result& o) : ok_(o.ok_) {
     if (ok_) new (&storage_.value) T(o.storage_.value);
     else new (&storage_.error) Error(o.storage_.error);
   }
+  /// Moves o's value or error; o stays a result of the same kind, its content moved from.
   Result(Result&& o) noexcept(std::is_nothrow_move_constructible<T>::value) : ok_(o.ok_) {
     if (ok_) new (&storage_.value) T(std::move(o.storage_.value));
     else new (&storage_.error) Error(std::move(o.storage_.error));
   }
+  /// Replaces this result's content with o's.
   Result& operator=(Result o) {
     this->~Result();
     new (this) Result(std::move(o));
@@ -120,18 +129,27 @@ class [[nodiscard]] Result {
     else storage_.error.~Error();
   }
 
+  /// Whether this holds a value (true) or an error (false).
   bool ok() const noexcept { return ok_; }
+  /// The same as ok().
   explicit operator bool() const noexcept { return ok_; }
-  /// The value. Precondition: ok().
+  /// The value. Precondition: ok() (not checked).
   T& value() & { return storage_.value; }
+  /// The value. Precondition: ok() (not checked).
   const T& value() const& { return storage_.value; }
+  /// The value, to move out. Precondition: ok() (not checked).
   T&& value() && { return std::move(storage_.value); }
+  /// Member access to the value. Precondition: ok() (not checked).
   T* operator->() { return &storage_.value; }
+  /// Member access to the value. Precondition: ok() (not checked).
   const T* operator->() const { return &storage_.value; }
+  /// The value. Precondition: ok() (not checked).
   T& operator*() & { return storage_.value; }
+  /// The value. Precondition: ok() (not checked).
   const T& operator*() const& { return storage_.value; }
-  /// The error. Precondition: !ok().
+  /// The error. Precondition: !ok() (not checked).
   const Error& error() const& { return storage_.error; }
+  /// The error, to move out (`return std::move(r).error();`). Precondition: !ok() (not checked).
   Error&& error() && { return std::move(storage_.error); }
 
  private:
@@ -148,11 +166,17 @@ class [[nodiscard]] Result {
 template <>
 class [[nodiscard]] Result<void> {
  public:
+  /// A success (what Ok() returns).
   Result() = default;
+  /// A failure holding `error`.
   Result(Error error) : error_(std::move(error)), ok_(false) {}  // NOLINT: implicit by design
+  /// Whether the call succeeded.
   bool ok() const noexcept { return ok_; }
+  /// The same as ok().
   explicit operator bool() const noexcept { return ok_; }
+  /// The error. Precondition: !ok() (not checked).
   const Error& error() const& { return error_; }
+  /// The error, to move out (`return std::move(r).error();`). Precondition: !ok() (not checked).
   Error&& error() && { return std::move(error_); }
 
  private:

@@ -209,15 +209,22 @@ class DirectGuest {
     auto ep = endpoint();
     return ep && ep->PeerAlive();
   }
+  /// Whether this guest holds a segment: true from a successful Connect until Close. Thread-safe.
   bool connected() const { return endpoint() != nullptr; }
+  /// Number of host-to-guest slots of the attached segment (one worker serves each); 0 when not connected.
+  /// Thread-safe.
   uint32_t host_slots() const {
     auto ep = endpoint();
     return ep ? ep->segment().geometry().host_slots : 0;
   }
+  /// Number of guest-to-host slots (for SendGuestCall); 0 when the host has none or when not connected.
+  /// Thread-safe.
   uint32_t guest_slots() const {
     auto ep = endpoint();
     return ep ? ep->segment().geometry().guest_slots : 0;
   }
+  /// Capacity of each guest slot's request and response buffer, in bytes; 0 without guest slots or when not
+  /// connected. Thread-safe.
   uint32_t guest_payload_capacity() const {
     auto ep = endpoint();
     return ep ? ep->segment().geometry().guest_payload : 0;

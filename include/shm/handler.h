@@ -15,7 +15,7 @@ namespace shm {
 /// Verifier). Valid only during the handler call.
 struct Message {
   Bytes data;                  ///< The request payload (already placed: end-aligned payloads too).
-  MsgType type = MsgType::NORMAL;
+  MsgType type = MsgType::NORMAL;  ///< The request's type, as the caller sent it.
   bool end_aligned = false;    ///< The wire size was negative (always false for an empty payload: -0 == 0).
   uint32_t slot = 0;           ///< Index of the slot it arrived on.
 };
@@ -36,6 +36,8 @@ struct Reply {
 
 /// Serves one request: reads `request`, writes at most response.size() bytes into `response`, returns the
 /// Reply. May throw: the call is then answered with SYSTEM_ERROR kHandlerFailed and the worker goes on.
+/// Built without exceptions (-fno-exceptions), the library catches nothing (there is nothing to throw) and
+/// everything else works the same; a handler then fails a call by returning Reply::Failure().
 /// Called concurrently from several worker threads (one per slot); must be thread-safe.
 ///
 /// What a handler may call on the DirectGuest or DirectHost that runs it:

@@ -213,9 +213,13 @@ class DirectHost {
 
   /// Whether a guest is attached (holds the guest seat). A load, no system call. Thread-safe.
   bool GuestAttached() const { return ep_ && !shut_down_.load() && ep_->PeerAlive(); }
+  /// Whether Init succeeded (it stays true after Shutdown, whose calls then fail with kClosed). Thread-safe.
   bool initialized() const noexcept { return ep_ != nullptr; }
+  /// The segment name given to Init (empty before). The reference stays valid as long as this object.
   const std::string& name() const noexcept { return name_; }
+  /// Number of host-to-guest slots; 0 before Init. Thread-safe.
   uint32_t host_slots() const noexcept { return ep_ ? ep_->segment().geometry().host_slots : 0; }
+  /// Number of guest-to-host slots (0: no guest calls); 0 before Init. Thread-safe.
   uint32_t guest_slots() const noexcept { return ep_ ? ep_->segment().geometry().guest_slots : 0; }
   /// Capacity of each host slot's request and response buffer (payload_size rounded up to 64).
   uint32_t payload_capacity() const noexcept { return ep_ ? ep_->segment().geometry().host_payload : 0; }

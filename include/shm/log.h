@@ -10,7 +10,13 @@
 
 namespace shm {
 
-enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+/// Severity of a log line, in increasing order; compare with < and >=.
+enum class LogLevel {
+  kDebug = 0,  ///< Detail for debugging the library.
+  kInfo = 1,   ///< Events worth knowing (a guest attached, say).
+  kWarn = 2,   ///< Something failed but the library goes on (a handler threw, a peer misbehaved).
+  kError = 3,  ///< A failure the application should act on.
+};
 
 /// Receives every log line the library emits. Called from library threads (workers included); must be
 /// thread-safe and must not call back into the library.

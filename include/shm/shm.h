@@ -8,6 +8,14 @@
 // See README.md for the API tour and SPECIFICATION.md for the wire protocol.
 #pragma once
 
+/// \namespace shm
+/// The public API: DirectHost and DirectGuest, ZeroCopySlot, the configurations, Error and Result, the byte
+/// views, the handler types and logging. Each type states its thread safety and ownership.
+///
+/// \namespace shm::wire
+/// The wire protocol of SPECIFICATION.md in C++: layouts, constants and codes both peers agree on. Values read
+/// from a peer through these layouts are untrusted until validated.
+
 #include "shm/bytes.h"
 #include "shm/config.h"
 #include "shm/error.h"

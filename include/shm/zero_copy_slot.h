@@ -31,8 +31,11 @@ class DirectGuest;
 /// same object fails with kInvalidArgs and leaves that call and the slot alone.
 class ZeroCopySlot {
  public:
+  /// An empty object that holds no slot (valid() is false).
   ZeroCopySlot() = default;
+  /// Takes over o's slot and last answer; o holds none afterwards.
   ZeroCopySlot(ZeroCopySlot&& o) noexcept { *this = std::move(o); }
+  /// Releases the slot this object holds, then takes over o's; o holds none afterwards.
   ZeroCopySlot& operator=(ZeroCopySlot&& o) noexcept {
     if (this != &o) {
       Release();

@@ -266,7 +266,7 @@ class Endpoint {
     if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
     h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
-    h.req_size.store(size, std::memory_order_relaxed);
+    h.req_size.store(static_cast<uint32_t>(size), std::memory_order_relaxed);  // two's complement on the wire
     uint32_t tx = 0;
     bool woke_server = false;
     if (!Publish(h, *seq, &tx, &woke_server)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
@@ -427,6 +427,7 @@ class Endpoint {
     m.end_aligned = end_aligned;
     m.slot = s.index;
     Reply r;
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
     try {
       r = handler(m, MutableBytes(s.response, s.capacity));
     } catch (const std::exception& e) {
@@ -438,6 +439,11 @@ class Endpoint {
       WriteErrorResponse(h, wire::WireError::kHandlerFailed);
       return;
     }
+#else
+    // Built without exceptions (-fno-exceptions): nothing can be thrown, so there is nothing to catch; a
+    // handler fails a call by returning Reply::Failure().
+    r = handler(m, MutableBytes(s.response, s.capacity));
+#endif
     Placement out;
     if (r.type == MsgType::SYSTEM_ERROR) {
       WriteErrorResponse(h, wire::WireError::kHandlerFailed);

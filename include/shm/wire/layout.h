@@ -23,19 +23,19 @@ constexpr uint32_t kVersion = 2;
 /// "SHMSEG01" read as a little-endian u64. Written last, with release order, when the segment is ready.
 constexpr uint64_t kMagic = 0x31304745534D4853ull;
 
-constexpr uint32_t kCacheLine = 64;
-constexpr uint32_t kPage = 4096;
-constexpr uint32_t kSegmentHeaderSize = 256;
-constexpr uint32_t kSlotHeaderSize = 64;
+constexpr uint32_t kCacheLine = 64;            ///< Alignment of every slot header (one cache line each).
+constexpr uint32_t kPage = 4096;               ///< The data buffers start on a page boundary.
+constexpr uint32_t kSegmentHeaderSize = 256;   ///< sizeof(SegmentHeader).
+constexpr uint32_t kSlotHeaderSize = 64;       ///< sizeof(SlotHeader).
 /// Capacities are multiples of this, so an end-aligned payload ends on a 64-byte boundary.
 constexpr uint32_t kPayloadAlign = 64;
-constexpr uint32_t kMinPayload = 64;
-constexpr uint32_t kMaxPayload = 1u << 30;  // sizes travel as int32
-constexpr uint32_t kMaxSlots = 4096;        // per kind (host, guest)
-constexpr uint64_t kMaxSegmentSize = 1ull << 40;
+constexpr uint32_t kMinPayload = 64;              ///< Smallest slot capacity, in bytes.
+constexpr uint32_t kMaxPayload = 1u << 30;        ///< Largest slot capacity, in bytes (sizes travel as int32).
+constexpr uint32_t kMaxSlots = 4096;              ///< Most slots of each kind (host, guest).
+constexpr uint64_t kMaxSegmentSize = 1ull << 40;  ///< Largest whole segment, in bytes.
 
-using A32 = std::atomic<uint32_t>;
-using A64 = std::atomic<uint64_t>;
+using A32 = std::atomic<uint32_t>;  ///< A 32-bit field of shared memory (lock-free, so it works across processes).
+using A64 = std::atomic<uint64_t>;  ///< A 64-bit field of shared memory (lock-free, so it works across processes).
 static_assert(A32::is_always_lock_free && A64::is_always_lock_free,
               "atomics in shared memory must be lock-free to work across processes");
 static_assert(sizeof(A32) == 4 && sizeof(A64) == 8, "atomics must have the size of their value");
@@ -50,27 +50,29 @@ static_assert(sizeof(A32) == 4 && sizeof(A64) == 8, "atomics must have the size 
 //  48..63 reserved 0
 //  64: host_state u32 | 68: host_pid u32 | 72: guest_pid u32 | 76: guest_session u32 | 80..127 reserved 0
 //  128: doorbell u32 | 132..255 reserved 0
+/// The segment header as it lies in shared memory (SPECIFICATION.md). Both peers read and write it through
+/// atomics; a peer validates a copy of it before use (the peer is untrusted). Not constructed by users.
 struct SegmentHeader {
-  A64 magic;            // kMagic once ready; 0 while initialising. Immutable after.
-  A32 version;          // kVersion
-  A32 header_size;      // kSegmentHeaderSize
-  A32 slot_header_size; // kSlotHeaderSize
-  A32 host_slots;       // number of host->guest slots, 1..kMaxSlots
-  A32 guest_slots;      // number of guest->host slots, 0..kMaxSlots
-  A32 host_payload;     // capacity in bytes of each host slot's request and response buffer
-  A32 guest_payload;    // same for guest slots (0 when guest_slots == 0)
-  A32 flags;            // reserved, 0
-  A64 total_size;       // bytes of the whole segment; must equal SegmentSize(geometry) and the file size
-  uint8_t reserved0[16];
+  A64 magic;            ///< kMagic once ready; 0 while initialising. Immutable after.
+  A32 version;          ///< kVersion
+  A32 header_size;      ///< kSegmentHeaderSize
+  A32 slot_header_size; ///< kSlotHeaderSize
+  A32 host_slots;       ///< number of host->guest slots, 1..kMaxSlots
+  A32 guest_slots;      ///< number of guest->host slots, 0..kMaxSlots
+  A32 host_payload;     ///< capacity in bytes of each host slot's request and response buffer
+  A32 guest_payload;    ///< same for guest slots (0 when guest_slots == 0)
+  A32 flags;            ///< reserved, 0
+  A64 total_size;       ///< bytes of the whole segment; must equal SegmentSize(geometry) and the file size
+  uint8_t reserved0[16];  ///< Reserved, 0.
 
-  A32 host_state;     // HostState. Written by the host.
-  A32 host_pid;       // pid of the host, for messages only (liveness comes from the rendezvous, §2)
-  A32 guest_pid;      // pid of the last guest that attached, for messages only
-  A32 guest_session;  // incremented by every guest that attaches
-  uint8_t reserved1[48];
+  A32 host_state;     ///< HostState. Written by the host.
+  A32 host_pid;       ///< pid of the host, for messages only (liveness comes from the rendezvous, §2)
+  A32 guest_pid;      ///< pid of the last guest that attached, for messages only
+  A32 guest_session;  ///< incremented by every guest that attaches
+  uint8_t reserved1[48];  ///< Reserved, 0.
 
-  A32 doorbell;  // guest-call doorbell (protocol.h), alone in its cache line: written by every guest call
-  uint8_t reserved2[124];
+  A32 doorbell;  ///< guest-call doorbell (protocol.h), alone in its cache line: written by every guest call
+  uint8_t reserved2[124];  ///< Reserved, 0.
 };
 static_assert(sizeof(SegmentHeader) == kSegmentHeaderSize, "SegmentHeader is 256 bytes");
 static_assert(offsetof(SegmentHeader, magic) == 0, "layout");
@@ -96,15 +98,17 @@ static_assert(offsetof(SegmentHeader, doorbell) == 128, "layout");
 //  | ctl    |req_type|req_size|resp_   |resp_   |resp_   | wake_stamp_ns   |  reserved (0)          |
 //  | u32    |  u32   |  i32   |type u32|size i32|error   |   u64           |                        |
 //  +--------+--------+--------+--------+--------+--------+-----------------+------------------------+
+/// A slot's header as it lies in shared memory (SPECIFICATION.md): the control word and the fields of the
+/// transaction in flight. Every field is read once into a local and validated before use.
 struct alignas(kCacheLine) SlotHeader {
-  A32 ctl;            // control word: state | kWaiting | seq (protocol.h). The futex word.
-  A32 req_type;       // MsgType of the request. Written by the caller before publishing.
-  A32 req_size;       // int32 request size; negative = end-aligned. Written by the caller.
-  A32 resp_type;      // MsgType of the response. Written by the server before publishing.
-  A32 resp_size;      // int32 response size; negative = end-aligned. 0 with SYSTEM_ERROR.
-  A32 resp_error;     // WireError when resp_type == SYSTEM_ERROR, else 0.
-  A64 wake_stamp_ns;  // CLOCK_MONOTONIC ns at which a notifier issued FUTEX_WAKE; advisory, for spin tuning
-  uint8_t reserved[32];
+  A32 ctl;            ///< control word: state | kWaiting | seq (protocol.h). The futex word.
+  A32 req_type;       ///< MsgType of the request. Written by the caller before publishing.
+  A32 req_size;       ///< int32 request size; negative = end-aligned. Written by the caller.
+  A32 resp_type;      ///< MsgType of the response. Written by the server before publishing.
+  A32 resp_size;      ///< int32 response size; negative = end-aligned. 0 with SYSTEM_ERROR.
+  A32 resp_error;     ///< WireError when resp_type == SYSTEM_ERROR, else 0.
+  A64 wake_stamp_ns;  ///< CLOCK_MONOTONIC ns at which a notifier issued FUTEX_WAKE; advisory, for spin tuning
+  uint8_t reserved[32];  ///< Reserved, 0.
 };
 static_assert(sizeof(SlotHeader) == kSlotHeaderSize, "SlotHeader is one cache line");
 static_assert(alignof(SlotHeader) == kCacheLine, "SlotHeader is cache-line aligned");
@@ -118,12 +122,13 @@ static_assert(offsetof(SlotHeader, wake_stamp_ns) == 24, "layout");
 
 /// The numbers that define a segment. Everything else (offsets, total size) derives from them.
 struct Geometry {
-  uint32_t host_slots = 0;
-  uint32_t guest_slots = 0;
-  uint32_t host_payload = 0;   // multiple of kPayloadAlign
-  uint32_t guest_payload = 0;  // multiple of kPayloadAlign, or 0 when guest_slots == 0
+  uint32_t host_slots = 0;   ///< Host-to-guest slots, 1..kMaxSlots.
+  uint32_t guest_slots = 0;  ///< Guest-to-host slots, 0..kMaxSlots.
+  uint32_t host_payload = 0;   ///< multiple of kPayloadAlign
+  uint32_t guest_payload = 0;  ///< multiple of kPayloadAlign, or 0 when guest_slots == 0
 };
 
+/// `v` rounded up to a multiple of `a` (a > 0).
 constexpr uint64_t AlignUp(uint64_t v, uint64_t a) noexcept { return (v + a - 1) / a * a; }
 
 /// Offset of the first data buffer: after the slot headers, rounded up to a page.
@@ -165,8 +170,8 @@ constexpr uint32_t SlotCapacity(const Geometry& g, uint32_t index) noexcept {
 
 /// "SHMHELLO" read as a little-endian u64.
 constexpr uint64_t kHelloMagic = 0x4F4C4C45484D4853ull;
-constexpr uint32_t kHelloSize = 16;
-constexpr uint32_t kReplySize = 16;
+constexpr uint32_t kHelloSize = 16;  ///< sizeof(Hello).
+constexpr uint32_t kReplySize = 16;  ///< sizeof(AttachReply).
 
 /// What a connecting process asks for.
 enum class AttachRole : uint32_t {
@@ -184,19 +189,21 @@ enum class AttachStatus : uint32_t {
   kShuttingDown = 5,  ///< The host is shutting down.
 };
 
+/// The attach hello a guest or an observer sends the host over the rendezvous socket, 16 bytes.
 struct Hello {
-  uint64_t magic = kHelloMagic;
-  uint32_t version = kVersion;
-  uint32_t role = 0;  // AttachRole
+  uint64_t magic = kHelloMagic;  ///< kHelloMagic.
+  uint32_t version = kVersion;   ///< The sender's protocol version.
+  uint32_t role = 0;  ///< AttachRole
 };
 static_assert(sizeof(Hello) == kHelloSize, "layout");
 static_assert(offsetof(Hello, magic) == 0 && offsetof(Hello, version) == 8 && offsetof(Hello, role) == 12, "layout");
 
+/// The host's answer to a Hello, 16 bytes; the segment's descriptor comes with it when status is kAccepted.
 struct AttachReply {
-  uint32_t status = 0;    // AttachStatus
-  uint32_t host_pid = 0;  // informational
-  uint32_t detail = 0;    // kBusy: the attached guest's pid; kVersion: the host's version
-  uint32_t reserved = 0;  // 0
+  uint32_t status = 0;    ///< AttachStatus
+  uint32_t host_pid = 0;  ///< informational
+  uint32_t detail = 0;    ///< kBusy: the attached guest's pid; kVersion: the host's version
+  uint32_t reserved = 0;  ///< 0
 };
 static_assert(sizeof(AttachReply) == kReplySize, "layout");
 static_assert(offsetof(AttachReply, status) == 0 && offsetof(AttachReply, host_pid) == 4 &&

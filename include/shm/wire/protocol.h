@@ -84,27 +84,33 @@ enum class SlotState : uint32_t {
   kResponse = 4,   ///< The response is published; the caller owns the slot again.
   kAbandoned = 5,  ///< The caller gave up while the server was serving; the server frees the slot.
 };
-constexpr uint32_t kStateCount = 6;
+constexpr uint32_t kStateCount = 6;  ///< Number of SlotState values; a state at or above it is a protocol error.
 
-constexpr uint32_t kStateMask = 0x0Fu;
-constexpr uint32_t kWaiting = 0x10u;
-constexpr uint32_t kReservedCtlBits = 0xE0u;
-constexpr uint32_t kSeqShift = 8;
-constexpr uint32_t kSeqMask = 0x00FFFFFFu;  // after shifting
+// The control word: bits 0-3 the SlotState, bit 4 kWaiting, bits 5-7 reserved (0), bits 8-31 the seq.
+constexpr uint32_t kStateMask = 0x0Fu;        ///< The SlotState bits of a control word.
+constexpr uint32_t kWaiting = 0x10u;          ///< Set in a control word while someone sleeps on it.
+constexpr uint32_t kReservedCtlBits = 0xE0u;  ///< Must be 0 in a control word.
+constexpr uint32_t kSeqShift = 8;             ///< Position of the seq in a control word.
+constexpr uint32_t kSeqMask = 0x00FFFFFFu;    ///< The seq's bits, after shifting.
 
+/// The state bits of control word `ctl` (may be an invalid state: check against kStateCount).
 constexpr uint32_t CtlState(uint32_t ctl) noexcept { return ctl & kStateMask; }
+/// The seq of control word `ctl`.
 constexpr uint32_t CtlSeq(uint32_t ctl) noexcept { return ctl >> kSeqShift; }
+/// A control word of state `s` and seq `seq` (truncated to 24 bits), kWaiting clear.
 constexpr uint32_t MakeCtl(SlotState s, uint32_t seq) noexcept {
   return static_cast<uint32_t>(s) | ((seq & kSeqMask) << kSeqShift);
 }
+/// Whether control word `ctl` is in state `s`, whatever its kWaiting bit and seq.
 constexpr bool CtlIs(uint32_t ctl, SlotState s) noexcept { return CtlState(ctl) == static_cast<uint32_t>(s); }
+/// The seq after `seq`, wrapping within 24 bits.
 constexpr uint32_t NextSeq(uint32_t seq) noexcept { return (seq + 1) & kSeqMask; }
 
 // ---- The guest-call doorbell ------------------------------------------------------------------------------
 // A 32-bit futex word in the segment header. bit 0: kWaiting (a host processor sleeps on it); bits 1-31: a
 // counter that every guest caller increments (by 2) after publishing a request in a guest slot.
-constexpr uint32_t kDoorbellWaiting = 0x1u;
-constexpr uint32_t kDoorbellIncrement = 0x2u;
+constexpr uint32_t kDoorbellWaiting = 0x1u;    ///< Doorbell bit 0: a host processor sleeps on the doorbell.
+constexpr uint32_t kDoorbellIncrement = 0x2u;  ///< What a guest caller adds to the doorbell after publishing.
 
 // ---- Host state word ---------------------------------------------------------------------------------------
 /// SegmentHeader::host_state values.
