@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Built with -fno-exceptions: a host and a guest in one process make one call, so the library is shown to build
 // and work where exceptions are off (no handler can throw there, and the library catches nothing).
 // Exit status 0 when the echoed answer comes back; the reason on stderr otherwise.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The public headers as a consumer with strict warnings sees them. Usage:
 #   run_strict_consumers.sh <source dir> <work dir> <g++> <clang++>
 # 1. Every header under include/shm/ alone in its own translation unit (`#include <shm/x.h>`, an empty main),

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # docs.doxygen: build the API reference from the root Doxyfile into <output dir>, with every warning an error,
 # so an undocumented public member (or a broken doc command) fails. Usage:
 #   run_doxygen.sh <source dir> <output dir> <doxygen>
