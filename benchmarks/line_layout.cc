@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 namespace {
 
 using A32 = std::atomic<uint32_t>;
@@ -182,21 +184,14 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   uint32_t n = 32, runs = 7, iterations = 200000;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    const uint32_t v = static_cast<uint32_t>(std::strtoul(argv[i + 1], nullptr, 10));
-    if (a == "--payload") n = v;
-    else if (a == "--runs") runs = std::max(1u, v);
-    else if (a == "--iterations") iterations = std::max(1000u, v);
-    else {
-      std::fprintf(stderr, "usage: shm-line-layout [--payload N] [--runs R] [--iterations I]\n");
-      return 2;
-    }
-  }
-  if (n > 4096) {
-    std::fprintf(stderr, "payload must be at most 4096 bytes\n");
-    return 2;
-  }
+  CLI::App app{"shm-line-layout: the cache-line traffic of the slot protocol alone, with the payload in its own\n"
+               "lines, inside the control word's line, or in the line next to it (BENCHMARKS.md).",
+               "shm-line-layout"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--payload", n, "Payload bytes")->check(CLI::Range(0u, 4096u));
+  app.add_option("--runs", runs, "Runs of every layout, interleaved")->check(CLI::Range(1u, 1000u));
+  app.add_option("--iterations", iterations, "Round trips in one run")->check(CLI::Range(1000u, 1'000'000'000u));
+  CLI11_PARSE(app, argc, argv);
   std::vector<Layout> layouts = {Layout::kFloor, Layout::kProtocol, Layout::kAdjacent};
   if (n <= kInlineMax) layouts.push_back(Layout::kInline);
   if (n > 64) layouts.erase(std::remove(layouts.begin(), layouts.end(), Layout::kAdjacent), layouts.end());

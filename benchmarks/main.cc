@@ -37,6 +37,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "bench.h"
 
 namespace bench {
@@ -1035,59 +1037,33 @@ bool WriteFileText(const std::string& path, const std::string& text) {
   return static_cast<bool>(f);
 }
 
-void Usage() {
-  printf(
-      "usage: shm-bench [--quick] [--runs N] [--seconds S] [--out DIR] [--filter TEXT] [--list] [--no-iceoryx]\n"
-      "                 [--no-go] [--go-guest PATH]\n"
-      "  --quick        one short run of every case (smoke test; numbers are not meaningful)\n"
-      "  --runs N       runs of every case, interleaved (default 5)\n"
-      "  --seconds S    measured window of a back-to-back case (default 0.5)\n"
-      "  --samples N    requests in a wake-up (sleep) case (default 1000)\n"
-      "  --idle S       idle window of the idle-CPU case (default 5)\n"
-      "  --out DIR      write results.md, raw.csv and summary.csv there\n"
-      "  --filter TEXT  run only cases whose id (group/transport/payload/tN) contains TEXT\n"
-      "  --list         print the case ids and exit\n"
-      "  --no-iceoryx   skip the iceoryx baseline (and iox-roudi)\n"
-      "  --no-go        skip the Go guest cases (go-copy, go-zc)\n"
-      "  --go-guest P   the Go guest program to serve the go-* cases (default: the one built with shm-bench%s)\n",
-      kGoGuestBuilt[0] ? "" : ", not built here");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "--child") return bench::ChildMain(argc - 2, argv + 2);
   signal(SIGPIPE, SIG_IGN);
   Settings st;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "shm-bench: %s needs a value\n", a.c_str());
-        exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--quick") st.quick = true;
-    else if (a == "--runs") st.runs = std::max(1, std::atoi(next().c_str()));
-    else if (a == "--seconds") st.seconds = std::atof(next().c_str());
-    else if (a == "--samples") st.samples = std::max(1, std::atoi(next().c_str()));
-    else if (a == "--idle") st.idle_seconds = std::atof(next().c_str());
-    else if (a == "--out") st.out = next();
-    else if (a == "--filter") st.filter = next();
-    else if (a == "--list") st.list = true;
-    else if (a == "--no-iceoryx") st.iceoryx = false;
-    else if (a == "--no-go") st.go = false;
-    else if (a == "--go-guest") st.go_guest = next();
-    else if (a == "-h" || a == "--help") {
-      Usage();
-      return 0;
-    } else {
-      fprintf(stderr, "shm-bench: unknown argument %s\n", a.c_str());
-      Usage();
-      return 2;
-    }
-  }
+  CLI::App app{"shm-bench: round trips through shm beside the hardware floor and the alternatives, every case\n"
+               "run --runs times, interleaved (see BENCHMARKS.md).",
+               "shm-bench"};
+  app.option_defaults()->always_capture_default();
+  app.add_flag("--quick", st.quick, "One short run of every case (smoke test; numbers are not meaningful)");
+  app.add_option("--runs", st.runs, "Runs of every case, interleaved")->check(CLI::Range(1, 1000));
+  app.add_option("--seconds", st.seconds, "Measured window of a back-to-back case in seconds")
+      ->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--samples", st.samples, "Requests in a wake-up (sleep) case")->check(CLI::Range(1, 10'000'000));
+  app.add_option("--idle", st.idle_seconds, "Idle window of the idle-CPU case in seconds")
+      ->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--out", st.out, "Write results.md, raw.csv and summary.csv into DIR")->type_name("DIR");
+  app.add_option("--filter", st.filter, "Run only cases whose id (group/transport/payload/tN) contains TEXT");
+  app.add_flag("--list", st.list, "Print the case ids and exit");
+  app.add_flag_callback("--no-iceoryx", [&st] { st.iceoryx = false; }, "Skip the iceoryx baseline (and iox-roudi)");
+  app.add_flag_callback("--no-go", [&st] { st.go = false; }, "Skip the Go guest cases (go-copy, go-zc)");
+  app.add_option("--go-guest", st.go_guest,
+                 std::string("The Go guest program to serve the go-* cases (default: the one built with shm-bench") +
+                     (kGoGuestBuilt[0] ? ")" : ", not built here)"))
+      ->type_name("PATH");
+  CLI11_PARSE(app, argc, argv);
   if (st.quick) {
     st.runs = 1;
     st.seconds = 0.03;

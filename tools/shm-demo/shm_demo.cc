@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <shm/shm.h>
 
 #include "latency_histogram.h"
@@ -406,63 +407,34 @@ int RunHost(Options o) {
   return errors == 0 && guest_ok ? 0 : 1;
 }
 
-void Usage(FILE* to) {
-  std::fprintf(to,
-               "usage: shm-demo [options]      run a host and a guest process and measure round trips\n"
-               "       shm-demo --guest NAME   the built-in guest (the host starts it)\n"
-               "options:\n"
-               "  --seconds S        length of the measured window (default 3)\n"
-               "  --count N          stop after N measured round trips (default: no limit)\n"
-               "  --payload BYTES    request and answer size, 8..16777216 (default 64)\n"
-               "  --threads T        caller threads, one slot each, 1..64 (default 1)\n"
-               "  --zero-copy        write requests and read answers in place (ZeroCopySlot)\n"
-               "  --guest-calls N    guest-to-host calls the guest makes and times (default 10000, 0: none)\n"
-               "  --timeout-ms MS    deadline of each call (default 5000)\n"
-               "  --guest-cmd CMD    run CMD as the guest (via /bin/sh; the segment name is appended)\n"
-               "  --name NAME        segment name (default shm-demo-<pid>-<n>)\n");
-}
-
-bool ParseNumber(const char* s, double lo, double hi, double* out) {
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(s, &end);
-  if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) return false;
-  *out = v;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    double v = 0;
-    auto number = [&](double lo, double hi) {
-      if (!has_value || !ParseNumber(argv[i + 1], lo, hi, &v)) {
-        std::fprintf(stderr, "shm-demo: %s needs a number in [%g, %g]\n", arg.c_str(), lo, hi);
-        std::exit(2);
-      }
-      ++i;
-      return v;
-    };
-    if (arg == "--guest" && has_value) return RunGuest(argv[i + 1]);
-    if (arg == "--seconds") o.seconds = number(0.001, 3600);
-    else if (arg == "--count") o.count = static_cast<uint64_t>(number(0, 1e12));
-    else if (arg == "--payload") o.payload = static_cast<uint32_t>(number(kStampSize, 1 << 24));
-    else if (arg == "--threads") o.threads = static_cast<uint32_t>(number(1, 64));
-    else if (arg == "--zero-copy") o.zero_copy = true;
-    else if (arg == "--guest-calls") o.guest_calls = static_cast<uint32_t>(number(0, 1e8));
-    else if (arg == "--timeout-ms") o.timeout_ms = static_cast<int64_t>(number(1, 3.6e6));
-    else if (arg == "--guest-cmd" && has_value) o.guest_cmd = argv[++i];
-    else if (arg == "--name" && has_value) o.name = argv[++i];
-    else if (arg == "--help" || arg == "-h") return Usage(stdout), 0;
-    else {
-      std::fprintf(stderr, "shm-demo: unknown or incomplete option %s\n", arg.c_str());
-      Usage(stderr);
-      return 2;
-    }
-  }
+  std::string guest_name;
+  CLI::App app{"shm-demo: run a host and a guest process that exchange messages through a segment, and print\n"
+               "the round trips per second, their time percentiles, the guest-call round trip and the errors.\n"
+               "  shm-demo --guest NAME   is the built-in guest (the host starts it)",
+               "shm-demo"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--seconds", o.seconds, "Length of the measured window in seconds")->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--count", o.count, "Stop after N measured round trips (default: no limit)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000'000}))
+      ->capture_default_str()
+      ->default_str("");
+  app.add_option("--payload", o.payload, "Request and answer size in bytes")
+      ->check(CLI::Range(kStampSize, uint32_t{1} << 24));
+  app.add_option("--threads", o.threads, "Caller threads, one slot each")->check(CLI::Range(1u, 64u));
+  app.add_flag("--zero-copy", o.zero_copy, "Write requests and read answers in place (ZeroCopySlot)");
+  app.add_option("--guest-calls", o.guest_calls, "Guest-to-host calls the guest makes and times (0: none)")
+      ->check(CLI::Range(0u, 100'000'000u));
+  app.add_option("--timeout-ms", o.timeout_ms, "Deadline of each call in milliseconds")
+      ->check(CLI::Range(int64_t{1}, int64_t{3'600'000}));
+  app.add_option("--guest-cmd", o.guest_cmd, "Run CMD as the guest (via /bin/sh; the segment name is appended)")
+      ->type_name("CMD");
+  app.add_option("--name", o.name, "Segment name (default shm-demo-<pid>-<n>)");
+  app.add_option("--guest", guest_name, "Serve as the built-in guest of segment NAME")->type_name("NAME");
+  CLI11_PARSE(app, argc, argv);
+  if (!guest_name.empty()) return RunGuest(guest_name);
   return RunHost(o);
 }
