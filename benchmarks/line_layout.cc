@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <shm/platform/platform.h>
 
 namespace {
 
@@ -36,18 +37,6 @@ using A32 = std::atomic<uint32_t>;
 
 constexpr uint32_t kInlineMax = 40;
 constexpr uint32_t kStop = 0xFFFFFFFFu;
-
-int64_t NowNs() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return int64_t{t.tv_sec} * 1000000000 + t.tv_nsec;
-}
-
-void Relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
 
 // One control line: the word, the request fields, the response fields, then room for an inline payload.
 struct alignas(64) ControlLine {
@@ -108,7 +97,7 @@ void Serve(Mapping* m, Layout l, uint32_t n) {
     uint32_t v;
     while ((v = in.load(std::memory_order_acquire)) != Word(seq, kRequest)) {
       if (v == kStop) return;
-      Relax();
+      shm::platform::CpuRelax();
     }
     if (floor) {
       std::memcpy(buf.response, buf.request, n);
@@ -133,7 +122,7 @@ double Call(Mapping* m, Layout l, uint32_t n, uint32_t iterations) {
   const uint32_t warmup = iterations / 10;
   int64_t t0 = 0;
   for (uint32_t seq = 1; seq <= warmup + iterations; ++seq) {
-    if (seq == warmup + 1) t0 = NowNs();
+    if (seq == warmup + 1) t0 = shm::platform::MonotonicNs();
     std::memset(buf.request, static_cast<int>(seq & 0xFF), n);
     if (floor) {
       out.store(Word(seq, kRequest), std::memory_order_release);
@@ -141,13 +130,13 @@ double Call(Mapping* m, Layout l, uint32_t n, uint32_t iterations) {
       m->a.req_size.store(n, std::memory_order_relaxed);
       Cas(out, Word(seq, kRequest));
     }
-    while (in.load(std::memory_order_acquire) != Word(seq, kResponse)) Relax();
+    while (in.load(std::memory_order_acquire) != Word(seq, kResponse)) shm::platform::CpuRelax();
     if (n != 0 && buf.response[n - 1] != static_cast<uint8_t>(seq & 0xFF)) {
       std::fprintf(stderr, "%s: wrong answer at %u\n", Name(l), seq);
       std::exit(1);
     }
   }
-  const double mean = static_cast<double>(NowNs() - t0) / iterations;
+  const double mean = static_cast<double>(shm::platform::MonotonicNs() - t0) / iterations;
   out.store(kStop, std::memory_order_release);
   return mean;
 }

@@ -47,7 +47,6 @@ int ChildMain(int argc, char** argv);
 
 namespace {
 
-using bench::NowNs;
 using bench::SleepNs;
 
 // ---- Cases --------------------------------------------------------------------------------------------------
@@ -197,7 +196,7 @@ bool WaitExit(pid_t pid, int64_t deadline_ns, int* status = nullptr) {
       if (status) *status = r == pid ? st : -1;
       return true;
     }
-    if (NowNs() >= deadline_ns) return false;
+    if (shm::platform::MonotonicNs() >= deadline_ns) return false;
     SleepNs(2'000'000);
   }
 }
@@ -212,14 +211,14 @@ struct Ended {
 Ended Reap(pid_t pid, int64_t grace_ns) {
   Ended e;
   if (pid <= 0) return e;
-  if (WaitExit(pid, NowNs() + grace_ns, &e.status)) {
+  if (WaitExit(pid, shm::platform::MonotonicNs() + grace_ns, &e.status)) {
     e.by_itself = true;
     return e;
   }
   kill(pid, SIGTERM);
-  if (WaitExit(pid, NowNs() + 3'000'000'000)) return e;
+  if (WaitExit(pid, shm::platform::MonotonicNs() + 3'000'000'000)) return e;
   kill(pid, SIGKILL);
-  WaitExit(pid, NowNs() + 3'000'000'000);
+  WaitExit(pid, shm::platform::MonotonicNs() + 3'000'000'000);
   return e;
 }
 
@@ -251,7 +250,7 @@ std::string ReadLine(int fd, int64_t deadline_ns) {
   std::string s;
   char buf[4096];
   for (;;) {
-    const int64_t left_ms = (deadline_ns - NowNs()) / 1'000'000;
+    const int64_t left_ms = (deadline_ns - shm::platform::MonotonicNs()) / 1'000'000;
     if (left_ms <= 0) return s;
     pollfd p{fd, POLLIN, 0};
     int r = poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1000)));
@@ -354,7 +353,7 @@ RunResult RunCase(const Case& c, const Settings& st) {
   // The orchestrator holds no transport descriptor while the case runs: EOF reaches whoever waits for it.
   for (int fd : to_close) close(fd);
   const double budget_s = 30 + st.warmup + st.seconds + st.idle_seconds + st.samples * 0.005;
-  const std::string line = ReadLine(res[0], NowNs() + static_cast<int64_t>(budget_s * 1e9));
+  const std::string line = ReadLine(res[0], shm::platform::MonotonicNs() + static_cast<int64_t>(budget_s * 1e9));
   close(res[0]);
   if (caller > 0) Reap(caller, 5'000'000'000);
   // Servers that block without a peer-gone signal (busy-polling iceoryx, boost's queues) are told by SIGTERM.
@@ -430,7 +429,7 @@ Roudi StartRoudi() {
     r.why_not = "fork failed";
     return r;
   }
-  const int64_t deadline = NowNs() + 10'000'000'000;
+  const int64_t deadline = shm::platform::MonotonicNs() + 10'000'000'000;
   for (;;) {
     if (ReadFile(log).find("RouDi is ready for clients") != std::string::npos) break;
     int st = 0;
@@ -444,7 +443,7 @@ Roudi StartRoudi() {
                                                             : "iox-roudi exited: " + text;
       return r;
     }
-    if (NowNs() > deadline) {
+    if (shm::platform::MonotonicNs() > deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, nullptr, 0);
       r.why_not = "iox-roudi did not become ready within 10 s";
@@ -471,7 +470,7 @@ double StopRoudi(Roudi& r) {
       cpu = static_cast<double>(int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec - r.cpu_start_ns) / 1e9;
     }
     kill(r.pid, SIGTERM);
-    if (!WaitExit(r.pid, NowNs() + 10'000'000'000)) {
+    if (!WaitExit(r.pid, shm::platform::MonotonicNs() + 10'000'000'000)) {
       kill(r.pid, SIGKILL);
       waitpid(r.pid, nullptr, 0);
     }
@@ -515,10 +514,10 @@ std::string LoadAvg() {
 /// Cost of one CLOCK_MONOTONIC read, as the callers use it.
 double ClockReadNs() {
   const int n = 1'000'000;
-  const int64_t t0 = NowNs();
+  const int64_t t0 = shm::platform::MonotonicNs();
   int64_t sink = 0;
-  for (int i = 0; i < n; ++i) sink += NowNs();
-  const int64_t t1 = NowNs();
+  for (int i = 0; i < n; ++i) sink += shm::platform::MonotonicNs();
+  const int64_t t1 = shm::platform::MonotonicNs();
   asm volatile("" : : "r"(sink));
   return static_cast<double>(t1 - t0) / n;
 }

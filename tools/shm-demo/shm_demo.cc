@@ -37,25 +37,19 @@
 #include <CLI/CLI.hpp>
 #include <shm/shm.h>
 
-#include "latency_histogram.h"
+#include "latency_histogram.h"  // tools/common
 
 extern char** environ;
 
 namespace {
 
-using shm_demo::LatencyHistogram;
+using shm_tools::LatencyHistogram;
 
 constexpr auto kProbeType = static_cast<shm::MsgType>(129);
 constexpr uint32_t kGuestCallPayload = 64;
 constexpr uint32_t kStampSize = 8;        // every demo request starts with a unique 8-byte stamp
 constexpr int kMaxConsecutiveErrors = 10;  // a caller gives up after this many failures in a row
 constexpr int64_t kGuestStartNs = 10'000'000'000;  // how long the guest may take to attach, and to exit
-
-int64_t NowNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 std::string Thousands(uint64_t v) {
   std::string digits = std::to_string(v), out;
@@ -91,9 +85,9 @@ shm::Reply RunProbe(shm::DirectGuest& guest, const shm::Message& m, shm::Mutable
   uint64_t failed = 0;
   for (uint64_t i = 0; i < count; ++i) {
     std::memcpy(request.data(), &i, sizeof i);
-    const int64_t t0 = NowNs();
+    const int64_t t0 = shm::platform::MonotonicNs();
     auto r = guest.SendGuestCall(request, shm::MsgType::GUEST_CALL, answer);
-    const int64_t t1 = NowNs();
+    const int64_t t1 = shm::platform::MonotonicNs();
     if (r && answer == request) {
       h.Add(static_cast<uint64_t>(t1 - t0));
     } else {
@@ -162,7 +156,7 @@ class StartLine {
   int64_t ArriveAndWait(double seconds) {
     std::unique_lock<std::mutex> lock(mu_);
     if (--waiting_for_ == 0) {
-      start_ns_ = NowNs();
+      start_ns_ = shm::platform::MonotonicNs();
       end_ns_ = start_ns_ + static_cast<int64_t>(seconds * 1e9);
       cv_.notify_all();
     }
@@ -234,16 +228,16 @@ void RunCaller(shm::DirectHost& host, const Options& o, uint32_t index, StartLin
     return res.gave_up;
   };
 
-  const int64_t warm_end = NowNs() + 200'000'000;  // 0.2 s: lets the spin budget adapt, faults pages in
-  while (NowNs() < warm_end) {
+  const int64_t warm_end = shm::platform::MonotonicNs() + 200'000'000;  // 0.2 s: lets the spin budget adapt, faults pages in
+  while (shm::platform::MonotonicNs() < warm_end) {
     if (give_up(call())) break;
   }
   const int64_t end = start.ArriveAndWait(o.seconds);
   const uint64_t limit = o.count == 0 ? UINT64_MAX : (o.count + o.threads - 1) / o.threads;
-  int64_t t = NowNs();
+  int64_t t = shm::platform::MonotonicNs();
   while (!res.gave_up && t < end && res.calls < limit) {
     const bool ok = call();
-    const int64_t t1 = NowNs();
+    const int64_t t1 = shm::platform::MonotonicNs();
     if (ok) {
       res.latency.Add(static_cast<uint64_t>(t1 - t));
       ++res.calls;
@@ -277,7 +271,7 @@ int ReapGuest(pid_t pid, int64_t deadline) {
     const pid_t r = waitpid(pid, &status, WNOHANG);
     if (r == pid) return status;
     if (r < 0) return -1;
-    if (NowNs() >= deadline) {
+    if (shm::platform::MonotonicNs() >= deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
       return -1;
@@ -323,14 +317,14 @@ int RunHost(Options o) {
     std::fprintf(stderr, "shm-demo: cannot start the guest: %s\n", std::strerror(err));
     return 1;
   }
-  const int64_t attach_deadline = NowNs() + kGuestStartNs;
+  const int64_t attach_deadline = shm::platform::MonotonicNs() + kGuestStartNs;
   while (!host.GuestAttached()) {
     int status = 0;
     if (waitpid(guest_pid, &status, WNOHANG) == guest_pid) {
       std::fprintf(stderr, "shm-demo: the guest %s before attaching\n", DescribeExit(status).c_str());
       return 1;
     }
-    if (NowNs() >= attach_deadline) {
+    if (shm::platform::MonotonicNs() >= attach_deadline) {
       std::fprintf(stderr, "shm-demo: the guest did not attach within %lld s\n",
                    static_cast<long long>(kGuestStartNs / 1'000'000'000));
       ReapGuest(guest_pid, 0);
@@ -354,7 +348,7 @@ int RunHost(Options o) {
     callers.emplace_back([&, i] { RunCaller(host, o, i, start, results[i]); });
   }
   for (auto& t : callers) t.join();
-  const int64_t elapsed_ns = NowNs() - start.start_ns();
+  const int64_t elapsed_ns = shm::platform::MonotonicNs() - start.start_ns();
 
   LatencyHistogram all;
   uint64_t errors = 0;
@@ -398,7 +392,7 @@ int RunHost(Options o) {
               FormatNs(static_cast<uint64_t>(host.spin_budget_ns())).c_str());
 
   (void)host.SendShutdown();
-  const int guest_status = ReapGuest(guest_pid, NowNs() + kGuestStartNs);
+  const int guest_status = ReapGuest(guest_pid, shm::platform::MonotonicNs() + kGuestStartNs);
   const bool guest_ok = guest_status != -1 && WIFEXITED(guest_status) && WEXITSTATUS(guest_status) == 0;
   host.Shutdown();
   std::printf("errors           %s%s\n", Thousands(errors).c_str(),
