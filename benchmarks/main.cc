@@ -86,6 +86,12 @@ struct Settings {
 
 const std::vector<uint64_t> kPayloads = {0, 64, 1024, 16384, 1u << 20};
 
+/// "N cores": the CPUs this process may run on, for headings that say how crowded a case is.
+std::string CoresText() {
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return std::to_string(n > 0 ? n : 1) + (n == 1 ? " core" : " cores");
+}
+
 /// go-copy and go-zc: the shm host caller of shm-copy and shm-zc, served by the Go guest instead of the C++ one.
 bool IsGoGuest(const std::string& transport) { return transport.rfind("go-", 0) == 0; }
 
@@ -110,7 +116,7 @@ std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
   for (const char* t : {"futex-floor", "shm-copy", "shm-zc", "go-copy", "go-zc", "uds-seqpacket", "pipe"}) {
     if (with_go || !IsGoGuest(t)) cs.push_back({"sleep", t, "sleep", 64, 1});
   }
-  // One CPU-bound process competes with the pair for the 2 cores: what a busy machine does to each transport.
+  // One CPU-bound process competes with the pair for the machine's cores: what a busy machine does to each transport.
   for (const char* t : {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket"}) {
     cs.push_back({"contended", t, "busy", 64, 1});
   }
@@ -741,7 +747,7 @@ class Report {
     bool any = false;
     for (const auto& c : cases_) any |= c.group == "threads";
     if (!any) return;
-    o << "## Host threads calling concurrently (64 B, one slot per thread, 2 cores)\n\n";
+    o << "## Host threads calling concurrently (64 B, one slot per thread, " << CoresText() << ")\n\n";
     o << "| API | threads | round trips/s | ÷ 1 thread | p50 µs | p99 µs | p99.9 µs | CPU caller / server |\n";
     o << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& c : cases_) {
@@ -764,7 +770,7 @@ class Report {
     bool any = false;
     for (const auto& c : cases_) any |= c.group == "contended";
     if (!any) return;
-    o << "## Contended: one CPU-bound process runs beside the pair (64 B, 2 cores)\n\n";
+    o << "## Contended: one CPU-bound process runs beside the pair (64 B, " << CoresText() << ")\n\n";
     o << "| transport | round trips/s | p50 µs | p99 µs | p99.9 µs | CPU caller / server | ctx sw/RT | "
          "p50 ÷ uncontended |\n";
     o << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -884,7 +890,7 @@ class Report {
     o << "\n";
   }
 
-  // Targets of issue 4 item 5. Each row: the measured per-run ratio and whether the median meets the target.
+  // The performance targets (BENCHMARKS.md). Each row: the measured per-run ratio and whether the median meets the target.
   void Target(std::ostringstream& o, const std::string& what, const Stat& s, bool higher_is_better, double limit,
               const std::string& unit = "×") const {
     std::string verdict = "not measured";
@@ -904,7 +910,7 @@ class Report {
   }
 
   void Targets(std::ostringstream& o) const {
-    o << "## Targets (issue 4, item 5)\n\n";
+    o << "## Targets\n\n";
     o << "| target | measured: median [min–max] over runs | verdict |\n|---|---:|---|\n";
     for (const char* api : {"shm-copy", "shm-zc"}) {
       const std::string a = api;
