@@ -55,32 +55,11 @@ pid_t Spawn(const std::vector<std::string>& args, const std::vector<std::pair<in
   _exit(127);
 }
 
-/// Wait for `pid` until `deadline_ns`; true if it exited. `status` receives its wait status (-1: unknown).
-bool WaitExit(pid_t pid, int64_t deadline_ns, int* status) {
-  for (;;) {
-    int st = 0;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD)) {
-      if (status) *status = r == pid ? st : -1;
-      return true;
-    }
-    if (shm::platform::MonotonicNs() >= deadline_ns) return false;
-    SleepNs(2'000'000);
-  }
-}
-
 /// End a server: let it exit on its own for `grace_ns`, then SIGTERM, then SIGKILL.
 Ended Reap(pid_t pid, int64_t grace_ns) {
   Ended e;
   if (pid <= 0) return e;
-  if (WaitExit(pid, shm::platform::MonotonicNs() + grace_ns, &e.status)) {
-    e.by_itself = true;
-    return e;
-  }
-  kill(pid, SIGTERM);
-  if (WaitExit(pid, shm::platform::MonotonicNs() + 3'000'000'000)) return e;
-  kill(pid, SIGKILL);
-  WaitExit(pid, shm::platform::MonotonicNs() + 3'000'000'000);
+  e.by_itself = shm_tools::StopProcess(pid, grace_ns, 3'000'000'000, &e.status);
   return e;
 }
 

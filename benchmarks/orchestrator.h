@@ -32,6 +32,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench.h"
+#include "child_process.h"  // tools/common
 
 namespace bench {
 namespace orchestrator {
@@ -109,8 +110,6 @@ RunResult ParseResult(const std::string& line);
 /// child.
 pid_t Spawn(const std::vector<std::string>& args, const std::vector<std::pair<int, int>>& fds, bool quiet_stdout,
             const std::string& exe = "");
-/// Wait for `pid` until `deadline_ns`; true if it exited. `status` receives its wait status (-1: unknown).
-bool WaitExit(pid_t pid, int64_t deadline_ns, int* status = nullptr);
 /// End a server: let it exit on its own for `grace_ns`, then SIGTERM, then SIGKILL.
 Ended Reap(pid_t pid, int64_t grace_ns);
 /// Why a Go guest that should have exited 0 on the host's shutdown did not (empty if it did).

@@ -51,7 +51,7 @@ Roudi StartRoudi() {
   for (;;) {
     if (ReadFile(log).find("RouDi is ready for clients") != std::string::npos) break;
     int st = 0;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
+    if (shm_tools::WaitExit(pid, 0, &st)) {
       std::string text = ReadFile(log);
       if (text.size() > 300) text = "..." + text.substr(text.size() - 300);
       for (char& ch : text) {
@@ -62,8 +62,7 @@ Roudi StartRoudi() {
       return r;
     }
     if (shm::platform::MonotonicNs() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
+      shm_tools::KillAndReap(pid);
       r.why_not = "iox-roudi did not become ready within 10 s";
       return r;
     }
@@ -87,11 +86,7 @@ double StopRoudi(Roudi& r) {
     if (clock_getcpuclockid(r.pid, &clk) == 0 && clock_gettime(clk, &ts) == 0) {
       cpu = static_cast<double>(int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec - r.cpu_start_ns) / 1e9;
     }
-    kill(r.pid, SIGTERM);
-    if (!WaitExit(r.pid, shm::platform::MonotonicNs() + 10'000'000'000)) {
-      kill(r.pid, SIGKILL);
-      waitpid(r.pid, nullptr, 0);
-    }
+    shm_tools::StopProcess(r.pid, 0, 10'000'000'000);
     r.pid = 0;
   }
   if (!r.dir.empty()) {

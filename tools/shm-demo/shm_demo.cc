@@ -14,7 +14,6 @@
 //    six little-endian uint64: calls that succeeded, calls that failed, p50, p99, p99.9 and max in ns.
 //    A guest that does not implement it answers SYSTEM_ERROR (Reply::Failure()); the host then says so.
 //  * Exit with status 0 once the host sends shutdown.
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,12 +36,12 @@
 #include <CLI/CLI.hpp>
 #include <shm/shm.h>
 
+#include "child_process.h"    // tools/common
 #include "latency_histogram.h"  // tools/common
-
-extern char** environ;
 
 namespace {
 
+using shm_tools::DescribeExit;
 using shm_tools::LatencyHistogram;
 
 constexpr auto kProbeType = static_cast<shm::MsgType>(129);
@@ -258,33 +257,15 @@ int SpawnGuest(const Options& o, pid_t* pid) {
   } else {
     args = {"/bin/sh", "-c", o.guest_cmd + " \"$@\"", "shm-demo-guest", o.name};
   }
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  return posix_spawn(pid, argv[0], nullptr, nullptr, argv.data(), environ);
+  return shm_tools::SpawnProcess(args, pid);
 }
 
-// Polls until `pid` exits or the deadline passes (then kills it). Returns its wait status, or -1.
+// Waits until `pid` exits or the deadline passes (then kills it). Returns its wait status, or -1.
 int ReapGuest(pid_t pid, int64_t deadline) {
   int status = 0;
-  for (;;) {
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    if (r < 0) return -1;
-    if (shm::platform::MonotonicNs() >= deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-}
-
-std::string DescribeExit(int status) {
-  if (status == -1) return "did not exit in time and was killed";
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "was killed by signal " + std::to_string(WTERMSIG(status));
-  return "ended with wait status " + std::to_string(status);
+  if (shm_tools::WaitExit(pid, deadline, &status)) return status;
+  shm_tools::KillAndReap(pid);
+  return -1;
 }
 
 int RunHost(Options o) {
@@ -320,7 +301,7 @@ int RunHost(Options o) {
   const int64_t attach_deadline = shm::platform::MonotonicNs() + kGuestStartNs;
   while (!host.GuestAttached()) {
     int status = 0;
-    if (waitpid(guest_pid, &status, WNOHANG) == guest_pid) {
+    if (shm_tools::WaitExit(guest_pid, 0, &status)) {
       std::fprintf(stderr, "shm-demo: the guest %s before attaching\n", DescribeExit(status).c_str());
       return 1;
     }
