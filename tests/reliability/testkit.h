@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "../../tools/common/child_process.h"
 #include "../common/segment_access.h"
 #include "shm/detail/attach.h"
 #include "shm/wire/layout.h"
@@ -133,11 +134,7 @@ class Child {
     return *this;
   }
   ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int st;
-      ::waitpid(pid_, &st, 0);
-    }
+    if (pid_ > 0) shm_tools::KillAndReap(pid_);
     if (fd_ >= 0) ::close(fd_);
   }
 
@@ -219,17 +216,10 @@ class Child {
   /// Reap the child, waiting at most timeout_ms. Returns the wait status, or -1 on timeout.
   int Reap(int timeout_ms) {
     const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
-    while (pid_ > 0) {
-      int st = 0;
-      pid_t r = ::waitpid(pid_, &st, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return st;
-      }
-      if (shm::platform::MonotonicNs() >= deadline) return -1;
-      ::usleep(2000);  // polling a child's exit; bounded by the deadline above
-    }
-    return -1;
+    int st = 0;
+    if (pid_ <= 0 || !shm_tools::WaitExit(pid_, deadline, &st)) return -1;
+    pid_ = -1;
+    return st;
   }
 
  private:
