@@ -35,8 +35,6 @@
 #include "../common/segment_access.h"
 #include "shm/detail/slot.h"
 
-extern char** environ;
-
 namespace {
 
 using shm::MsgType;
