@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <shm/platform/platform.h>
+
 namespace bench {
 
 /// What a child process is told to do (passed on its command line as key=value pairs).
@@ -35,26 +37,11 @@ struct Options {
   int result_fd = -1;     // where the caller writes its result line
 };
 
-/// Nanoseconds on CLOCK_MONOTONIC (vDSO: no system call).
-inline int64_t NowNs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
 inline void SleepNs(int64_t ns) noexcept {
   if (ns <= 0) return;
   timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
   while (nanosleep(&ts, &ts) != 0) {
   }
-}
-
-inline void Pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
 }
 
 /// Bytes the echo actually carries: a byte stream cannot carry an empty message, so 0 B sends 1 byte on

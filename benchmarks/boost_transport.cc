@@ -73,14 +73,14 @@ class BoostServer final : public Server {
  public:
   int Run(const Options& o) override {
     std::unique_ptr<bip::message_queue> req, resp;
-    const int64_t deadline = NowNs() + 10'000'000'000;
+    const int64_t deadline = shm::platform::MonotonicNs() + 10'000'000'000;
     for (;;) {  // the caller creates the queues
       try {
         req = std::make_unique<bip::message_queue>(bip::open_only, RequestQueue(o.name).c_str());
         resp = std::make_unique<bip::message_queue>(bip::open_only, ResponseQueue(o.name).c_str());
         break;
       } catch (const std::exception&) {
-        if (NowNs() > deadline || g_stop.load()) return 2;
+        if (shm::platform::MonotonicNs() > deadline || g_stop.load()) return 2;
         SleepNs(1'000'000);
       }
     }

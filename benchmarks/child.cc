@@ -2,8 +2,8 @@
 // shm-bench — the two child processes of a case: the caller (times round trips) and the server (answers).
 //
 // Timing: each caller thread reads CLOCK_MONOTONIC (vDSO, no system call) once per round trip and records the
-// difference from its previous reading into its own preallocated Histogram (an array increment). Reading the
-// clock once per round trip, not twice, keeps the overhead to one clock read (~20-40 ns, measured and printed
+// difference from its previous reading into its own preallocated LatencyHistogram (an array increment). Reading
+// the clock once per round trip, not twice, keeps the overhead to one clock read (~20-40 ns, measured and printed
 // by the orchestrator) and makes the histogram account for every nanosecond of the window, so throughput and
 // latency agree. Sleep mode times each call alone (two reads) because the pause between calls is not part of
 // it. CPU time of both processes over the window comes from CLOCK_PROCESS_CPUTIME_ID and the peer's
@@ -24,9 +24,11 @@
 #include <vector>
 
 #include "bench.h"
-#include "histogram.h"
+#include "latency_histogram.h"  // tools/common: the one histogram of shm-bench and shm-demo
 
 namespace bench {
+
+using shm_tools::LatencyHistogram;
 
 std::atomic<bool> g_stop{false};
 
@@ -82,7 +84,7 @@ class Accounting {
   }
   Sample Take() const {
     Sample s;
-    s.wall = NowNs();
+    s.wall = shm::platform::MonotonicNs();
     s.self_cpu = CpuNs(CLOCK_PROCESS_CPUTIME_ID);
     s.self_cs = OwnContextSwitches();
     if (peer_) {
@@ -132,15 +134,15 @@ std::string Num(const char* key, double v) {
   return buf;
 }
 
-std::string Report(const Histogram& h, double secs, const Sample& a, const Sample& b, bool peer, const std::string& facts) {
+std::string Report(const LatencyHistogram& h, double secs, const Sample& a, const Sample& b, bool peer, const std::string& facts) {
   std::string s = "ok=1";
   s += Num("count", static_cast<double>(h.count()));
   s += Num("secs", secs);
   s += Num("rtps", secs > 0 ? static_cast<double>(h.count()) / secs : 0);
-  s += Num("p50", h.Quantile(0.50));
-  s += Num("p90", h.Quantile(0.90));
-  s += Num("p99", h.Quantile(0.99));
-  s += Num("p999", h.Quantile(0.999));
+  s += Num("p50", static_cast<double>(h.Percentile(0.50)));
+  s += Num("p90", static_cast<double>(h.Percentile(0.90)));
+  s += Num("p99", static_cast<double>(h.Percentile(0.99)));
+  s += Num("p999", static_cast<double>(h.Percentile(0.999)));
   s += Num("min", static_cast<double>(h.min()));
   s += Num("max", static_cast<double>(h.max()));
   s += Num("mean", h.mean());
@@ -158,25 +160,25 @@ std::string Report(const Histogram& h, double secs, const Sample& a, const Sampl
 /// busy / bulk / guestcall: every thread calls back to back; warm-up until `start`, measured until `end`.
 std::string RunWindow(Caller& c, const Options& o, const Accounting& acct) {
   const int n = std::max(1, o.threads);
-  std::vector<Histogram> hist(static_cast<size_t>(n));
+  std::vector<LatencyHistogram> hist(static_cast<size_t>(n));
   std::vector<int64_t> last(static_cast<size_t>(n), 0);
   std::vector<std::string> errors(static_cast<size_t>(n));
-  const int64_t start = NowNs() + static_cast<int64_t>(o.warmup * 1e9);
+  const int64_t start = shm::platform::MonotonicNs() + static_cast<int64_t>(o.warmup * 1e9);
   const int64_t end = start + static_cast<int64_t>(o.seconds * 1e9);
   std::vector<std::thread> threads;
   for (int t = 0; t < n; ++t) {
     threads.emplace_back([&, t] {
-      Histogram& h = hist[static_cast<size_t>(t)];
-      int64_t prev = NowNs();
+      LatencyHistogram& h = hist[static_cast<size_t>(t)];
+      int64_t prev = shm::platform::MonotonicNs();
       bool measuring = false;
       for (;;) {
         if (!c.Call(t)) {
           errors[static_cast<size_t>(t)] = c.error().empty() ? "call failed" : c.error();
           return;
         }
-        const int64_t now = NowNs();
+        const int64_t now = shm::platform::MonotonicNs();
         if (measuring) {
-          h.Record(static_cast<uint64_t>(now - prev));
+          h.Add(static_cast<uint64_t>(now - prev));
           if (now >= end) break;
         } else if (now >= start) {
           measuring = true;  // the first call that ends inside the window starts the clock
@@ -186,14 +188,14 @@ std::string RunWindow(Caller& c, const Options& o, const Accounting& acct) {
       last[static_cast<size_t>(t)] = prev;
     });
   }
-  SleepNs(start - NowNs());
+  SleepNs(start - shm::platform::MonotonicNs());
   const Sample a = acct.Take();
   for (auto& th : threads) th.join();
   const Sample b = acct.Take();
   for (const auto& e : errors) {
     if (!e.empty()) return "ok=0 err=" + e;
   }
-  Histogram all;
+  LatencyHistogram all;
   for (const auto& h : hist) all.Merge(h);
   const int64_t finish = *std::max_element(last.begin(), last.end());
   return Report(all, static_cast<double>(finish - a.wall) / 1e9, a, b, acct.has_peer(), c.Facts());
@@ -204,13 +206,13 @@ std::string RunSleep(Caller& c, const Options& o, const Accounting& acct) {
   for (int i = 0; i < 20; ++i) {
     if (!c.Call(0)) return "ok=0 err=" + c.error();
   }
-  Histogram h;
+  LatencyHistogram h;
   const Sample a = acct.Take();
   for (int i = 0; i < o.samples; ++i) {
     SleepNs(c.SleepGapNs());
-    const int64_t t0 = NowNs();
+    const int64_t t0 = shm::platform::MonotonicNs();
     if (!c.Call(0)) return "ok=0 err=" + c.error();
-    h.Record(static_cast<uint64_t>(NowNs() - t0));
+    h.Add(static_cast<uint64_t>(shm::platform::MonotonicNs() - t0));
   }
   const Sample b = acct.Take();
   return Report(h, 0, a, b, acct.has_peer(), c.Facts() + " gap " + std::to_string(c.SleepGapNs() / 1000) + " us");
@@ -219,18 +221,18 @@ std::string RunSleep(Caller& c, const Options& o, const Accounting& acct) {
 /// idle: warm up, let every spin budget expire, then measure both processes' CPU while nothing happens. One
 /// call afterwards checks that the idle guest still answers (its time is the recorded sample).
 std::string RunIdle(Caller& c, const Options& o, const Accounting& acct) {
-  const int64_t warm_end = NowNs() + static_cast<int64_t>(o.warmup * 1e9);
-  while (NowNs() < warm_end) {
+  const int64_t warm_end = shm::platform::MonotonicNs() + static_cast<int64_t>(o.warmup * 1e9);
+  while (shm::platform::MonotonicNs() < warm_end) {
     if (!c.Call(0)) return "ok=0 err=" + c.error();
   }
   SleepNs(200'000'000);
   const Sample a = acct.Take();
   SleepNs(static_cast<int64_t>(o.idle_seconds * 1e9));
   const Sample b = acct.Take();
-  Histogram h;
-  const int64_t t0 = NowNs();
+  LatencyHistogram h;
+  const int64_t t0 = shm::platform::MonotonicNs();
   if (!c.Call(0)) return "ok=0 err=" + c.error();
-  h.Record(static_cast<uint64_t>(NowNs() - t0));
+  h.Add(static_cast<uint64_t>(shm::platform::MonotonicNs() - t0));
   return Report(h, 0, a, b, acct.has_peer(), c.Facts());
 }
 

@@ -34,9 +34,9 @@ class IceoryxCaller final : public Caller {
     FillPattern(src_.data(), n_);
     InitRuntime("caller");
     client_ = std::make_unique<iox::popo::UntypedClient>(Service(o.name));
-    const int64_t deadline = NowNs() + 10'000'000'000;
+    const int64_t deadline = shm::platform::MonotonicNs() + 10'000'000'000;
     while (client_->getConnectionState() != iox::ConnectionState::CONNECTED) {
-      if (NowNs() > deadline) return "iceoryx client did not connect within 10 s";
+      if (shm::platform::MonotonicNs() > deadline) return "iceoryx client did not connect within 10 s";
       SleepNs(1'000'000);
     }
     return "";
@@ -60,7 +60,7 @@ class IceoryxCaller final : public Caller {
         client_->releaseResponse(resp);
         return ok || Fail("echo differs");
       }
-      Pause();
+      shm::platform::CpuRelax();
     }
   }
   void Close() override { client_.reset(); }
@@ -84,7 +84,7 @@ class IceoryxServer final : public Server {
     while (!g_stop.load(std::memory_order_relaxed)) {
       auto taken = server.take();
       if (taken.has_error()) {
-        Pause();
+        shm::platform::CpuRelax();
         continue;
       }
       const void* req = taken.value();

@@ -29,24 +29,15 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+#include <shm/platform/platform.h>
+
 namespace {
 
 using A32 = std::atomic<uint32_t>;
 
 constexpr uint32_t kInlineMax = 40;
 constexpr uint32_t kStop = 0xFFFFFFFFu;
-
-int64_t NowNs() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return int64_t{t.tv_sec} * 1000000000 + t.tv_nsec;
-}
-
-void Relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
 
 // One control line: the word, the request fields, the response fields, then room for an inline payload.
 struct alignas(64) ControlLine {
@@ -107,7 +98,7 @@ void Serve(Mapping* m, Layout l, uint32_t n) {
     uint32_t v;
     while ((v = in.load(std::memory_order_acquire)) != Word(seq, kRequest)) {
       if (v == kStop) return;
-      Relax();
+      shm::platform::CpuRelax();
     }
     if (floor) {
       std::memcpy(buf.response, buf.request, n);
@@ -132,7 +123,7 @@ double Call(Mapping* m, Layout l, uint32_t n, uint32_t iterations) {
   const uint32_t warmup = iterations / 10;
   int64_t t0 = 0;
   for (uint32_t seq = 1; seq <= warmup + iterations; ++seq) {
-    if (seq == warmup + 1) t0 = NowNs();
+    if (seq == warmup + 1) t0 = shm::platform::MonotonicNs();
     std::memset(buf.request, static_cast<int>(seq & 0xFF), n);
     if (floor) {
       out.store(Word(seq, kRequest), std::memory_order_release);
@@ -140,13 +131,13 @@ double Call(Mapping* m, Layout l, uint32_t n, uint32_t iterations) {
       m->a.req_size.store(n, std::memory_order_relaxed);
       Cas(out, Word(seq, kRequest));
     }
-    while (in.load(std::memory_order_acquire) != Word(seq, kResponse)) Relax();
+    while (in.load(std::memory_order_acquire) != Word(seq, kResponse)) shm::platform::CpuRelax();
     if (n != 0 && buf.response[n - 1] != static_cast<uint8_t>(seq & 0xFF)) {
       std::fprintf(stderr, "%s: wrong answer at %u\n", Name(l), seq);
       std::exit(1);
     }
   }
-  const double mean = static_cast<double>(NowNs() - t0) / iterations;
+  const double mean = static_cast<double>(shm::platform::MonotonicNs() - t0) / iterations;
   out.store(kStop, std::memory_order_release);
   return mean;
 }
@@ -183,21 +174,14 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   uint32_t n = 32, runs = 7, iterations = 200000;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    const uint32_t v = static_cast<uint32_t>(std::strtoul(argv[i + 1], nullptr, 10));
-    if (a == "--payload") n = v;
-    else if (a == "--runs") runs = std::max(1u, v);
-    else if (a == "--iterations") iterations = std::max(1000u, v);
-    else {
-      std::fprintf(stderr, "usage: shm-line-layout [--payload N] [--runs R] [--iterations I]\n");
-      return 2;
-    }
-  }
-  if (n > 4096) {
-    std::fprintf(stderr, "payload must be at most 4096 bytes\n");
-    return 2;
-  }
+  CLI::App app{"shm-line-layout: the cache-line traffic of the slot protocol alone, with the payload in its own\n"
+               "lines, inside the control word's line, or in the line next to it (BENCHMARKS.md).",
+               "shm-line-layout"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--payload", n, "Payload bytes")->check(CLI::Range(0u, 4096u));
+  app.add_option("--runs", runs, "Runs of every layout, interleaved")->check(CLI::Range(1u, 1000u));
+  app.add_option("--iterations", iterations, "Round trips in one run")->check(CLI::Range(1000u, 1'000'000'000u));
+  CLI11_PARSE(app, argc, argv);
   std::vector<Layout> layouts = {Layout::kFloor, Layout::kProtocol, Layout::kAdjacent};
   if (n <= kInlineMax) layouts.push_back(Layout::kInline);
   if (n > 64) layouts.erase(std::remove(layouts.begin(), layouts.end(), Layout::kAdjacent), layouts.end());

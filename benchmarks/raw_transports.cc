@@ -65,7 +65,7 @@ void WaitChange(std::atomic<uint32_t>* w, uint32_t old) {
     if (kSleep) {
       Futex(w, FUTEX_WAIT, old);
     } else {
-      Pause();
+      shm::platform::CpuRelax();
     }
   }
 }

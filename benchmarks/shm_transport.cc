@@ -114,9 +114,9 @@ class ShmHostCaller final : public ShmCallerBase {
     c.guest_slots = o.mode == "idle" ? 1 : 0;  // idle: the host's guest-call worker is idle too
     c.payload_size = PayloadCapacity(o);
     if (auto r = host_.Init(c); !r) return "host Init: " + r.error().ToString();
-    const int64_t deadline = NowNs() + 10'000'000'000;
+    const int64_t deadline = shm::platform::MonotonicNs() + 10'000'000'000;
     while (!host_.GuestAttached()) {
-      if (NowNs() > deadline) return "no guest attached within 10 s";
+      if (shm::platform::MonotonicNs() > deadline) return "no guest attached within 10 s";
       SleepNs(1'000'000);
     }
     if (o.mode == "idle") {

@@ -7,7 +7,6 @@
 // are listed in go/internal/crosspeer/main.go; the constants below mirror that table.
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -33,10 +32,9 @@
 
 #include <shm/shm.h>
 
+#include "../../tools/common/child_process.h"
 #include "../common/segment_access.h"
 #include "shm/detail/slot.h"
-
-extern char** environ;
 
 namespace {
 
@@ -122,11 +120,7 @@ bool WaitUntil(Pred pred, std::chrono::milliseconds limit = 30000ms) {
 class Peer {
  public:
   Peer(const std::string& mode, const std::string& name) {
-    std::vector<std::string> args = {kPeerPath, mode, name};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int err = posix_spawn(&pid_, kPeerPath, nullptr, nullptr, argv.data(), environ);
+    const int err = shm_tools::SpawnProcess({kPeerPath, mode, name}, &pid_);
     if (err != 0) {
       ADD_FAILURE() << "cannot start " << kPeerPath << ": " << std::strerror(err);
       pid_ = -1;
@@ -140,8 +134,8 @@ class Peer {
   int WaitExit(std::chrono::milliseconds limit = 30000ms) {
     if (pid_ <= 0) return -1;
     int status = 0;
-    const bool exited = WaitUntil([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, limit);
-    if (!exited) {
+    const int64_t limit_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(limit).count();
+    if (!shm_tools::WaitExit(pid_, shm::platform::MonotonicNs() + limit_ns, &status)) {
       Kill();
       return -1;
     }
@@ -151,8 +145,7 @@ class Peer {
 
   void Kill() {
     if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
+      shm_tools::KillAndReap(pid_);
       pid_ = -1;
     }
   }

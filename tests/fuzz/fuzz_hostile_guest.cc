@@ -39,12 +39,6 @@ constexpr int64_t kSlackNs = 2'000'000'000;  // a call may end this much after i
   std::abort();
 }
 
-int64_t Now() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
 void Wake(std::atomic<uint32_t>* w) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
@@ -80,7 +74,7 @@ void CallerLoop(shm::DirectHost* host, std::atomic<bool>* stop, uint32_t seed) {
   for (uint32_t i = 0; !stop->load(std::memory_order_relaxed); ++i) {
     seed = seed * 1103515245u + 12345u;
     const auto timeout = std::chrono::microseconds(500 + (seed >> 8) % 3000);
-    const int64_t t0 = Now();
+    const int64_t t0 = shm::platform::MonotonicNs();
     if (i % 3 == 2) {
       auto slot = host->GetZeroCopySlot(timeout);
       if (slot) {
@@ -105,7 +99,7 @@ void CallerLoop(shm::DirectHost* host, std::atomic<bool>* stop, uint32_t seed) {
                                                shm::MsgType::APP_START, resp, o);
       if (r && resp.size() > kPayload) Fail("answer larger than the response buffer");
     }
-    if (Now() - t0 > std::chrono::nanoseconds(timeout).count() + kSlackNs) Fail("a host call overran its deadline");
+    if (shm::platform::MonotonicNs() - t0 > std::chrono::nanoseconds(timeout).count() + kSlackNs) Fail("a host call overran its deadline");
   }
 }
 
@@ -181,10 +175,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 1: {  // answer a host request, with forged fields and a chosen (maybe wrong) seq and state
-        const int64_t until = Now() + 2'000'000;
+        const int64_t until = shm::platform::MonotonicNs() + 2'000'000;
         const uint8_t how = in.U8();
         const uint32_t resp_type = Interesting(in), resp_size = Interesting(in), resp_error = in.U8();
-        for (bool done = false; !done && Now() < until;) {
+        for (bool done = false; !done && shm::platform::MonotonicNs() < until;) {
           for (uint32_t i = 0; i < kHostSlots && !done; ++i) {
             SlotHeader* h = slot(i);
             uint32_t cur = h->ctl.load();

@@ -184,10 +184,10 @@ int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
     shm::CallOptions o;
     o.timeout = std::chrono::milliseconds(200);
     o.end_aligned = rng.Below(2) == 1;
-    const int64_t t0 = testkit::NowNs();
+    const int64_t t0 = shm::platform::MonotonicNs();
     auto r = g.SendGuestCall(shm::Bytes(req.data(), size), rng.Below(2) ? MsgType::NORMAL : MsgType::APP_START,
                              resp, o);
-    if (testkit::NowNs() - t0 > 200000000 + 2000000000LL) ++late;  // deadline plus generous slack
+    if (shm::platform::MonotonicNs() - t0 > 200000000 + 2000000000LL) ++late;  // deadline plus generous slack
     if (r) {
       ++ok;
       if (resp.size() > cap) ++violations;
@@ -289,9 +289,9 @@ std::string TryResize(int fd) {
 /// Waits until `pred` holds, at most `timeout_ms`.
 template <typename Pred>
 bool WaitUntil(Pred pred, int timeout_ms) {
-  const int64_t deadline = testkit::NowNs() + int64_t{timeout_ms} * 1000000;
+  const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
   while (!pred()) {
-    if (testkit::NowNs() >= deadline) return false;
+    if (shm::platform::MonotonicNs() >= deadline) return false;
     ::usleep(1000);  // polling a counter other threads advance; bounded by the deadline
   }
   return true;

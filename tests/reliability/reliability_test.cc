@@ -25,7 +25,6 @@ using namespace std::chrono_literals;
 using shm::ErrorCode;
 using shm::MsgType;
 using testkit::Child;
-using testkit::NowNs;
 
 constexpr auto kHang = static_cast<MsgType>(129);  // the peer's handler never returns from this type
 const std::string kPeer = SHM_RELIABILITY_PEER;
@@ -48,7 +47,7 @@ double Median(std::vector<double> v) {
 
 uint64_t Seed() {
   const char* s = std::getenv("SHM_SEED");
-  const uint64_t seed = s ? std::strtoull(s, nullptr, 0) : static_cast<uint64_t>(NowNs()) ^ ::getpid();
+  const uint64_t seed = s ? std::strtoull(s, nullptr, 0) : static_cast<uint64_t>(shm::platform::MonotonicNs()) ^ ::getpid();
   std::printf("seed %" PRIu64 " (replay with SHM_SEED=%" PRIu64 ")\n", seed, seed);
   return seed;
 }
@@ -109,7 +108,7 @@ struct PendingCall {
       auto r = host.SendToSlot(slot, req, kHang, resp, o);
       ok = r.ok();
       if (!r) code = r.error().code();
-      end_ns.store(NowNs());
+      end_ns.store(shm::platform::MonotonicNs());
     });
   }
   void Join() {
@@ -136,7 +135,7 @@ TEST(GuestDeath, KilledInsideHandlerEndsCallWithPeerDead) {
     const uint32_t slot = static_cast<uint32_t>(trial) % host.host_slots();
     call.Start(host, slot, 30s);
     const bool entered = !guest.WaitFor("entered", 30000).empty();
-    const int64_t killed = NowNs();
+    const int64_t killed = shm::platform::MonotonicNs();
     guest.Kill();
     call.Join();
     ASSERT_TRUE(entered);
@@ -207,8 +206,8 @@ TEST(GuestDeath, KillsUnderLoadLoseNothing) {
   }
   auto wait_progress = [&](long more) {
     const long target = ok.load() + more;
-    const int64_t deadline = NowNs() + 60'000'000'000;
-    while (ok.load() < target && NowNs() < deadline) std::this_thread::sleep_for(1ms);
+    const int64_t deadline = shm::platform::MonotonicNs() + 60'000'000'000;
+    while (ok.load() < target && shm::platform::MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);
     return ok.load() >= target;
   };
   bool progressed = wait_progress(300);
@@ -264,10 +263,10 @@ TEST(GuestDeath, UnreapedGuestIsDead) {
   const bool zombie = WaitZombie(guest.pid());
   // The kernel has closed the dead guest's connection; GuestAttached() reports what the host's doorman thread
   // saw of it, which it notices when it next runs. Give it that time (bounded), the child still unreaped.
-  const int64_t dead = NowNs();
-  while (host.GuestAttached() && NowNs() - dead < 10'000'000'000) std::this_thread::sleep_for(100us);
+  const int64_t dead = shm::platform::MonotonicNs();
+  while (host.GuestAttached() && shm::platform::MonotonicNs() - dead < 10'000'000'000) std::this_thread::sleep_for(100us);
   const bool attached = host.GuestAttached();
-  const double noticed_ms = static_cast<double>(NowNs() - dead) / 1e6;
+  const double noticed_ms = static_cast<double>(shm::platform::MonotonicNs() - dead) / 1e6;
   const char state = testkit::ProcState(guest.pid());
   call.Join();
   EXPECT_TRUE(entered);
@@ -320,13 +319,13 @@ TEST(HostDeath, KilledHostEndsGuestWorkersAndPendingCall) {
       o.timeout = 30s;
       auto r = guest.SendGuestCall("hang", kHang, resp, o);
       if (!r) call_code = r.error().code();
-      call_end = NowNs();
+      call_end = shm::platform::MonotonicNs();
     });
     const bool entered = !host.WaitFor("entered", 30000).empty();
-    const int64_t killed = NowNs();
+    const int64_t killed = shm::platform::MonotonicNs();
     host.Kill();
     auto w = guest.Wait(30s);
-    const int64_t wait_end = NowNs();
+    const int64_t wait_end = shm::platform::MonotonicNs();
     caller.join();
     ASSERT_TRUE(entered);
     ASSERT_FALSE(w);
@@ -371,10 +370,10 @@ TEST(HostDeath, ReconnectingGuestFollowsNewHost) {
   shm::DirectHost next;
   auto init = next.Init(HostCfg(name));
   ASSERT_TRUE(init) << init.error().ToString();
-  const int64_t t0 = NowNs();
+  const int64_t t0 = shm::platform::MonotonicNs();
   uint64_t server = 0;
   EXPECT_TRUE(EchoOnce(next, 11, &server));
-  const double first_ms = static_cast<double>(NowNs() - t0) / 1e6;
+  const double first_ms = static_cast<double>(shm::platform::MonotonicNs() - t0) / 1e6;
   EXPECT_EQ(server, static_cast<uint64_t>(guest.pid())) << "the same guest process must serve the new host";
   EXPECT_TRUE(EchoOnce(next, 12));
   Record("host SIGKILLed with a guest started with GuestConfig::reconnect",
@@ -419,10 +418,10 @@ TEST(ReadOnce, FlippedSizesAndTypesNeverReadOutOfBounds) {
         shm::CallOptions o;
         o.timeout = 200ms;
         o.end_aligned = rng.Below(2) == 1;
-        const int64_t t0 = NowNs();
+        const int64_t t0 = shm::platform::MonotonicNs();
         auto r = host.Send(shm::Bytes(req.data(), size), rng.Below(2) ? MsgType::NORMAL : MsgType::FLATBUFFER,
                            resp, o);
-        if (NowNs() - t0 > 2'200'000'000) ++late;
+        if (shm::platform::MonotonicNs() - t0 > 2'200'000'000) ++late;
         if (r && resp.size() > cap) ++too_big;
         ++mine[r ? "ok" : (r.error().code() == ErrorCode::kRemote
                                ? std::string("Remote/") + shm::wire::ToString(r.error().remote())
@@ -835,8 +834,8 @@ TEST(Resize, GuestCannotResizeTheSegmentUnderTheHost) {
   const std::string line = guest.WaitFor("resize", 180000);
   const long ok_at_attack = host_calls.ok.load();
   // The host keeps serving: more host calls are answered after the attempts.
-  const int64_t deadline = NowNs() + 60'000'000'000;
-  while (host_calls.ok.load() < ok_at_attack + 100 && NowNs() < deadline) std::this_thread::sleep_for(1ms);
+  const int64_t deadline = shm::platform::MonotonicNs() + 60'000'000'000;
+  while (host_calls.ok.load() < ok_at_attack + 100 && shm::platform::MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);
   host_calls.Stop();
   ASSERT_NE(line, "") << "the guest reported nothing (last line: '" << guest.last_line() << "')";
   ExpectEveryResizeRefused(line);
@@ -879,10 +878,10 @@ TEST(Resize, HostCannotResizeTheSegmentUnderTheGuest) {
   });
   const std::string line = host.WaitFor("resize", 180000);
   const long served_at_attack = served.load();
-  const int64_t deadline = NowNs() + 60'000'000'000;
-  while (guest_calls.ok.load() < 100 && NowNs() < deadline) std::this_thread::sleep_for(1ms);
+  const int64_t deadline = shm::platform::MonotonicNs() + 60'000'000'000;
+  while (guest_calls.ok.load() < 100 && shm::platform::MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);
   const long ok_at_attack = guest_calls.ok.load();
-  while (guest_calls.ok.load() < ok_at_attack + 100 && NowNs() < deadline) std::this_thread::sleep_for(1ms);
+  while (guest_calls.ok.load() < ok_at_attack + 100 && shm::platform::MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);
   guest_calls.Stop();
   ASSERT_NE(line, "") << "the host reported nothing (last line: '" << host.last_line() << "')";
   ExpectEveryResizeRefused(line);
@@ -936,9 +935,9 @@ TEST(Squatting, NameHeldByAnotherUserIsNeverAdopted) {
     gc.name = name;
     gc.connect_timeout = connect_timeout;
     shm::DirectGuest guest;
-    const int64_t t0 = NowNs();
+    const int64_t t0 = shm::platform::MonotonicNs();
     auto r = guest.Connect(gc);
-    o.connect_ms = static_cast<double>(NowNs() - t0) / 1e6;
+    o.connect_ms = static_cast<double>(shm::platform::MonotonicNs() - t0) / 1e6;
     if (r) {
       o.connect = "Connect succeeded";
     } else {
@@ -989,11 +988,11 @@ TEST(Squatting, HolderIsNamedWhileItIsStillInitialising) {
     const std::string holder = "pid " + std::to_string(first.pid());
     std::string first_result;
     bool ready = false;
-    const int64_t deadline = NowNs() + 120'000'000'000;
+    const int64_t deadline = shm::platform::MonotonicNs() + 120'000'000'000;
     // From the moment the first has bound the name (the first step of its Init, before it even listens):
     // everything after is the first host initialising.
-    while (!shm_test::NameHeld(name) && NowNs() < deadline) std::this_thread::yield();
-    while (!ready && first_result.empty() && NowNs() < deadline) {
+    while (!shm_test::NameHeld(name) && shm::platform::MonotonicNs() < deadline) std::this_thread::yield();
+    while (!ready && first_result.empty() && shm::platform::MonotonicNs() < deadline) {
       shm::DirectHost second;
       auto r = second.Init(HostCfg(name));
       if (r) {

@@ -24,17 +24,12 @@
 #include <string>
 #include <vector>
 
+#include "../../tools/common/child_process.h"
 #include "../common/segment_access.h"
 #include "shm/detail/attach.h"
 #include "shm/wire/layout.h"
 
 namespace testkit {
-
-inline int64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 /// A segment name no other test (or concurrent run) uses: tag, pid and a per-process counter.
 inline std::string UniqueName(const std::string& tag) {
@@ -140,11 +135,7 @@ class Child {
     return *this;
   }
   ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int st;
-      ::waitpid(pid_, &st, 0);
-    }
+    if (pid_ > 0) shm_tools::KillAndReap(pid_);
     if (fd_ >= 0) ::close(fd_);
   }
 
@@ -178,7 +169,7 @@ class Child {
 
   /// Next line the child wrote on fd 3, waiting until `timeout_ms`. Empty on timeout or end of file.
   std::string ReadLine(int timeout_ms) {
-    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+    const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
     for (;;) {
       size_t nl = buf_.find('\n');
       if (nl != std::string::npos) {
@@ -186,7 +177,7 @@ class Child {
         buf_.erase(0, nl + 1);
         return line;
       }
-      const int64_t left = deadline - NowNs();
+      const int64_t left = deadline - shm::platform::MonotonicNs();
       if (left <= 0 || fd_ < 0) return "";
       pollfd pfd{fd_, POLLIN, 0};
       int r = ::poll(&pfd, 1, static_cast<int>(left / 1000000 + 1));
@@ -205,9 +196,9 @@ class Child {
 
   /// Read lines until one starts with `prefix`; returns it (empty on timeout).
   std::string WaitFor(const std::string& prefix, int timeout_ms) {
-    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+    const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
     for (;;) {
-      const int64_t left_ms = (deadline - NowNs()) / 1000000;
+      const int64_t left_ms = (deadline - shm::platform::MonotonicNs()) / 1000000;
       if (left_ms <= 0) return "";
       std::string line = ReadLine(static_cast<int>(left_ms));
       if (line.empty() && fd_ < 0) return "";
@@ -225,18 +216,11 @@ class Child {
 
   /// Reap the child, waiting at most timeout_ms. Returns the wait status, or -1 on timeout.
   int Reap(int timeout_ms) {
-    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
-    while (pid_ > 0) {
-      int st = 0;
-      pid_t r = ::waitpid(pid_, &st, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return st;
-      }
-      if (NowNs() >= deadline) return -1;
-      ::usleep(2000);  // polling a child's exit; bounded by the deadline above
-    }
-    return -1;
+    const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
+    int st = 0;
+    if (pid_ <= 0 || !shm_tools::WaitExit(pid_, deadline, &st)) return -1;
+    pid_ = -1;
+    return st;
   }
 
  private:
@@ -266,14 +250,14 @@ inline char ProcState(pid_t pid) {
 /// Wait until `pid` (a child) has completely exited — every thread gone, so the kernel has closed its files
 /// and sockets — without reaping it (WNOWAIT): it stays a zombie. false on timeout.
 inline bool WaitDeadUnreaped(pid_t pid, int timeout_ms) {
-  const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+  const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
   for (;;) {
     siginfo_t info;
     std::memset(&info, 0, sizeof info);
     if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT | WNOHANG) == 0 && info.si_pid == pid) {
       return true;
     }
-    if (NowNs() >= deadline) return false;
+    if (shm::platform::MonotonicNs() >= deadline) return false;
     ::usleep(1000);
   }
 }
@@ -320,10 +304,10 @@ class SegmentView {
   }
   /// Wait until every slot is FREE (or timeout); returns the busy list seen last.
   std::string WaitAllFree(int timeout_ms) const {
-    const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1000000;
+    const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
     for (;;) {
       std::string b = Busy();
-      if (b.empty() || NowNs() >= deadline) return b;
+      if (b.empty() || shm::platform::MonotonicNs() >= deadline) return b;
       ::usleep(1000);
     }
   }

@@ -161,7 +161,7 @@ void CountError(Stats& s, const Plan& p, const shm::Error& e) {
 }
 
 /// Whether a caller may make another call: before `stop_at_ns` (CLOCK_MONOTONIC; 0: no bound).
-bool InTime(int64_t stop_at_ns) { return stop_at_ns == 0 || testkit::NowNs() < stop_at_ns; }
+bool InTime(int64_t stop_at_ns) { return stop_at_ns == 0 || shm::platform::MonotonicNs() < stop_at_ns; }
 
 /// Copying calls through `send` (host Send or guest SendGuestCall).
 template <typename SendFn>
@@ -169,11 +169,11 @@ void CopyingCaller(SendFn send, uint32_t cap, uint64_t id_base, uint64_t count, 
                    int64_t stop_at_ns, bool progress = false) {
   Rng rng(seed);
   std::vector<uint8_t> req(cap), resp;
-  const int64_t t0 = testkit::NowNs();
+  const int64_t t0 = shm::platform::MonotonicNs();
   for (uint64_t i = 0; i < count && InTime(stop_at_ns); ++i) {
     if (progress && count >= 1000000 && i % (count / 10) == 0 && i > 0) {
       std::fprintf(stderr, "soak: %" PRIu64 "%% of one caller's share after %.0f s\n", i * 100 / count,
-                   static_cast<double>(testkit::NowNs() - t0) / 1e9);
+                   static_cast<double>(shm::platform::MonotonicNs() - t0) / 1e9);
     }
     const Plan p = Draw(rng, cap);
     const uint64_t id = id_base + i;
@@ -264,7 +264,7 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
   if (!host.Start([&](const shm::Message& m, shm::MutableBytes out) { return Serve(m, out, host_stats); })) return 3;
   const uint64_t guest_calls = count / 10;  // guest->host round trips, on top of the host->guest ones
   // When both sides stop making calls: an instant of CLOCK_MONOTONIC, which both processes read alike.
-  const int64_t stop_at_ns = max_seconds > 0 ? testkit::NowNs() + static_cast<int64_t>(max_seconds * 1e9) : 0;
+  const int64_t stop_at_ns = max_seconds > 0 ? shm::platform::MonotonicNs() + static_cast<int64_t>(max_seconds * 1e9) : 0;
   testkit::Child guest;
   if (!guest.Spawn({"/proc/self/exe", "--guest", name, std::to_string(seed), std::to_string(guest_calls),
                     std::to_string(stop_at_ns)}) ||
@@ -273,7 +273,7 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
     return 3;
   }
   const uint32_t cap = host.payload_capacity();
-  const int64_t t0 = testkit::NowNs();
+  const int64_t t0 = shm::platform::MonotonicNs();
   std::vector<std::thread> callers;
   for (uint32_t t = 0; t < threads; ++t) {
     const uint64_t n = count / threads + (t < count % threads ? 1 : 0);
@@ -291,7 +291,7 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
   }
   for (auto& t : callers) t.join();
   const std::string guest_calls_line = guest.WaitFor("calls-done", 600000);
-  const double secs = static_cast<double>(testkit::NowNs() - t0) / 1e9;
+  const double secs = static_cast<double>(shm::platform::MonotonicNs() - t0) / 1e9;
   // Traffic has stopped: late handlers finish the abandoned calls and free their slots.
   host.ReleaseParkedSlots();  // the copying callers' parked slots: only leaked ones may remain
   testkit::SegmentView view(name);
@@ -314,7 +314,7 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
   const uint64_t host_calls = host_stats.calls, g_calls = field(guest_line, "calls");
   std::printf("soak: seed %" PRIu64 " (replay: --seed %" PRIu64 "), %u host threads, %.1f s\n", seed, seed, threads,
               secs);
-  if (stop_at_ns != 0 && testkit::NowNs() >= stop_at_ns && (host_calls < count || g_calls < guest_calls)) {
+  if (stop_at_ns != 0 && shm::platform::MonotonicNs() >= stop_at_ns && (host_calls < count || g_calls < guest_calls)) {
     std::printf("soak: the %.0f s budget ran out first: %" PRIu64 " of %" PRIu64 " host->guest and %" PRIu64
                 " of %" PRIu64 " guest->host calls made, every one checked\n",
                 max_seconds, host_calls, count, g_calls, guest_calls);
@@ -349,7 +349,7 @@ int main(int argc, char** argv) {
     return GuestMain(argv[2], std::strtoull(argv[3], nullptr, 10), std::strtoull(argv[4], nullptr, 10),
                      std::strtoll(argv[5], nullptr, 10));
   }
-  uint64_t count = 100000, seed = static_cast<uint64_t>(testkit::NowNs()) ^ static_cast<uint64_t>(::getpid());
+  uint64_t count = 100000, seed = static_cast<uint64_t>(shm::platform::MonotonicNs()) ^ static_cast<uint64_t>(::getpid());
   uint32_t threads = 4;
   double max_seconds = 0;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -15,7 +15,6 @@
 //    six little-endian uint64: calls that succeeded, calls that failed, p50, p99, p99.9 and max in ns.
 //    A guest that does not implement it answers SYSTEM_ERROR (Reply::Failure()); the host then says so.
 //  * Exit with status 0 once the host sends shutdown.
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,27 +34,22 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <shm/shm.h>
 
-#include "latency_histogram.h"
-
-extern char** environ;
+#include "child_process.h"    // tools/common
+#include "latency_histogram.h"  // tools/common
 
 namespace {
 
-using shm_demo::LatencyHistogram;
+using shm_tools::DescribeExit;
+using shm_tools::LatencyHistogram;
 
 constexpr auto kProbeType = static_cast<shm::MsgType>(129);
 constexpr uint32_t kGuestCallPayload = 64;
 constexpr uint32_t kStampSize = 8;        // every demo request starts with a unique 8-byte stamp
 constexpr int kMaxConsecutiveErrors = 10;  // a caller gives up after this many failures in a row
 constexpr int64_t kGuestStartNs = 10'000'000'000;  // how long the guest may take to attach, and to exit
-
-int64_t NowNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 std::string Thousands(uint64_t v) {
   std::string digits = std::to_string(v), out;
@@ -91,9 +85,9 @@ shm::Reply RunProbe(shm::DirectGuest& guest, const shm::Message& m, shm::Mutable
   uint64_t failed = 0;
   for (uint64_t i = 0; i < count; ++i) {
     std::memcpy(request.data(), &i, sizeof i);
-    const int64_t t0 = NowNs();
+    const int64_t t0 = shm::platform::MonotonicNs();
     auto r = guest.SendGuestCall(request, shm::MsgType::GUEST_CALL, answer);
-    const int64_t t1 = NowNs();
+    const int64_t t1 = shm::platform::MonotonicNs();
     if (r && answer == request) {
       h.Add(static_cast<uint64_t>(t1 - t0));
     } else {
@@ -162,7 +156,7 @@ class StartLine {
   int64_t ArriveAndWait(double seconds) {
     std::unique_lock<std::mutex> lock(mu_);
     if (--waiting_for_ == 0) {
-      start_ns_ = NowNs();
+      start_ns_ = shm::platform::MonotonicNs();
       end_ns_ = start_ns_ + static_cast<int64_t>(seconds * 1e9);
       cv_.notify_all();
     }
@@ -234,16 +228,16 @@ void RunCaller(shm::DirectHost& host, const Options& o, uint32_t index, StartLin
     return res.gave_up;
   };
 
-  const int64_t warm_end = NowNs() + 200'000'000;  // 0.2 s: lets the spin budget adapt, faults pages in
-  while (NowNs() < warm_end) {
+  const int64_t warm_end = shm::platform::MonotonicNs() + 200'000'000;  // 0.2 s: lets the spin budget adapt, faults pages in
+  while (shm::platform::MonotonicNs() < warm_end) {
     if (give_up(call())) break;
   }
   const int64_t end = start.ArriveAndWait(o.seconds);
   const uint64_t limit = o.count == 0 ? UINT64_MAX : (o.count + o.threads - 1) / o.threads;
-  int64_t t = NowNs();
+  int64_t t = shm::platform::MonotonicNs();
   while (!res.gave_up && t < end && res.calls < limit) {
     const bool ok = call();
-    const int64_t t1 = NowNs();
+    const int64_t t1 = shm::platform::MonotonicNs();
     if (ok) {
       res.latency.Add(static_cast<uint64_t>(t1 - t));
       ++res.calls;
@@ -264,33 +258,15 @@ int SpawnGuest(const Options& o, pid_t* pid) {
   } else {
     args = {"/bin/sh", "-c", o.guest_cmd + " \"$@\"", "shm-demo-guest", o.name};
   }
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  return posix_spawn(pid, argv[0], nullptr, nullptr, argv.data(), environ);
+  return shm_tools::SpawnProcess(args, pid);
 }
 
-// Polls until `pid` exits or the deadline passes (then kills it). Returns its wait status, or -1.
+// Waits until `pid` exits or the deadline passes (then kills it). Returns its wait status, or -1.
 int ReapGuest(pid_t pid, int64_t deadline) {
   int status = 0;
-  for (;;) {
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    if (r < 0) return -1;
-    if (NowNs() >= deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-}
-
-std::string DescribeExit(int status) {
-  if (status == -1) return "did not exit in time and was killed";
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "was killed by signal " + std::to_string(WTERMSIG(status));
-  return "ended with wait status " + std::to_string(status);
+  if (shm_tools::WaitExit(pid, deadline, &status)) return status;
+  shm_tools::KillAndReap(pid);
+  return -1;
 }
 
 int RunHost(Options o) {
@@ -323,14 +299,14 @@ int RunHost(Options o) {
     std::fprintf(stderr, "shm-demo: cannot start the guest: %s\n", std::strerror(err));
     return 1;
   }
-  const int64_t attach_deadline = NowNs() + kGuestStartNs;
+  const int64_t attach_deadline = shm::platform::MonotonicNs() + kGuestStartNs;
   while (!host.GuestAttached()) {
     int status = 0;
-    if (waitpid(guest_pid, &status, WNOHANG) == guest_pid) {
+    if (shm_tools::WaitExit(guest_pid, 0, &status)) {
       std::fprintf(stderr, "shm-demo: the guest %s before attaching\n", DescribeExit(status).c_str());
       return 1;
     }
-    if (NowNs() >= attach_deadline) {
+    if (shm::platform::MonotonicNs() >= attach_deadline) {
       std::fprintf(stderr, "shm-demo: the guest did not attach within %lld s\n",
                    static_cast<long long>(kGuestStartNs / 1'000'000'000));
       ReapGuest(guest_pid, 0);
@@ -354,7 +330,7 @@ int RunHost(Options o) {
     callers.emplace_back([&, i] { RunCaller(host, o, i, start, results[i]); });
   }
   for (auto& t : callers) t.join();
-  const int64_t elapsed_ns = NowNs() - start.start_ns();
+  const int64_t elapsed_ns = shm::platform::MonotonicNs() - start.start_ns();
 
   LatencyHistogram all;
   uint64_t errors = 0;
@@ -398,7 +374,7 @@ int RunHost(Options o) {
               FormatNs(static_cast<uint64_t>(host.spin_budget_ns())).c_str());
 
   (void)host.SendShutdown();
-  const int guest_status = ReapGuest(guest_pid, NowNs() + kGuestStartNs);
+  const int guest_status = ReapGuest(guest_pid, shm::platform::MonotonicNs() + kGuestStartNs);
   const bool guest_ok = guest_status != -1 && WIFEXITED(guest_status) && WEXITSTATUS(guest_status) == 0;
   host.Shutdown();
   std::printf("errors           %s%s\n", Thousands(errors).c_str(),
@@ -407,63 +383,34 @@ int RunHost(Options o) {
   return errors == 0 && guest_ok ? 0 : 1;
 }
 
-void Usage(FILE* to) {
-  std::fprintf(to,
-               "usage: shm-demo [options]      run a host and a guest process and measure round trips\n"
-               "       shm-demo --guest NAME   the built-in guest (the host starts it)\n"
-               "options:\n"
-               "  --seconds S        length of the measured window (default 3)\n"
-               "  --count N          stop after N measured round trips (default: no limit)\n"
-               "  --payload BYTES    request and answer size, 8..16777216 (default 64)\n"
-               "  --threads T        caller threads, one slot each, 1..64 (default 1)\n"
-               "  --zero-copy        write requests and read answers in place (ZeroCopySlot)\n"
-               "  --guest-calls N    guest-to-host calls the guest makes and times (default 10000, 0: none)\n"
-               "  --timeout-ms MS    deadline of each call (default 5000)\n"
-               "  --guest-cmd CMD    run CMD as the guest (via /bin/sh; the segment name is appended)\n"
-               "  --name NAME        segment name (default shm-demo-<pid>-<n>)\n");
-}
-
-bool ParseNumber(const char* s, double lo, double hi, double* out) {
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(s, &end);
-  if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) return false;
-  *out = v;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    double v = 0;
-    auto number = [&](double lo, double hi) {
-      if (!has_value || !ParseNumber(argv[i + 1], lo, hi, &v)) {
-        std::fprintf(stderr, "shm-demo: %s needs a number in [%g, %g]\n", arg.c_str(), lo, hi);
-        std::exit(2);
-      }
-      ++i;
-      return v;
-    };
-    if (arg == "--guest" && has_value) return RunGuest(argv[i + 1]);
-    if (arg == "--seconds") o.seconds = number(0.001, 3600);
-    else if (arg == "--count") o.count = static_cast<uint64_t>(number(0, 1e12));
-    else if (arg == "--payload") o.payload = static_cast<uint32_t>(number(kStampSize, 1 << 24));
-    else if (arg == "--threads") o.threads = static_cast<uint32_t>(number(1, 64));
-    else if (arg == "--zero-copy") o.zero_copy = true;
-    else if (arg == "--guest-calls") o.guest_calls = static_cast<uint32_t>(number(0, 1e8));
-    else if (arg == "--timeout-ms") o.timeout_ms = static_cast<int64_t>(number(1, 3.6e6));
-    else if (arg == "--guest-cmd" && has_value) o.guest_cmd = argv[++i];
-    else if (arg == "--name" && has_value) o.name = argv[++i];
-    else if (arg == "--help" || arg == "-h") return Usage(stdout), 0;
-    else {
-      std::fprintf(stderr, "shm-demo: unknown or incomplete option %s\n", arg.c_str());
-      Usage(stderr);
-      return 2;
-    }
-  }
+  std::string guest_name;
+  CLI::App app{"shm-demo: run a host and a guest process that exchange messages through a segment, and print\n"
+               "the round trips per second, their time percentiles, the guest-call round trip and the errors.\n"
+               "  shm-demo --guest NAME   is the built-in guest (the host starts it)",
+               "shm-demo"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--seconds", o.seconds, "Length of the measured window in seconds")->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--count", o.count, "Stop after N measured round trips (default: no limit)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000'000}))
+      ->capture_default_str()
+      ->default_str("");
+  app.add_option("--payload", o.payload, "Request and answer size in bytes")
+      ->check(CLI::Range(kStampSize, uint32_t{1} << 24));
+  app.add_option("--threads", o.threads, "Caller threads, one slot each")->check(CLI::Range(1u, 64u));
+  app.add_flag("--zero-copy", o.zero_copy, "Write requests and read answers in place (ZeroCopySlot)");
+  app.add_option("--guest-calls", o.guest_calls, "Guest-to-host calls the guest makes and times (0: none)")
+      ->check(CLI::Range(0u, 100'000'000u));
+  app.add_option("--timeout-ms", o.timeout_ms, "Deadline of each call in milliseconds")
+      ->check(CLI::Range(int64_t{1}, int64_t{3'600'000}));
+  app.add_option("--guest-cmd", o.guest_cmd, "Run CMD as the guest (via /bin/sh; the segment name is appended)")
+      ->type_name("CMD");
+  app.add_option("--name", o.name, "Segment name (default shm-demo-<pid>-<n>)");
+  app.add_option("--guest", guest_name, "Serve as the built-in guest of segment NAME")->type_name("NAME");
+  CLI11_PARSE(app, argc, argv);
+  if (!guest_name.empty()) return RunGuest(guest_name);
   return RunHost(o);
 }

@@ -1,0 +1,41 @@
+// shm-bench: the list of cases, and which of them run on this build.
+#include "orchestrator.h"
+
+namespace bench {
+namespace orchestrator {
+
+std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
+  std::vector<Case> cs;
+  std::vector<std::string> busy = {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket",
+                                   "uds-stream", "pipe"};
+  if (with_iceoryx) busy.push_back("iceoryx");
+  if (with_boost) busy.push_back("boost-mq");
+  for (uint64_t p : kPayloads) {
+    for (const auto& t : busy) {
+      cs.push_back({"busy", t, "busy", p, 1});
+      // Next to the C++ guest they are compared with. 1 MiB echo adds nothing that the bulk case does not show.
+      if (with_go && t == "shm-zc" && p < (1u << 20)) {
+        for (const char* g : {"go-copy", "go-zc"}) cs.push_back({"busy", g, "busy", p, 1});
+      }
+    }
+  }
+  for (const char* t : {"shm-copy", "shm-zc"}) {
+    for (int n : {1, 2, 4}) cs.push_back({"threads", t, "busy", 64, n});
+  }
+  for (const char* t : {"futex-floor", "shm-copy", "shm-zc", "go-copy", "go-zc", "uds-seqpacket", "pipe"}) {
+    if (with_go || !IsGoGuest(t)) cs.push_back({"sleep", t, "sleep", 64, 1});
+  }
+  // One CPU-bound process competes with the pair for the machine's cores: what a busy machine does to each transport.
+  for (const char* t : {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket"}) {
+    cs.push_back({"contended", t, "busy", 64, 1});
+  }
+  cs.push_back({"idle", "shm-copy", "idle", 64, 1});
+  for (const char* t : {"shm-copy", "shm-zc"}) cs.push_back({"guestcall", t, "guestcall", 64, 1});
+  for (const char* t : {"memcpy", "spin-floor", "shm-copy", "shm-zc", "go-zc"}) {
+    if (with_go || !IsGoGuest(t)) cs.push_back({"bulk", t, "bulk", 1u << 20, 1});
+  }
+  return cs;
+}
+
+}  // namespace orchestrator
+}  // namespace bench
