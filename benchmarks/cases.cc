@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: the list of cases, and which of them run on this build.
 #include "orchestrator.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: what the report says about the machine (CPU, load, clock source, cost of a clock read).
 #include "orchestrator.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: one case run in fresh processes (fork + exec of this binary with --child, or the Go guest),
 // and its result line parsed.
 #include "orchestrator.h"

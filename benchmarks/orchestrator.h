@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench's orchestrator, shared by its files: the cases (cases.cc), running one case in fresh processes
 // (orchestrate.cc), iox-roudi (roudi.cc), the machine's description (machine.cc), statistics over the runs
 // (stats.cc), the markdown and CSV report (render.cc), the targets' verdicts (verdicts.cc) and main (main.cc).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: the report, as markdown tables and CSV files.
 #include "orchestrator.h"
 

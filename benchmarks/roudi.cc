@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: our own iox-roudi for the iceoryx baseline, started and stopped around the run.
 #include "orchestrator.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: statistics over the runs (medians, spreads, per-run ratios) and the formatting of numbers.
 #include "orchestrator.h"
 

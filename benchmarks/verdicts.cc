@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // shm-bench: the performance targets and whether the runs met them.
 #include "orchestrator.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Child processes of the tools and benchmarks: start one with posix_spawn, wait for it with a deadline, stop
 // it (a grace period, then SIGTERM, then SIGKILL), and say how it ended. One copy for shm-demo and shm-bench.
 #pragma once

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Runs a tool with arguments it must refuse, and fails unless it exits non-zero and says why on stderr.
 #   cmake -DCOMMAND="<program>|<arg>|<arg>..." -DEXPECT="<regex the error output must match>" -P expect_refusal.cmake
 # The arguments are separated by "|" so that a test can pass them through add_test unchanged.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LatencyHistogram: nanosecond durations counted in log-linear buckets, for percentiles without keeping
 // samples. The one histogram of shm-demo and shm-bench, so both report percentiles the same way.
 #pragma once
