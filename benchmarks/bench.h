@@ -6,6 +6,7 @@
 // trip per Call) and a Server (answers until told to stop or its peer goes away).
 #pragma once
 
+#include <shm/platform/platform.h>
 #include <time.h>
 
 #include <atomic>
@@ -14,8 +15,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <shm/platform/platform.h>
 
 namespace bench {
 
@@ -31,10 +30,10 @@ struct Options {
   double warmup = 0.1;    // unmeasured calls before the window
   int samples = 1000;     // round trips in sleep mode
   double idle_seconds = 5;
-  int peer_pid = 0;       // the other process (CPU and context-switch accounting)
-  int fd_send = -1;       // transport descriptors inherited from the orchestrator
+  int peer_pid = 0;  // the other process (CPU and context-switch accounting)
+  int fd_send = -1;  // transport descriptors inherited from the orchestrator
   int fd_recv = -1;
-  int result_fd = -1;     // where the caller writes its result line
+  int result_fd = -1;  // where the caller writes its result line
 };
 
 inline void SleepNs(int64_t ns) noexcept {

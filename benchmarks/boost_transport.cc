@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // shm-bench — a pair of Boost.Interprocess message_queues (request queue and response queue, one message each).
 // Built only when Boost's headers are found.
+#include <algorithm>
 #include <boost/date_time/posix_time/posix_time_types.hpp>
 #include <boost/interprocess/ipc/message_queue.hpp>
-
-#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>

@@ -7,8 +7,8 @@ namespace orchestrator {
 
 std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
   std::vector<Case> cs;
-  std::vector<std::string> busy = {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket",
-                                   "uds-stream", "pipe"};
+  std::vector<std::string> busy = {"spin-floor",    "futex-floor", "shm-copy", "shm-zc",
+                                   "uds-seqpacket", "uds-stream",  "pipe"};
   if (with_iceoryx) busy.push_back("iceoryx");
   if (with_boost) busy.push_back("boost-mq");
   for (uint64_t p : kPayloads) {

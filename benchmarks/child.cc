@@ -134,7 +134,8 @@ std::string Num(const char* key, double v) {
   return buf;
 }
 
-std::string Report(const LatencyHistogram& h, double secs, const Sample& a, const Sample& b, bool peer, const std::string& facts) {
+std::string Report(const LatencyHistogram& h, double secs, const Sample& a, const Sample& b, bool peer,
+                   const std::string& facts) {
   std::string s = "ok=1";
   s += Num("count", static_cast<double>(h.count()));
   s += Num("secs", secs);
@@ -282,20 +283,34 @@ int ChildMain(int argc, char** argv) {
     const size_t eq = a.find('=');
     if (eq == std::string::npos) continue;
     const std::string k = a.substr(0, eq), v = a.substr(eq + 1);
-    if (k == "role") o.role = v;
-    else if (k == "transport") o.transport = v;
-    else if (k == "mode") o.mode = v;
-    else if (k == "name") o.name = v;
-    else if (k == "payload") o.payload = std::strtoull(v.c_str(), nullptr, 10);
-    else if (k == "threads") o.threads = std::atoi(v.c_str());
-    else if (k == "seconds") o.seconds = std::atof(v.c_str());
-    else if (k == "warmup") o.warmup = std::atof(v.c_str());
-    else if (k == "samples") o.samples = std::atoi(v.c_str());
-    else if (k == "idle") o.idle_seconds = std::atof(v.c_str());
-    else if (k == "peer") o.peer_pid = std::atoi(v.c_str());
-    else if (k == "fd_send") o.fd_send = std::atoi(v.c_str());
-    else if (k == "fd_recv") o.fd_recv = std::atoi(v.c_str());
-    else if (k == "result_fd") o.result_fd = std::atoi(v.c_str());
+    if (k == "role")
+      o.role = v;
+    else if (k == "transport")
+      o.transport = v;
+    else if (k == "mode")
+      o.mode = v;
+    else if (k == "name")
+      o.name = v;
+    else if (k == "payload")
+      o.payload = std::strtoull(v.c_str(), nullptr, 10);
+    else if (k == "threads")
+      o.threads = std::atoi(v.c_str());
+    else if (k == "seconds")
+      o.seconds = std::atof(v.c_str());
+    else if (k == "warmup")
+      o.warmup = std::atof(v.c_str());
+    else if (k == "samples")
+      o.samples = std::atoi(v.c_str());
+    else if (k == "idle")
+      o.idle_seconds = std::atof(v.c_str());
+    else if (k == "peer")
+      o.peer_pid = std::atoi(v.c_str());
+    else if (k == "fd_send")
+      o.fd_send = std::atoi(v.c_str());
+    else if (k == "fd_recv")
+      o.fd_recv = std::atoi(v.c_str());
+    else if (k == "result_fd")
+      o.result_fd = std::atoi(v.c_str());
   }
   if (o.role == "caller") return RunCaller(o);
   if (o.role == "server") return RunServer(o);

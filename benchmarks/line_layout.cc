@@ -14,11 +14,13 @@
 //
 // Usage: shm-line-layout [--payload N] [--runs R] [--iterations I]. Prints the mean round trip per layout
 // (median over the runs, with min and max) and its ratio to the floor of the same run.
+#include <shm/platform/platform.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -28,9 +30,6 @@
 #include <new>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <shm/platform/platform.h>
 
 namespace {
 
@@ -50,9 +49,9 @@ struct alignas(64) ControlLine {
 static_assert(sizeof(ControlLine) == 64, "one cache line");
 
 struct alignas(64) Mapping {
-  ControlLine a;          // caller's control line (the only one, except for the floor)
-  ControlLine b;          // floor: the server's control line; adjacent: the payload line after `a`
-  ControlLine spare[2];   // keeps the buffers away from the control lines
+  ControlLine a;         // caller's control line (the only one, except for the floor)
+  ControlLine b;         // floor: the server's control line; adjacent: the payload line after `a`
+  ControlLine spare[2];  // keeps the buffers away from the control lines
   alignas(64) uint8_t request[4096];
   alignas(64) uint8_t response[4096];
 };
@@ -174,9 +173,10 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   uint32_t n = 32, runs = 7, iterations = 200000;
-  CLI::App app{"shm-line-layout: the cache-line traffic of the slot protocol alone, with the payload in its own\n"
-               "lines, inside the control word's line, or in the line next to it (BENCHMARKS.md).",
-               "shm-line-layout"};
+  CLI::App app{
+      "shm-line-layout: the cache-line traffic of the slot protocol alone, with the payload in its own\n"
+      "lines, inside the control word's line, or in the line next to it (BENCHMARKS.md).",
+      "shm-line-layout"};
   app.option_defaults()->always_capture_default();
   app.add_option("--payload", n, "Payload bytes")->check(CLI::Range(0u, 4096u));
   app.add_option("--runs", runs, "Runs of every layout, interleaved")->check(CLI::Range(1u, 1000u));

@@ -34,16 +34,16 @@ bool WriteFileText(const std::string& path, const std::string& text) {
   return static_cast<bool>(f);
 }
 
-
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "--child") return bench::ChildMain(argc - 2, argv + 2);
   signal(SIGPIPE, SIG_IGN);
   Settings st;
-  CLI::App app{"shm-bench: round trips through shm beside the hardware floor and the alternatives, every case\n"
-               "run --runs times, interleaved (see BENCHMARKS.md).",
-               "shm-bench"};
+  CLI::App app{
+      "shm-bench: round trips through shm beside the hardware floor and the alternatives, every case\n"
+      "run --runs times, interleaved (see BENCHMARKS.md).",
+      "shm-bench"};
   app.option_defaults()->always_capture_default();
   app.add_flag("--quick", st.quick, "One short run of every case (smoke test; numbers are not meaningful)");
   app.add_option("--runs", st.runs, "Runs of every case, interleaved")->check(CLI::Range(1, 1000));
@@ -55,8 +55,10 @@ int main(int argc, char** argv) {
   app.add_option("--out", st.out, "Write results.md, raw.csv and summary.csv into DIR")->type_name("DIR");
   app.add_option("--filter", st.filter, "Run only cases whose id (group/transport/payload/tN) contains TEXT");
   app.add_flag("--list", st.list, "Print the case ids and exit");
-  app.add_flag_callback("--no-iceoryx", [&st] { st.iceoryx = false; }, "Skip the iceoryx baseline (and iox-roudi)");
-  app.add_flag_callback("--no-go", [&st] { st.go = false; }, "Skip the Go guest cases (go-copy, go-zc)");
+  app.add_flag_callback(
+      "--no-iceoryx", [&st] { st.iceoryx = false; }, "Skip the iceoryx baseline (and iox-roudi)");
+  app.add_flag_callback(
+      "--no-go", [&st] { st.go = false; }, "Skip the Go guest cases (go-copy, go-zc)");
   app.add_option("--go-guest", st.go_guest,
                  std::string("The Go guest program to serve the go-* cases (default: the one built with shm-bench") +
                      (kGoGuestBuilt[0] ? ")" : ", not built here)"))
@@ -140,9 +142,9 @@ int main(int argc, char** argv) {
     for (const auto& c : cases) {
       RunResult res = RunCase(c, st);
       if (res.ok) {
-        printf("  %-36s %10.0f rt/s  p50 %9.2f us  p99 %9.2f us  p99.9 %9.2f us%s%s\n", c.Id().c_str(),
-               res.Get("rtps"), res.Get("p50") / 1e3, res.Get("p99") / 1e3, res.Get("p999") / 1e3,
-               res.facts.empty() ? "" : "  | ", res.facts.c_str());
+        printf("  %-36s %10.0f rt/s  p50 %9.2f us  p99 %9.2f us  p99.9 %9.2f us%s%s\n", c.Id().c_str(), res.Get("rtps"),
+               res.Get("p50") / 1e3, res.Get("p99") / 1e3, res.Get("p999") / 1e3, res.facts.empty() ? "" : "  | ",
+               res.facts.c_str());
       } else {
         // A baseline that cannot run is reported, not fatal; shm with either guest must work.
         if (c.transport.rfind("shm-", 0) == 0 || IsGoGuest(c.transport)) ++failures;

@@ -150,12 +150,21 @@ RunResult RunCase(const Case& c, const Settings& st) {
     snprintf(secs, sizeof secs, "%g", st.seconds);
     snprintf(warm, sizeof warm, "%g", st.warmup);
     snprintf(idle, sizeof idle, "%g", st.idle_seconds);
-    return std::vector<std::string>{"--child", std::string("role=") + role, "transport=" + c.transport,
-                                    "mode=" + c.mode, "name=" + name, "payload=" + std::to_string(c.payload),
-                                    "threads=" + std::to_string(c.threads), std::string("seconds=") + secs,
-                                    std::string("warmup=") + warm, "samples=" + std::to_string(st.samples),
-                                    std::string("idle=") + idle, "peer=" + std::to_string(peer),
-                                    "fd_send=10", "fd_recv=11", "result_fd=3"};
+    return std::vector<std::string>{"--child",
+                                    std::string("role=") + role,
+                                    "transport=" + c.transport,
+                                    "mode=" + c.mode,
+                                    "name=" + name,
+                                    "payload=" + std::to_string(c.payload),
+                                    "threads=" + std::to_string(c.threads),
+                                    std::string("seconds=") + secs,
+                                    std::string("warmup=") + warm,
+                                    "samples=" + std::to_string(st.samples),
+                                    std::string("idle=") + idle,
+                                    "peer=" + std::to_string(peer),
+                                    "fd_send=10",
+                                    "fd_recv=11",
+                                    "result_fd=3"};
   };
   pid_t hog = 0;
   if (c.group == "contended") hog = Spawn({"--child", "role=hog"}, {}, true);

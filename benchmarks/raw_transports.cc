@@ -230,8 +230,8 @@ class StreamCaller final : public Caller {
 
  private:
   bool Fail(const char* what) {
-    error_ = std::string(what) + ": " + (errno == EMSGSIZE ? "message larger than the socket buffer allows (EMSGSIZE)"
-                                                           : strerror(errno));
+    error_ = std::string(what) + ": " +
+             (errno == EMSGSIZE ? "message larger than the socket buffer allows (EMSGSIZE)" : strerror(errno));
     return false;
   }
   bool seqpacket_;

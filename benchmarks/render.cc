@@ -48,11 +48,10 @@ void Report::Busy(std::ostringstream& o) const {
         o << "| " << c.transport << " | n/a: " << fail << " | | | | | | | |\n";
         continue;
       }
-      o << "| " << c.transport << " | " << Rate(Metric(&c, "rtps")) << " | "
-        << WithSpread(Metric(&c, "p50", 1e-3)) << " | " << WithSpread(Metric(&c, "p99", 1e-3)) << " | "
-        << WithSpread(Metric(&c, "p999", 1e-3)) << " | " << Cores(&c, "caller") << " / " << Cores(&c, "server")
-        << " | " << CsPerRt(&c) << " | " << RatioCell(Ratio(&c, copy, "p50")) << " | "
-        << RatioCell(Ratio(&c, zc, "p50")) << " |\n";
+      o << "| " << c.transport << " | " << Rate(Metric(&c, "rtps")) << " | " << WithSpread(Metric(&c, "p50", 1e-3))
+        << " | " << WithSpread(Metric(&c, "p99", 1e-3)) << " | " << WithSpread(Metric(&c, "p999", 1e-3)) << " | "
+        << Cores(&c, "caller") << " / " << Cores(&c, "server") << " | " << CsPerRt(&c) << " | "
+        << RatioCell(Ratio(&c, copy, "p50")) << " | " << RatioCell(Ratio(&c, zc, "p50")) << " |\n";
     }
     o << "\n";
   }
@@ -115,7 +114,9 @@ void Report::Sleep(std::ostringstream& o) const {
   }
   o << "## Wake-up round trip: the server is asleep before every request (64 B)\n\n";
   o << "The caller pauses before each request for twice the larger of the host's learned spin budget and the "
-       "library's budget ceiling, plus 1 ms (" << facts << "), so the server has stopped spinning "
+       "library's budget ceiling, plus 1 ms ("
+    << facts
+    << "), so the server has stopped spinning "
        "and sleeps in the kernel.\n\n";
   o << "| transport | p50 µs | p99 µs | p99.9 µs | server ctx sw/RT | p50 ÷ futex-floor |\n";
   o << "|---|---:|---:|---:|---:|---:|\n";
@@ -128,8 +129,8 @@ void Report::Sleep(std::ostringstream& o) const {
       continue;
     }
     o << "| " << c.transport << " | " << WithSpread(Metric(&c, "p50", 1e-3)) << " | "
-      << WithSpread(Metric(&c, "p99", 1e-3)) << " | " << WithSpread(Metric(&c, "p999", 1e-3)) << " | "
-      << CsPerRt(&c) << " | " << RatioCell(Ratio(&c, fl, "p50")) << " |\n";
+      << WithSpread(Metric(&c, "p99", 1e-3)) << " | " << WithSpread(Metric(&c, "p999", 1e-3)) << " | " << CsPerRt(&c)
+      << " | " << RatioCell(Ratio(&c, fl, "p50")) << " |\n";
   }
   o << "\n";
 }
@@ -152,8 +153,9 @@ void Report::Idle(std::ostringstream& o) const {
   }
   const Stat gs = Summarize(g), hs = Summarize(h);
   o << "| process | % of one core, median [min–max] |\n|---|---:|\n";
-  o << "| guest (" << "1 worker, idle) | " << Fmt("%.3f", gs.med) << " [" << Fmt("%.3f", gs.lo) << "–"
-    << Fmt("%.3f", gs.hi) << "] |\n";
+  o << "| guest ("
+    << "1 worker, idle) | " << Fmt("%.3f", gs.med) << " [" << Fmt("%.3f", gs.lo) << "–" << Fmt("%.3f", gs.hi)
+    << "] |\n";
   o << "| host (guest-call worker started, idle) | " << Fmt("%.3f", hs.med) << " [" << Fmt("%.3f", hs.lo) << "–"
     << Fmt("%.3f", hs.hi) << "] |\n\n";
 }
@@ -197,10 +199,9 @@ void Report::Bulk(std::ostringstream& o) const {
       o << "| " << c.transport << " | n/a: " << fail << " | | | | |\n";
       continue;
     }
-    o << "| " << c.transport << " | " << WithSpread(Metric(&c, "rtps", static_cast<double>(c.payload) / 1e9))
-      << " | " << RatioCell(Ratio(&c, mc, "rtps")) << " | " << WithSpread(Metric(&c, "p50", 1e-3)) << " | "
-      << WithSpread(Metric(&c, "p99", 1e-3)) << " | " << Cores(&c, "caller") << " / " << Cores(&c, "server")
-      << " |\n";
+    o << "| " << c.transport << " | " << WithSpread(Metric(&c, "rtps", static_cast<double>(c.payload) / 1e9)) << " | "
+      << RatioCell(Ratio(&c, mc, "rtps")) << " | " << WithSpread(Metric(&c, "p50", 1e-3)) << " | "
+      << WithSpread(Metric(&c, "p99", 1e-3)) << " | " << Cores(&c, "caller") << " / " << Cores(&c, "server") << " |\n";
   }
   o << "\n";
 }
@@ -213,8 +214,8 @@ std::string Report::RawCsv() const {
     for (size_t i = 0; i < cases_.size(); ++i) {
       const Case& c = cases_[i];
       const RunResult& x = runs_[r][i];
-      o << r + 1 << "," << c.Id() << "," << c.group << "," << c.transport << "," << c.mode << "," << c.payload
-        << "," << c.threads << "," << (x.ok ? 1 : 0);
+      o << r + 1 << "," << c.Id() << "," << c.group << "," << c.transport << "," << c.mode << "," << c.payload << ","
+        << c.threads << "," << (x.ok ? 1 : 0);
       for (const char* k : {"count", "secs", "rtps", "p50", "p90", "p99", "p999", "min", "max", "mean", "wall",
                             "caller_cpu", "server_cpu", "caller_cs", "server_cs"}) {
         const double v = x.Get(k);

@@ -26,8 +26,8 @@ Roudi StartRoudi() {
     std::ofstream cfg(r.dir + "/roudi.toml");
     cfg << "[general]\nversion = 1\n\n[[segment]]\n\n";
     // Chunk sizes include iceoryx's chunk and request/response headers; 1 KiB of headroom over each payload.
-    for (auto [size, count] : std::vector<std::pair<uint64_t, int>>{
-             {1024, 256}, {2048, 256}, {17408, 64}, {(1u << 20) + 1024, 12}}) {
+    for (auto [size, count] :
+         std::vector<std::pair<uint64_t, int>>{{1024, 256}, {2048, 256}, {17408, 64}, {(1u << 20) + 1024, 12}}) {
       cfg << "[[segment.mempool]]\nsize = " << size << "\ncount = " << count << "\n\n";
     }
   }
@@ -58,8 +58,7 @@ Roudi StartRoudi() {
       for (char& ch : text) {
         if (ch == '\n') ch = ' ';
       }
-      r.why_not = WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "iox-roudi is not installed"
-                                                            : "iox-roudi exited: " + text;
+      r.why_not = WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "iox-roudi is not installed" : "iox-roudi exited: " + text;
       return r;
     }
     if (shm::platform::MonotonicNs() > deadline) {

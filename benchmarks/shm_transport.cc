@@ -132,9 +132,8 @@ class ShmHostCaller final : public ShmCallerBase {
     return "";
   }
   bool Call(int t) override {
-    return RoundTrip(t, [this](shm::Bytes req, std::vector<uint8_t>& resp) {
-      return host_.Send(req, shm::MsgType::NORMAL, resp);
-    });
+    return RoundTrip(
+        t, [this](shm::Bytes req, std::vector<uint8_t>& resp) { return host_.Send(req, shm::MsgType::NORMAL, resp); });
   }
   void Close() override {
     slots_.clear();

@@ -8,7 +8,7 @@ namespace orchestrator {
 // The performance targets (BENCHMARKS.md). Each row: the measured per-run ratio and whether the median
 // meets the target.
 void Report::Target(std::ostringstream& o, const std::string& what, const Stat& s, bool higher_is_better, double limit,
-            const std::string& unit) const {
+                    const std::string& unit) const {
   std::string verdict = "not measured";
   if (s.n > 0) verdict = (higher_is_better ? s.med >= limit : s.med <= limit) ? "**met**" : "**not met**";
   std::string cell = "—";
@@ -30,8 +30,8 @@ void Report::Targets(std::ostringstream& o) const {
   o << "| target | measured: median [min–max] over runs | verdict |\n|---|---:|---|\n";
   for (const char* api : {"shm-copy", "shm-zc"}) {
     const std::string a = api;
-    Target(o, a + " 64 B p50 ÷ spin floor 64 B ≤ 1.2", Ratio(Find("busy", a, 64), Find("busy", "spin-floor", 64), "p50"),
-           false, 1.2);
+    Target(o, a + " 64 B p50 ÷ spin floor 64 B ≤ 1.2",
+           Ratio(Find("busy", a, 64), Find("busy", "spin-floor", 64), "p50"), false, 1.2);
   }
   for (const char* api : {"shm-copy", "shm-zc"}) {
     const std::string a = api;

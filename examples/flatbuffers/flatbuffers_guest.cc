@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // FlatBuffers guest: verifies each QuoteRequest in place and builds the QuoteResponse directly in the slot's
 // response buffer. Usage: flatbuffers_guest [name]
+#include <flatbuffers/flatbuffers.h>
+#include <shm/shm.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
-
-#include <flatbuffers/flatbuffers.h>
-#include <shm/shm.h>
 
 #include "quote_generated.h"
 #include "slot_allocator.h"

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // FlatBuffers host: builds each request directly in a zero-copy slot's request buffer (no copy, no heap
 // buffer) and reads the guest's FlatBuffer answer in place. Usage: flatbuffers_host [name]
+#include <flatbuffers/flatbuffers.h>
+#include <shm/shm.h>
+
 #include <cstdio>
 #include <utility>
 #include <vector>
-
-#include <flatbuffers/flatbuffers.h>
-#include <shm/shm.h>
 
 #include "quote_generated.h"
 #include "slot_allocator.h"
@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   try {
     ex::SlotAllocator allocator(slot.RequestBuffer());
     flatbuffers::FlatBufferBuilder fbb = allocator.BuilderFor();
-    const std::vector<double> many(1000, 1.0);  // 8000 bytes of prices
+    const std::vector<double> many(1000, 1.0);   // 8000 bytes of prices
     auto price_vector = fbb.CreateVector(many);  // throws SlotFull
     fbb.Finish(ex::CreateQuoteRequest(fbb, 4, fbb.CreateString("ACME"), 1, price_vector));
     return fail("a request larger than the slot was built");

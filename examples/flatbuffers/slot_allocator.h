@@ -2,12 +2,12 @@
 // SlotAllocator: lets a flatbuffers::FlatBufferBuilder build directly in a slot buffer.
 #pragma once
 
+#include <flatbuffers/flatbuffers.h>
+#include <shm/bytes.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
-
-#include <flatbuffers/flatbuffers.h>
-#include <shm/bytes.h>
 
 namespace shm_example {
 

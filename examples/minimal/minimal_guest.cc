@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The shortest complete guest: attach to segment <name>, call the host once, then serve the host until it
 // shuts down. Usage: minimal_guest [name]
+#include <shm/shm.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <shm/shm.h>
 
 int main(int argc, char** argv) {
   auto fail = [](const shm::Error& e) {

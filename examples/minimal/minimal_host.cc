@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // The shortest complete host: create segment <name>, call the guest once, answer the guest's call, shut down.
 // Usage: minimal_host [name]   (start minimal_guest [name] before or after it, within 10 s)
+#include <shm/shm.h>
+
 #include <cstdio>
 #include <cstring>
 #include <vector>
-
-#include <shm/shm.h>
 
 int main(int argc, char** argv) {
   auto fail = [](const shm::Error& e) {

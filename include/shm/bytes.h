@@ -28,7 +28,7 @@ class Bytes {
   /// The characters of `s`; valid until `s` changes or ends.
   Bytes(const std::string& s) noexcept : Bytes(std::string_view(s)) {}  // NOLINT
   /// The characters of the NUL-terminated string `s`, without the NUL.
-  Bytes(const char* s) noexcept : Bytes(std::string_view(s)) {}         // NOLINT
+  Bytes(const char* s) noexcept : Bytes(std::string_view(s)) {}  // NOLINT
   /// The elements of `v`; valid until `v` is resized or ends.
   Bytes(const std::vector<uint8_t>& v) noexcept : data_(v.data()), size_(v.size()) {}  // NOLINT
   /// The N bytes of `a`.

@@ -51,10 +51,10 @@ struct HostConfig {
 
 /// Configuration of a DirectGuest. Plain value.
 struct GuestConfig {
-  std::string name;                                     ///< The host's segment name.
-  Duration connect_timeout = std::chrono::seconds(10);  ///< How long Connect waits for the host to appear.
+  std::string name;                                         ///< The host's segment name.
+  Duration connect_timeout = std::chrono::seconds(10);      ///< How long Connect waits for the host to appear.
   Duration retry_interval = std::chrono::milliseconds(10);  ///< Pause between Connect attempts.
-  Duration default_timeout = std::chrono::seconds(10);  ///< Deadline of guest calls using kUseDefault.
+  Duration default_timeout = std::chrono::seconds(10);      ///< Deadline of guest calls using kUseDefault.
   /// When the host dies, keep serving: attach to the next host that takes the name (retrying every
   /// retry_interval until Close()) and restart the workers with the same handler. A host's SendShutdown still
   /// ends the workers for good.
@@ -66,16 +66,15 @@ inline Result<void> ValidateName(std::string_view name) {
   if (name.empty()) return Error(ErrorCode::kInvalidArgs, "segment name is empty");
   if (name.size() > platform::kMaxNameLength) {
     return Error(ErrorCode::kInvalidArgs, "segment name is " + std::to_string(name.size()) +
-                                              " characters; the limit is " +
-                                              std::to_string(platform::kMaxNameLength));
+                                              " characters; the limit is " + std::to_string(platform::kMaxNameLength));
   }
   if (name == "." || name == "..") return Error(ErrorCode::kInvalidArgs, "segment name cannot be '.' or '..'");
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) {
-      return Error(ErrorCode::kInvalidArgs, "segment name '" + std::string(name) +
-                                                "' has a character outside [A-Za-z0-9._-]");
+      return Error(ErrorCode::kInvalidArgs,
+                   "segment name '" + std::string(name) + "' has a character outside [A-Za-z0-9._-]");
     }
   }
   return Ok();
@@ -98,8 +97,7 @@ inline Result<wire::Geometry> ValidateHostConfig(const HostConfig& c) {
     return bad("host_slots is " + std::to_string(c.host_slots) + "; the limit is " + std::to_string(wire::kMaxSlots));
   }
   if (c.guest_slots > wire::kMaxSlots) {
-    return bad("guest_slots is " + std::to_string(c.guest_slots) + "; the limit is " +
-               std::to_string(wire::kMaxSlots));
+    return bad("guest_slots is " + std::to_string(c.guest_slots) + "; the limit is " + std::to_string(wire::kMaxSlots));
   }
   auto payload = [&](uint32_t v, const char* field) -> Result<uint32_t> {
     if (v < wire::kMinPayload) {

@@ -110,13 +110,17 @@ class [[nodiscard]] Result {
   Result(Error error) : ok_(false) { new (&storage_.error) Error(std::move(error)); }  // NOLINT
   /// Copies o's value or error.
   Result(const Result& o) : ok_(o.ok_) {
-    if (ok_) new (&storage_.value) T(o.storage_.value);
-    else new (&storage_.error) Error(o.storage_.error);
+    if (ok_)
+      new (&storage_.value) T(o.storage_.value);
+    else
+      new (&storage_.error) Error(o.storage_.error);
   }
   /// Moves o's value or error; o stays a result of the same kind, its content moved from.
   Result(Result&& o) noexcept(std::is_nothrow_move_constructible<T>::value) : ok_(o.ok_) {
-    if (ok_) new (&storage_.value) T(std::move(o.storage_.value));
-    else new (&storage_.error) Error(std::move(o.storage_.error));
+    if (ok_)
+      new (&storage_.value) T(std::move(o.storage_.value));
+    else
+      new (&storage_.error) Error(std::move(o.storage_.error));
   }
   /// Replaces this result's content with o's.
   Result& operator=(Result o) {
@@ -125,8 +129,10 @@ class [[nodiscard]] Result {
     return *this;
   }
   ~Result() {
-    if (ok_) storage_.value.~T();
-    else storage_.error.~Error();
+    if (ok_)
+      storage_.value.~T();
+    else
+      storage_.error.~Error();
   }
 
   /// Whether this holds a value (true) or an error (false).

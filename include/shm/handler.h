@@ -14,10 +14,10 @@ namespace shm {
 /// that the peer can still write: a handler parses them as untrusted input (e.g. with a FlatBuffers
 /// Verifier). Valid only during the handler call.
 struct Message {
-  Bytes data;                  ///< The request payload (already placed: end-aligned payloads too).
+  Bytes data;                      ///< The request payload (already placed: end-aligned payloads too).
   MsgType type = MsgType::NORMAL;  ///< The request's type, as the caller sent it.
-  bool end_aligned = false;    ///< The wire size was negative (always false for an empty payload: -0 == 0).
-  uint32_t slot = 0;           ///< Index of the slot it arrived on.
+  bool end_aligned = false;        ///< The wire size was negative (always false for an empty payload: -0 == 0).
+  uint32_t slot = 0;               ///< Index of the slot it arrived on.
 };
 
 /// A handler's answer. The response bytes are already in the response buffer the handler was given.

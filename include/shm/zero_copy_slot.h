@@ -78,8 +78,9 @@ class ZeroCopySlot {
     // read-modify-write, so the publish that follows does not wait for it) catches a thread that enters while
     // another is in a Send; two entering at the very same instant can still collide and see kProtocol.
     if (in_send_.load(std::memory_order_relaxed)) {
-      return Error(ErrorCode::kInvalidArgs, "this ZeroCopySlot is in a Send on another thread; use it from one "
-                                            "thread at a time");
+      return Error(ErrorCode::kInvalidArgs,
+                   "this ZeroCopySlot is in a Send on another thread; use it from one "
+                   "thread at a time");
     }
     in_send_.store(true, std::memory_order_relaxed);
     struct Leave {

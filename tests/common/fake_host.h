@@ -22,7 +22,7 @@
 namespace shm_test {
 
 struct FakeReply {
-  uint32_t status = 0;     // wire::AttachStatus
+  uint32_t status = 0;  // wire::AttachStatus
   uint32_t detail = 0;
   uint32_t reserved = 0;
   size_t size = shm::wire::kReplySize;  // bytes of the record sent (a wrong size is malformed)

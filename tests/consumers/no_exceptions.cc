@@ -2,6 +2,7 @@
 // Built with -fno-exceptions: a host and a guest in one process make one call, so the library is shown to build
 // and work where exceptions are off (no handler can throw there, and the library catches nothing).
 // Exit status 0 when the echoed answer comes back; the reason on stderr otherwise.
+#include <shm/shm.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -9,8 +10,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <shm/shm.h>
 
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 #error "this program must be built with -fno-exceptions"

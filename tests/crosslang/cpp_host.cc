@@ -6,13 +6,13 @@
 // The Go peer's behaviour by request type, and the guest-call types this host's handler treats specially,
 // are listed in go/internal/crosspeer/main.go; the constants below mirror that table.
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <shm/shm.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -30,8 +30,6 @@
 #include <thread>
 #include <vector>
 
-#include <shm/shm.h>
-
 #include "../../tools/common/child_process.h"
 #include "../common/segment_access.h"
 #include "shm/detail/slot.h"
@@ -48,9 +46,9 @@ constexpr const char* kPeerPath = SHM_GO_PEER;
 
 constexpr auto T(uint32_t v) { return static_cast<MsgType>(v); }
 // Requests the Go peer treats as commands.
-constexpr MsgType kCmdStats = T(1000), kCmdPanic = T(1001), kCmdRespondSize = T(1002),
-                  kCmdRespondType = T(1003), kCmdBlock = T(1004), kCmdGuestCalls = T(1005),
-                  kCmdGuestErrors = T(1006), kCmdGuestTimeout = T(1007), kCmdHostile = T(1008);
+constexpr MsgType kCmdStats = T(1000), kCmdPanic = T(1001), kCmdRespondSize = T(1002), kCmdRespondType = T(1003),
+                  kCmdBlock = T(1004), kCmdGuestCalls = T(1005), kCmdGuestErrors = T(1006), kCmdGuestTimeout = T(1007),
+                  kCmdHostile = T(1008);
 // Guest calls this host's handler treats specially.
 constexpr uint32_t kHostFail = 2000, kHostThrow = 2001, kHostOversize = 2002, kHostReservedType = 2003,
                    kHostBlock = 2004;
@@ -168,7 +166,7 @@ class RawSegment {
  public:
   explicit RawSegment(const std::string& name, pid_t host = getpid()) {
     fd_ = shm_test::OpenSegmentOf(host, name, O_RDWR);
-    struct stat st{};
+    struct stat st {};
     if (fd_ < 0 || fstat(fd_, &st) != 0) throw std::runtime_error("cannot open the segment");
     size_ = static_cast<size_t>(st.st_size);
     void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
@@ -315,8 +313,8 @@ class CrossLang : public ::testing::Test {
     auto req = Checked(size, rng);
     std::vector<uint8_t> out;
     shm::CallOptions o{30s, end_aligned};
-    auto r = slot < 0 ? host_.Send(req, type, out, o)
-                      : host_.SendToSlot(static_cast<uint32_t>(slot), req, type, out, o);
+    auto r =
+        slot < 0 ? host_.Send(req, type, out, o) : host_.SendToSlot(static_cast<uint32_t>(slot), req, type, out, o);
     if (!r) return "call failed: " + r.error().ToString();
     if (*r != type) return "answer has type " + std::to_string(static_cast<uint32_t>(*r));
     if (!IsComplementOf(out, req)) return "wrong answer bytes for " + std::to_string(size) + " bytes";
@@ -338,8 +336,8 @@ TEST_F(CrossLang, EveryMessageTypeRoundTripsBothAlignments) {
   InitHost();
   StartPeer();
   std::mt19937_64 rng(1);
-  const MsgType types[] = {MsgType::NORMAL, MsgType::FLATBUFFER, MsgType::GUEST_CALL, MsgType::APP_START,
-                           T(200), T(999), T(0xFFFFFFFFu)};
+  const MsgType types[] = {MsgType::NORMAL, MsgType::FLATBUFFER, MsgType::GUEST_CALL, MsgType::APP_START, T(200),
+                           T(999),          T(0xFFFFFFFFu)};
   const size_t sizes[] = {0, 8, 9, 63, 64, 65, kPayload - 1, kPayload};
   for (MsgType t : types) {
     for (size_t n : sizes) {
@@ -448,11 +446,16 @@ TEST_F(CrossLang, HostileRequestsAreRefusedByTheGoServer) {
     WireError want;
   };
   const Case cases[] = {
-      {cap + 1, 0, WireError::kRequestTooLarge},   {-cap - 1, 0, WireError::kRequestTooLarge},
-      {INT32_MIN, 0, WireError::kRequestTooLarge}, {INT32_MAX, 10, WireError::kRequestTooLarge},
-      {cap + 1, 1, WireError::kRequestTooLarge},   {0, 2, WireError::kReservedType},
-      {0, 3, WireError::kReservedType},            {0, 127, WireError::kReservedType},
-      {4, 50, WireError::kReservedType},           {-4, 126, WireError::kReservedType},
+      {cap + 1, 0, WireError::kRequestTooLarge},
+      {-cap - 1, 0, WireError::kRequestTooLarge},
+      {INT32_MIN, 0, WireError::kRequestTooLarge},
+      {INT32_MAX, 10, WireError::kRequestTooLarge},
+      {cap + 1, 1, WireError::kRequestTooLarge},
+      {0, 2, WireError::kReservedType},
+      {0, 3, WireError::kReservedType},
+      {0, 127, WireError::kReservedType},
+      {4, 50, WireError::kReservedType},
+      {-4, 126, WireError::kReservedType},
   };
   SlotHeader& h = raw.slot(0);
   for (const Case& c : cases) {
@@ -464,7 +467,8 @@ TEST_F(CrossLang, HostileRequestsAreRefusedByTheGoServer) {
     ASSERT_TRUE(WaitUntil([&] {
       const uint32_t w = h.ctl.load();
       return shm::wire::CtlIs(w, SlotState::kResponse) && shm::wire::CtlSeq(w) == tx;
-    })) << "no answer to size " << c.size << " type " << c.type;
+    })) << "no answer to size "
+        << c.size << " type " << c.type;
     EXPECT_EQ(h.resp_type.load(), static_cast<uint32_t>(MsgType::SYSTEM_ERROR)) << c.size << "/" << c.type;
     EXPECT_EQ(h.resp_error.load(), static_cast<uint32_t>(c.want)) << c.size << "/" << c.type;
     EXPECT_EQ(h.resp_size.load(), 0u);
@@ -720,8 +724,10 @@ TEST_F(CrossLang, RestartedGoGuestAnswersForItsDeadPredecessor) {
   std::thread caller([&] {
     std::vector<uint8_t> out;
     auto r = host_.SendToSlot(0, never, kCmdBlock, out, {60s});
-    if (r) succeeded = true;
-    else outcome = r.error();
+    if (r)
+      succeeded = true;
+    else
+      outcome = r.error();
   });
   ASSERT_TRUE(WaitUntil([&] { return raw.state(0) == static_cast<uint32_t>(SlotState::kServing); }));
   peer_->Kill();  // dies while serving slot 0

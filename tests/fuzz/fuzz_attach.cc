@@ -125,8 +125,8 @@ Memory Build(const Input& in) {
     // then carries F_SEAL_SEAL alone.
     if (in.seals != 0 && ::fcntl(m.memfd.fd(), F_ADD_SEALS, in.seals) != 0 && in.kind != 5) Fail("F_ADD_SEALS");
     if (in.kind == 1) {
-      m.sent = shm::platform::File(
-          ::open(("/proc/self/fd/" + std::to_string(m.memfd.fd())).c_str(), O_RDONLY | O_CLOEXEC));
+      m.sent =
+          shm::platform::File(::open(("/proc/self/fd/" + std::to_string(m.memfd.fd())).c_str(), O_RDONLY | O_CLOEXEC));
     } else {
       m.sent = shm::platform::File(::fcntl(m.memfd.fd(), F_DUPFD_CLOEXEC, 0));
     }
@@ -146,10 +146,10 @@ Memory Build(const Input& in) {
 
 /// What §4.2 prescribes for this input: an error code, or nullopt for success.
 std::optional<ErrorCode> Prescribed(const Input& in, shm::Result<shm::wire::Geometry>* header) {
-  if (in.no_reply) return ErrorCode::kNotFound;                                 // end of file: no answer
-  if (in.length == 0 && in.descriptors == 0) return ErrorCode::kNotFound;      // an empty record reads as EOF
+  if (in.no_reply) return ErrorCode::kNotFound;                            // end of file: no answer
+  if (in.length == 0 && in.descriptors == 0) return ErrorCode::kNotFound;  // an empty record reads as EOF
   if (in.length != shm::wire::kReplySize || in.reserved != 0) return ErrorCode::kProtocol;  // malformed
-  if (in.status != 0 && in.descriptors != 0) return ErrorCode::kProtocol;      // a descriptor with a refusal
+  if (in.status != 0 && in.descriptors != 0) return ErrorCode::kProtocol;  // a descriptor with a refusal
   switch (in.status) {
     case 0: break;
     case 1: return ErrorCode::kGuestAlreadyConnected;

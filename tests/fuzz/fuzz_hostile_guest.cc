@@ -61,9 +61,22 @@ struct Input {
 
 // Values that sit on the edges of what a reader must reject.
 uint32_t Interesting(Input& in) {
-  static const uint32_t kValues[] = {0,       1,           2,           3,          10,         11,
-                                     127,     128,         kPayload,    kPayload + 1, 0u - kPayload,
-                                     0u - kPayload - 1, 0x80000000u, 0x7FFFFFFFu, 0xFFFFFFFFu, 64};
+  static const uint32_t kValues[] = {0,
+                                     1,
+                                     2,
+                                     3,
+                                     10,
+                                     11,
+                                     127,
+                                     128,
+                                     kPayload,
+                                     kPayload + 1,
+                                     0u - kPayload,
+                                     0u - kPayload - 1,
+                                     0x80000000u,
+                                     0x7FFFFFFFu,
+                                     0xFFFFFFFFu,
+                                     64};
   const uint8_t pick = in.U8();
   return pick < 16 ? kValues[pick] : in.U32();
 }
@@ -93,13 +106,14 @@ void CallerLoop(shm::DirectHost* host, std::atomic<bool>* stop, uint32_t seed) {
       shm::CallOptions o;
       o.timeout = timeout;
       o.end_aligned = (seed & 2) != 0;
-      auto r = (i % 3 == 0) ? host->Send(shm::Bytes(req.data(), (seed >> 4) % (kPayload + 1)),
-                                         shm::MsgType::NORMAL, resp, o)
-                            : host->SendToSlot((seed >> 3) % kHostSlots, shm::Bytes(req.data(), 8),
-                                               shm::MsgType::APP_START, resp, o);
+      auto r =
+          (i % 3 == 0)
+              ? host->Send(shm::Bytes(req.data(), (seed >> 4) % (kPayload + 1)), shm::MsgType::NORMAL, resp, o)
+              : host->SendToSlot((seed >> 3) % kHostSlots, shm::Bytes(req.data(), 8), shm::MsgType::APP_START, resp, o);
       if (r && resp.size() > kPayload) Fail("answer larger than the response buffer");
     }
-    if (shm::platform::MonotonicNs() - t0 > std::chrono::nanoseconds(timeout).count() + kSlackNs) Fail("a host call overran its deadline");
+    if (shm::platform::MonotonicNs() - t0 > std::chrono::nanoseconds(timeout).count() + kSlackNs)
+      Fail("a host call overran its deadline");
   }
 }
 
@@ -167,8 +181,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     switch (in.U8() % 10) {
       case 0: {  // any slot header field := any value
         SlotHeader* h = slot(in.U8() % kSlots);
-        std::atomic<uint32_t>* fields[] = {&h->ctl, &h->req_type, &h->req_size, &h->resp_type, &h->resp_size,
-                                           &h->resp_error};
+        std::atomic<uint32_t>* fields[] = {&h->ctl,       &h->req_type,  &h->req_size,
+                                           &h->resp_type, &h->resp_size, &h->resp_error};
         const uint8_t f = in.U8() % 6;
         fields[f]->store(f == 0 ? in.U32() : Interesting(in), std::memory_order_seq_cst);
         Wake(&h->ctl);
@@ -249,8 +263,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (shm::wire::CtlState(cur) == 4) {
           const bool again = in.U8() & 1;
           const uint32_t seq = shm::wire::CtlSeq(cur) + (again ? 1 : 0);
-          h->ctl.compare_exchange_strong(cur, shm::wire::MakeCtl(again ? shm::wire::SlotState::kRequest
-                                                                       : shm::wire::SlotState::kFree, seq));
+          h->ctl.compare_exchange_strong(
+              cur, shm::wire::MakeCtl(again ? shm::wire::SlotState::kRequest : shm::wire::SlotState::kFree, seq));
           if (again) Wake(&seg->doorbell);
         }
         break;

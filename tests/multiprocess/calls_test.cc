@@ -361,8 +361,8 @@ TEST_F(Calls, OneMillisecondTimeoutWhileTheGuestServesReturnsPromptly) {
     EXPECT_TRUE(r.error().code() == ErrorCode::kTimeout || r.error().code() == ErrorCode::kNoFreeSlot)
         << r.error().ToString();
   }
-  std::printf("1 ms timeout while the guest serves: median %lld us, max %lld us\n",
-              static_cast<long long>(Median(us)), static_cast<long long>(*std::max_element(us.begin(), us.end())));
+  std::printf("1 ms timeout while the guest serves: median %lld us, max %lld us\n", static_cast<long long>(Median(us)),
+              static_cast<long long>(*std::max_element(us.begin(), us.end())));
   EXPECT_LT(Median(us), 1000000);
   guest_.CloseStdin();  // lets a handler that did enter answer (late, discarded)
 }

@@ -131,9 +131,7 @@ TEST_F(HostToGuestErrors, GuestRefusesACraftedRequestOfImpossibleSizeOrType) {
 
 class GuestToHostErrors : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(host_.Init(MakeHostConfig(name_.str(), 1, 2, 4096)));
-  }
+  void SetUp() override { ASSERT_TRUE(host_.Init(MakeHostConfig(name_.str(), 1, 2, 4096))); }
   void StartHandler() {
     ASSERT_TRUE(host_.Start([](const shm::Message& m, shm::MutableBytes out) -> shm::Reply {
       const std::string req(m.data.as_string_view());
@@ -167,8 +165,7 @@ TEST_F(GuestToHostErrors, HandlerFailuresReachTheGuestAsRemoteErrors) {
             "RESULT ERR Remote ResponseTooLarge");
   EXPECT_EQ(GuestCall({"--type", std::to_string(kTypeReplySize), "--payload", std::to_string(INT32_MIN)}),
             "RESULT ERR Remote ResponseTooLarge");
-  EXPECT_EQ(GuestCall({"--type", std::to_string(kTypeReplyType), "--payload", "3"}),
-            "RESULT ERR Remote ReservedType");
+  EXPECT_EQ(GuestCall({"--type", std::to_string(kTypeReplyType), "--payload", "3"}), "RESULT ERR Remote ReservedType");
   EXPECT_EQ(GuestCall({"--type", "200", "--size", "5"}), "RESULT OK 200 5");  // and the worker goes on
 }
 
@@ -192,8 +189,8 @@ TEST_F(GuestToHostErrors, HostRefusesACraftedRequestOfImpossibleSizeOrType) {
     EXPECT_EQ(line, "RAW " + system_error + " RequestTooLarge") << "size " << size;
     EXPECT_TRUE(ExitsWith(guest, kExitOk));
   }
-  Process guest = SpawnPeer({"guest-call", "--name", name_.str(), "--scenario", "crafted", "--size", "0",
-                             "--type", "3"});
+  Process guest =
+      SpawnPeer({"guest-call", "--name", name_.str(), "--scenario", "crafted", "--size", "0", "--type", "3"});
   ASSERT_TRUE(guest.started()) << guest.error();
   std::string line;
   ASSERT_TRUE(GetLine(guest, "RAW", &line));

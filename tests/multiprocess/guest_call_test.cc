@@ -66,8 +66,8 @@ TEST(GuestCalls, ServedByTheHostsWorker) {
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code(), ErrorCode::kInvalidArgs) << again.error().ToString();
 
-  Process guest = SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "100",
-                             "--rounds", "20"});
+  Process guest =
+      SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "100", "--rounds", "20"});
   ASSERT_TRUE(guest.started()) << guest.error();
   ASSERT_TRUE(GetLine(guest, "OK"));
   EXPECT_TRUE(ExitsWith(guest, kExitOk));
@@ -89,8 +89,8 @@ TEST(GuestCalls, HostsWorkerSleepsWhenIdle) {
   shm::DirectHost host;
   ASSERT_TRUE(host.Init(MakeHostConfig(name.str(), 1, 2)));
   ASSERT_TRUE(host.Start(h.handler()));
-  Process first = SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "5",
-                             "--rounds", "1"});
+  Process first =
+      SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "5", "--rounds", "1"});
   ASSERT_TRUE(first.started()) << first.error();
   ASSERT_TRUE(ExitsWith(first, kExitOk));
 
@@ -105,8 +105,8 @@ TEST(GuestCalls, HostsWorkerSleepsWhenIdle) {
   EXPECT_LT(cpu, wall / 20) << "the idle guest-call worker burns CPU";
 
   // And it wakes for the next call.
-  Process second = SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "5",
-                              "--rounds", "1"});
+  Process second =
+      SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "5", "--rounds", "1"});
   ASSERT_TRUE(second.started()) << second.error();
   EXPECT_TRUE(ExitsWith(second, kExitOk));
   EXPECT_EQ(h.total(), 12);
@@ -147,8 +147,8 @@ TEST(GuestCalls, ServedFromTheHostsOwnLoop) {
   ASSERT_TRUE(idle) << Describe(idle);
   EXPECT_FALSE(*idle);
 
-  Process guest = SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "100",
-                             "--rounds", "20"});
+  Process guest =
+      SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "basic", "--count", "100", "--rounds", "20"});
   ASSERT_TRUE(guest.started()) << guest.error();
   size_t served = 0;
   const auto deadline = Clock::now() + kLong;
@@ -185,8 +185,10 @@ TEST(GuestCalls, EachCallIsProcessedOnceWithTwoProcessors) {
           return;
         }
         auto n = host.ProcessGuestCalls(handler);
-        if (!n) errors.fetch_add(1);
-        else served.fetch_add(*n);
+        if (!n)
+          errors.fetch_add(1);
+        else
+          served.fetch_add(*n);
       }
     });
   }

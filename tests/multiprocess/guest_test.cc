@@ -1,18 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // The guest process: Connect (retries until the host appears, times out, refuses broken segments with
-// distinct errors and no crash, one guest at a time, the next once the first leaves) and its workers (one per host slot, heartbeats answered
-// by the runtime, a throwing handler fails only its call).
+// distinct errors and no crash, one guest at a time, the next once the first leaves) and its workers (one per host
+// slot, heartbeats answered by the runtime, a throwing handler fails only its call).
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
-#include <cstddef>
 #include <algorithm>
 #include <atomic>
-#include <string_view>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <ostream>
+#include <string_view>
 #include <thread>
 
 #include "../common/fake_host.h"

@@ -42,8 +42,7 @@ TEST(OneHostPerName, HostInThisProcessIsRefusedWhileAnotherProcessHolds) {
   auto r = host.Init(MakeHostConfig(name.str()));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kHostAlreadyRunning) << r.error().ToString();
-  EXPECT_NE(r.error().message().find("pid " + std::to_string(holder.pid())), std::string::npos)
-      << r.error().ToString();
+  EXPECT_NE(r.error().message().find("pid " + std::to_string(holder.pid())), std::string::npos) << r.error().ToString();
 
   // Once the holder shuts down, the name is free again.
   holder.Signal(SIGTERM);
@@ -59,8 +58,7 @@ TEST(OneHostPerName, SecondHostInSameProcessIsRefused) {
   auto r = b.Init(MakeHostConfig(name.str()));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kHostAlreadyRunning) << r.error().ToString();
-  EXPECT_NE(r.error().message().find("pid " + std::to_string(::getpid())), std::string::npos)
-      << r.error().ToString();
+  EXPECT_NE(r.error().message().find("pid " + std::to_string(::getpid())), std::string::npos) << r.error().ToString();
 }
 
 // 50 rounds of 2-4 host processes released at the same instant on a fresh name: exactly one wins each round.

@@ -190,8 +190,8 @@ Reply Serve(ServeState& st, const Message& m, MutableBytes out) {
 // A broken guest's answer, through a second mapping of the segment: take the first request on host slot 0
 // and publish a RESPONSE of the next seq, one its caller never asked for.
 int AnswerWithTheWrongSeq(const std::string& name) {
-  auto seg = shm::detail::Segment::FromDescriptor(shm::platform::File(shm_test::OpenSegmentOf(::getpid(), name, O_RDWR)),
-                                                 true);
+  auto seg = shm::detail::Segment::FromDescriptor(
+      shm::platform::File(shm_test::OpenSegmentOf(::getpid(), name, O_RDWR)), true);
   if (!seg) return Failed("ATTACH_FAILED", seg.error());
   auto& h = *seg->Slot(0).header;
   shm::detail::SpinPolicy spin;
@@ -309,8 +309,10 @@ int GuestCallsIds(shm::DirectGuest& g, const Args& a) {
         const std::string id = "t" + std::to_string(t) + "-" + std::to_string(i);
         auto r = g.SendGuestCall(id, MsgType::GUEST_CALL, resp, {std::chrono::seconds(60), false});
         std::string why;
-        if (!r) why = id + ": " + r.error().ToString();
-        else if (std::string(resp.begin(), resp.end()) != "host:" + id) why = id + " answered wrongly";
+        if (!r)
+          why = id + ": " + r.error().ToString();
+        else if (std::string(resp.begin(), resp.end()) != "host:" + id)
+          why = id + " answered wrongly";
         if (!why.empty()) {
           failures.fetch_add(1);
           std::lock_guard<std::mutex> lock(mu);
@@ -444,8 +446,10 @@ Switches CountSwitches(pid_t pid) {
     std::string key;
     long long value = 0;
     while (f >> key) {
-      if (key == "voluntary_ctxt_switches:" && f >> value) total.voluntary += value;
-      else if (key == "nonvoluntary_ctxt_switches:" && f >> value) total.involuntary += value;
+      if (key == "voluntary_ctxt_switches:" && f >> value)
+        total.voluntary += value;
+      else if (key == "nonvoluntary_ctxt_switches:" && f >> value)
+        total.involuntary += value;
     }
   }
   ::closedir(d);
@@ -502,9 +506,8 @@ int RunPingPong(const Args& a) {
   // scheduler gave a peer's CPU to another task, which makes the other peer sleep). Many preemptions mean
   // the machine was too busy for the measurement to mean anything.
   Say(std::string(sent == count ? "PINGPONG" : "PINGPONG_GAVE_UP") + " messages=" + std::to_string(sent) +
-      " seconds=" + std::to_string(secs) + " spin_budget_ns=" + std::to_string(host.spin_budget_ns()) +
-      " sleeps=" + std::to_string(host1.voluntary - host0.voluntary + guest1.voluntary - guest0.voluntary) +
-      " preemptions=" +
+      " seconds=" + std::to_string(secs) + " spin_budget_ns=" + std::to_string(host.spin_budget_ns()) + " sleeps=" +
+      std::to_string(host1.voluntary - host0.voluntary + guest1.voluntary - guest0.voluntary) + " preemptions=" +
       std::to_string(host1.involuntary - host0.involuntary + guest1.involuntary - guest0.involuntary));
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return Fail("the guest did not exit cleanly");
   return kExitOk;

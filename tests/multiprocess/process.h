@@ -159,7 +159,8 @@ class Process {
       }
       if (out_ < 0) return std::nullopt;
       // At or past the deadline, one last look at what is already there (a zero timeout polls without waiting).
-      const auto left = std::max<long long>(0, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count());
+      const auto left =
+          std::max<long long>(0, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count());
       pollfd pfd{out_, POLLIN, 0};
       const int r = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left, 1000)));
       if (r < 0 && errno != EINTR) return std::nullopt;

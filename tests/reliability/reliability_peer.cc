@@ -185,8 +185,8 @@ int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
     o.timeout = std::chrono::milliseconds(200);
     o.end_aligned = rng.Below(2) == 1;
     const int64_t t0 = shm::platform::MonotonicNs();
-    auto r = g.SendGuestCall(shm::Bytes(req.data(), size), rng.Below(2) ? MsgType::NORMAL : MsgType::APP_START,
-                             resp, o);
+    auto r =
+        g.SendGuestCall(shm::Bytes(req.data(), size), rng.Below(2) ? MsgType::NORMAL : MsgType::APP_START, resp, o);
     if (shm::platform::MonotonicNs() - t0 > 200000000 + 2000000000LL) ++late;  // deadline plus generous slack
     if (r) {
       ++ok;
@@ -197,9 +197,9 @@ int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
       if (code == shm::ErrorCode::kShuttingDown || code == shm::ErrorCode::kHostGone) break;
     }
   }
-  testkit::Notify("stats ok=" + std::to_string(ok) + " typed_errors=" + std::to_string(typed) + " late=" +
-                  std::to_string(late) + " served=" + std::to_string(served.load()) + " violations=" +
-                  std::to_string(violations.load()));
+  testkit::Notify("stats ok=" + std::to_string(ok) + " typed_errors=" + std::to_string(typed) +
+                  " late=" + std::to_string(late) + " served=" + std::to_string(served.load()) +
+                  " violations=" + std::to_string(violations.load()));
   (void)g.Wait(std::chrono::seconds(60));
   return (violations.load() != 0 || late != 0) ? 40 : 0;
 }
@@ -347,8 +347,8 @@ int ResizeGuest(const std::string& name) {
   const long served0 = served.load(), ok0 = ok.load();
   const std::string result = TryResize(fd);
   ::close(fd);
-  const bool after = WaitUntil(
-      [&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
+  const bool after =
+      WaitUntil([&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
   finish(0);
   testkit::Notify("resize " + result + " served-after " + std::to_string(served.load() - served0) +
                   " guest-calls-after " + std::to_string(ok.load() - ok0) + " guest-call-failures " +
@@ -415,8 +415,8 @@ int ResizeHost(const std::string& name) {
   const long served0 = served.load(), ok0 = ok.load();
   const std::string result = TryResize(fd);
   ::close(fd);
-  const bool after = WaitUntil(
-      [&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
+  const bool after =
+      WaitUntil([&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
   finish(0);
   testkit::Notify("resize " + result + " host-calls-after " + std::to_string(ok.load() - ok0) + " served-after " +
                   std::to_string(served.load() - served0) + " host-call-failures " + std::to_string(bad.load()));
@@ -493,11 +493,16 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--reconnect") reconnect = true;
-    else if (a == "--no-listen") listen = false;
-    else if (a == "--lifetime" && i + 1 < argc) lifetime = static_cast<unsigned>(std::stoul(argv[++i]));
-    else if (a == "--seed" && i + 1 < argc) seed = std::stoull(argv[++i]);
-    else calls = std::stol(a);
+    if (a == "--reconnect")
+      reconnect = true;
+    else if (a == "--no-listen")
+      listen = false;
+    else if (a == "--lifetime" && i + 1 < argc)
+      lifetime = static_cast<unsigned>(std::stoul(argv[++i]));
+    else if (a == "--seed" && i + 1 < argc)
+      seed = std::stoull(argv[++i]);
+    else
+      calls = std::stol(a);
   }
   ::alarm(lifetime);  // SIGALRM ends a peer that a test forgot
   if (mode == "guest") return Guest(name, reconnect);

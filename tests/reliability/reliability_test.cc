@@ -2,8 +2,8 @@
 // Peer death, hostile peers, permissions and hygiene, with real peer processes (reliability_peer) that the
 // tests fork+exec and SIGKILL. Each test prints "RELIABILITY|<fault>|<observed outcome>" lines;
 // scripts/reliability_table.py joins them with the test's pass/fail into RELIABILITY.md's table.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,7 +47,8 @@ double Median(std::vector<double> v) {
 
 uint64_t Seed() {
   const char* s = std::getenv("SHM_SEED");
-  const uint64_t seed = s ? std::strtoull(s, nullptr, 0) : static_cast<uint64_t>(shm::platform::MonotonicNs()) ^ ::getpid();
+  const uint64_t seed =
+      s ? std::strtoull(s, nullptr, 0) : static_cast<uint64_t>(shm::platform::MonotonicNs()) ^ ::getpid();
   std::printf("seed %" PRIu64 " (replay with SHM_SEED=%" PRIu64 ")\n", seed, seed);
   return seed;
 }
@@ -70,8 +71,8 @@ shm::HostConfig HostCfg(const std::string& name) {
   if (!c.Spawn(argv, o)) return ::testing::AssertionFailure() << "fork failed: " << std::strerror(errno);
   std::string line = c.WaitFor("ready", 30000);
   if (line.empty()) {
-    return ::testing::AssertionFailure() << "peer " << mode << " did not become ready (last line: '"
-                                         << c.last_line() << "')";
+    return ::testing::AssertionFailure() << "peer " << mode << " did not become ready (last line: '" << c.last_line()
+                                         << "')";
   }
   return ::testing::AssertionSuccess();
 }
@@ -237,18 +238,16 @@ TEST(GuestDeath, KillsUnderLoadLoseNothing) {
   Record("guest SIGKILLed 3 times at random points under load (4 callers)",
          std::to_string(ok.load()) + " calls answered correctly, " + std::to_string(peer_dead.load()) +
              " ended PeerDead, " + std::to_string(restarted.load()) + " answered PeerRestarted by the successor, " +
-             std::to_string(other.load()) + " other errors; " + std::to_string(wrong_id.load()) +
-             " misdelivered, " + std::to_string(corrupt.load()) + " corrupt; slots FREE after: " +
-             (busy.empty() ? "all" : "NO (" + busy + ")"));
+             std::to_string(other.load()) + " other errors; " + std::to_string(wrong_id.load()) + " misdelivered, " +
+             std::to_string(corrupt.load()) +
+             " corrupt; slots FREE after: " + (busy.empty() ? "all" : "NO (" + busy + ")"));
 }
 
 // ---- 3. A dead process that its parent has not reaped ------------------------------------------------------
 
 // The leader of a multi-threaded process shows 'Z' as soon as it exits, while its other threads may still be
 // tearing down (and holding the files). A child is dead-but-unreaped once waitid(WNOWAIT) reports it.
-bool WaitZombie(pid_t pid) {
-  return testkit::WaitDeadUnreaped(pid, 10000) && testkit::ProcState(pid) == 'Z';
-}
+bool WaitZombie(pid_t pid) { return testkit::WaitDeadUnreaped(pid, 10000) && testkit::ProcState(pid) == 'Z'; }
 
 TEST(GuestDeath, UnreapedGuestIsDead) {
   const std::string name = testkit::UniqueName("zombie-guest");
@@ -264,7 +263,8 @@ TEST(GuestDeath, UnreapedGuestIsDead) {
   // The kernel has closed the dead guest's connection; GuestAttached() reports what the host's doorman thread
   // saw of it, which it notices when it next runs. Give it that time (bounded), the child still unreaped.
   const int64_t dead = shm::platform::MonotonicNs();
-  while (host.GuestAttached() && shm::platform::MonotonicNs() - dead < 10'000'000'000) std::this_thread::sleep_for(100us);
+  while (host.GuestAttached() && shm::platform::MonotonicNs() - dead < 10'000'000'000)
+    std::this_thread::sleep_for(100us);
   const bool attached = host.GuestAttached();
   const double noticed_ms = static_cast<double>(shm::platform::MonotonicNs() - dead) / 1e6;
   const char state = testkit::ProcState(guest.pid());
@@ -378,7 +378,7 @@ TEST(HostDeath, ReconnectingGuestFollowsNewHost) {
   EXPECT_TRUE(EchoOnce(next, 12));
   Record("host SIGKILLed with a guest started with GuestConfig::reconnect",
          std::string(server == static_cast<uint64_t>(guest.pid()) ? "the same guest process (pid checked)"
-                                                                 : "ANOTHER process") +
+                                                                  : "ANOTHER process") +
              " served the new host's calls without a restart; the first was answered " + Ms(first_ms) +
              " after the new host's Init");
 }
@@ -419,13 +419,13 @@ TEST(ReadOnce, FlippedSizesAndTypesNeverReadOutOfBounds) {
         o.timeout = 200ms;
         o.end_aligned = rng.Below(2) == 1;
         const int64_t t0 = shm::platform::MonotonicNs();
-        auto r = host.Send(shm::Bytes(req.data(), size), rng.Below(2) ? MsgType::NORMAL : MsgType::FLATBUFFER,
-                           resp, o);
+        auto r = host.Send(shm::Bytes(req.data(), size), rng.Below(2) ? MsgType::NORMAL : MsgType::FLATBUFFER, resp, o);
         if (shm::platform::MonotonicNs() - t0 > 2'200'000'000) ++late;
         if (r && resp.size() > cap) ++too_big;
-        ++mine[r ? "ok" : (r.error().code() == ErrorCode::kRemote
-                               ? std::string("Remote/") + shm::wire::ToString(r.error().remote())
-                               : shm::ToString(r.error().code()))];
+        ++mine[r ? "ok"
+                 : (r.error().code() == ErrorCode::kRemote
+                        ? std::string("Remote/") + shm::wire::ToString(r.error().remote())
+                        : shm::ToString(r.error().code()))];
       }
       std::lock_guard<std::mutex> l(mu);
       for (auto& [k, v] : mine) outcomes[k] += v;
@@ -450,10 +450,11 @@ TEST(ReadOnce, FlippedSizesAndTypesNeverReadOutOfBounds) {
   EXPECT_NE(stats, "");
   EXPECT_EQ(guest_exit, 0) << "the guest saw a bound violated or a late call: " << stats;
   Record("a third process rewrites req/resp sizes and types in every slot while host and guest call and serve",
-         "host calls: " + summary + "(every call ended with an answer or a typed error, none past its deadline); "
-         "host handler saw " + std::to_string(violations.load()) + " out-of-bounds requests in " +
-             std::to_string(served.load()) + " served; guest calls: " +
-             stats.substr(std::min<size_t>(stats.size(), 6)));
+         "host calls: " + summary +
+             "(every call ended with an answer or a typed error, none past its deadline); "
+             "host handler saw " +
+             std::to_string(violations.load()) + " out-of-bounds requests in " + std::to_string(served.load()) +
+             " served; guest calls: " + stats.substr(std::min<size_t>(stats.size(), 6)));
 }
 
 // ---- 7. Permissions -------------------------------------------------------------------------------------------
@@ -642,10 +643,10 @@ TEST(Hygiene, CleanShutdownLeavesNothing) {
   shm::DirectHost next;
   auto init = next.Init(HostCfg(name));
   EXPECT_TRUE(init) << init.error().ToString();
-  Record("host and guest shut down cleanly",
-         "left behind: " + (left.empty() ? std::string("nothing (name unbound, no /dev/shm file, no descriptor)")
-                                         : left) +
-             "; the next host's Init: " + (init ? "ok at the first attempt" : init.error().ToString()));
+  Record(
+      "host and guest shut down cleanly",
+      "left behind: " + (left.empty() ? std::string("nothing (name unbound, no /dev/shm file, no descriptor)") : left) +
+          "; the next host's Init: " + (init ? "ok at the first attempt" : init.error().ToString()));
 }
 
 TEST(Hygiene, KilledHostLeavesNothing) {
@@ -674,10 +675,12 @@ TEST(Hygiene, KilledHostLeavesNothing) {
   const std::string left_after = LeftBehind(name);
   EXPECT_EQ(left_after, "");
   Record("host SIGKILLed, then a new host under the same name runs and shuts down",
-         "left behind by the killed host: " + (left.empty() ? std::string("nothing (name unbound, no /dev/shm file)")
-                                                           : left) +
-             "; the next host's Init: " + init_result + ", and a new guest served it; left after its clean "
-             "shutdown: " + (left_after.empty() ? std::string("nothing") : left_after));
+         "left behind by the killed host: " +
+             (left.empty() ? std::string("nothing (name unbound, no /dev/shm file)") : left) +
+             "; the next host's Init: " + init_result +
+             ", and a new guest served it; left after its clean "
+             "shutdown: " +
+             (left_after.empty() ? std::string("nothing") : left_after));
 }
 
 TEST(Hygiene, FdAndMappingCountsStableAcrossConnectClose) {
@@ -755,9 +758,9 @@ void ExpectEveryResizeRefused(const std::string& line) {
 
 std::string ResizeSummary(const std::string& line) {
   return "ftruncate to 0: " + Field(line, "ftruncate-0") + ", to half: " + Field(line, "ftruncate-half") +
-         ", to double: " + Field(line, "ftruncate-double") + "; fallocate past the end: " +
-         Field(line, "fallocate-grow") + "; F_ADD_SEALS F_SEAL_WRITE: " + Field(line, "seal-write") +
-         "; size " + Field(line, "size");
+         ", to double: " + Field(line, "ftruncate-double") +
+         "; fallocate past the end: " + Field(line, "fallocate-grow") +
+         "; F_ADD_SEALS F_SEAL_WRITE: " + Field(line, "seal-write") + "; size " + Field(line, "size");
 }
 
 /// Echo calls on `threads` threads until stopped; counts answers and failures.
@@ -835,7 +838,8 @@ TEST(Resize, GuestCannotResizeTheSegmentUnderTheHost) {
   const long ok_at_attack = host_calls.ok.load();
   // The host keeps serving: more host calls are answered after the attempts.
   const int64_t deadline = shm::platform::MonotonicNs() + 60'000'000'000;
-  while (host_calls.ok.load() < ok_at_attack + 100 && shm::platform::MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);
+  while (host_calls.ok.load() < ok_at_attack + 100 && shm::platform::MonotonicNs() < deadline)
+    std::this_thread::sleep_for(1ms);
   host_calls.Stop();
   ASSERT_NE(line, "") << "the guest reported nothing (last line: '" << guest.last_line() << "')";
   ExpectEveryResizeRefused(line);
@@ -846,13 +850,14 @@ TEST(Resize, GuestCannotResizeTheSegmentUnderTheHost) {
   EXPECT_TRUE(EchoOnce(host, 8));
   host.Shutdown();
   EXPECT_EQ(testkit::ExitCode(guest.Reap(30000)), 0);
-  Record("an attached guest tries to resize the segment through its own descriptor while calls run both ways "
-         "(host guest-call worker running, host calls in flight)",
-         ResizeSummary(line) + " (" + std::to_string(size) + " bytes); afterwards the host answered " +
-             Field(line, "guest-calls-after") + " more guest calls and the guest " +
-             std::to_string(host_calls.ok.load() - ok_at_attack) + " more host calls, " +
-             std::to_string(host_calls.failed.load()) + " host calls and " + Field(line, "guest-call-failures") +
-             " guest calls failed in all");
+  Record(
+      "an attached guest tries to resize the segment through its own descriptor while calls run both ways "
+      "(host guest-call worker running, host calls in flight)",
+      ResizeSummary(line) + " (" + std::to_string(size) + " bytes); afterwards the host answered " +
+          Field(line, "guest-calls-after") + " more guest calls and the guest " +
+          std::to_string(host_calls.ok.load() - ok_at_attack) + " more host calls, " +
+          std::to_string(host_calls.failed.load()) + " host calls and " + Field(line, "guest-call-failures") +
+          " guest calls failed in all");
 }
 
 TEST(Resize, HostCannotResizeTheSegmentUnderTheGuest) {
@@ -881,7 +886,8 @@ TEST(Resize, HostCannotResizeTheSegmentUnderTheGuest) {
   const int64_t deadline = shm::platform::MonotonicNs() + 60'000'000'000;
   while (guest_calls.ok.load() < 100 && shm::platform::MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);
   const long ok_at_attack = guest_calls.ok.load();
-  while (guest_calls.ok.load() < ok_at_attack + 100 && shm::platform::MonotonicNs() < deadline) std::this_thread::sleep_for(1ms);
+  while (guest_calls.ok.load() < ok_at_attack + 100 && shm::platform::MonotonicNs() < deadline)
+    std::this_thread::sleep_for(1ms);
   guest_calls.Stop();
   ASSERT_NE(line, "") << "the host reported nothing (last line: '" << host.last_line() << "')";
   ExpectEveryResizeRefused(line);
@@ -897,9 +903,9 @@ TEST(Resize, HostCannotResizeTheSegmentUnderTheGuest) {
   Record("the host tries to resize its own segment while an attached guest serves and calls",
          ResizeSummary(line) + " (" + std::to_string(size) + " bytes); afterwards the guest answered " +
              Field(line, "host-calls-after") + " more host calls (" + std::to_string(served_at_attack) +
-             " before) and the host " + std::to_string(guest_calls.ok.load() - ok_at_attack) +
-             " more guest calls; " + Field(line, "host-call-failures") + " host calls and " +
-             std::to_string(guest_calls.failed.load()) + " guest calls failed in all");
+             " before) and the host " + std::to_string(guest_calls.ok.load() - ok_at_attack) + " more guest calls; " +
+             Field(line, "host-call-failures") + " host calls and " + std::to_string(guest_calls.failed.load()) +
+             " guest calls failed in all");
 }
 
 // ---- 10. Holding the name ---------------------------------------------------------------------------------------
@@ -961,8 +967,8 @@ TEST(Squatting, NameHeldByAnotherUserIsNeverAdopted) {
          "root host's Init: " + std::string(shm::ToString(l.init_code)) + " '" + l.init + "'; root guest's Connect: " +
              shm::ToString(l.connect_code) + " after " + Ms(l.connect_ms) + " '" + l.connect + "'");
   Record("a process of another uid (nobody) binds the segment's rendezvous address and does not listen",
-         "root host's Init: " + std::string(shm::ToString(b.init_code)) + " '" + b.init + "'; root guest's Connect: " +
-             shm::ToString(b.connect_code) + " (nothing answers there)");
+         "root host's Init: " + std::string(shm::ToString(b.init_code)) + " '" + b.init +
+             "'; root guest's Connect: " + shm::ToString(b.connect_code) + " (nothing answers there)");
 }
 
 TEST(Squatting, HolderIsNamedWhileItIsStillInitialising) {
@@ -1013,8 +1019,10 @@ TEST(Squatting, HolderIsNamedWhileItIsStillInitialising) {
         }
       }
       const std::string line = first.ReadLine(1);
-      if (line.rfind("ready", 0) == 0) ready = true;
-      else if (line.rfind("init ", 0) == 0) first_result = line;
+      if (line.rfind("ready", 0) == 0)
+        ready = true;
+      else if (line.rfind("init ", 0) == 0)
+        first_result = line;
     }
     if (!ready) {
       // The second host took the name first (and let it go): the first must have been told who held it.
@@ -1048,8 +1056,8 @@ TEST(Squatting, HolderIsNamedWhileItIsStillInitialising) {
   Record("a second host races Init against a first that is still initialising (1 GiB segment)",
          std::to_string(refusals_during_init) + " refusals while the first initialised (" +
              std::to_string(named_holder) + " named its pid, e.g. '" + sample + "'), " +
-             std::to_string(refusals_after) + " just after it was ready, over " + std::to_string(rounds) +
-             " rounds (" + std::to_string(second_won) + " won by the second host); refusals without a pid: " +
+             std::to_string(refusals_after) + " just after it was ready, over " + std::to_string(rounds) + " rounds (" +
+             std::to_string(second_won) + " won by the second host); refusals without a pid: " +
              std::to_string(unnamed_total) + (unnamed_list.empty() ? "" : " (" + unnamed_list + ")"));
 }
 

@@ -40,8 +40,8 @@ constexpr uint32_t kHeader = 32;  // request header bytes
 constexpr uint32_t kAnswerHeader = 16;
 
 MsgType RandomType(Rng& rng) {
-  static const MsgType kTypes[] = {MsgType::NORMAL, MsgType::FLATBUFFER, MsgType::GUEST_CALL, MsgType::APP_START,
-                                   static_cast<MsgType>(200), static_cast<MsgType>(0xFFFFFFFFu)};
+  static const MsgType kTypes[] = {MsgType::NORMAL,    MsgType::FLATBUFFER,       MsgType::GUEST_CALL,
+                                   MsgType::APP_START, static_cast<MsgType>(200), static_cast<MsgType>(0xFFFFFFFFu)};
   return kTypes[rng.Below(6)];
 }
 
@@ -62,8 +62,8 @@ struct Stats {
 };
 
 /// A request: header and payload, `size` bytes in total, into `out` (>= size bytes).
-void BuildRequest(uint8_t* out, uint32_t size, uint64_t id, int32_t answer_size, MsgType answer_type,
-                  uint32_t delay_us, MsgType type, Rng& rng) {
+void BuildRequest(uint8_t* out, uint32_t size, uint64_t id, int32_t answer_size, MsgType answer_type, uint32_t delay_us,
+                  MsgType type, Rng& rng) {
   Put64(out, id);
   std::memcpy(out + 8, &answer_size, 4);
   const uint32_t at = static_cast<uint32_t>(answer_type), rt = static_cast<uint32_t>(type);
@@ -139,9 +139,12 @@ Plan Draw(Rng& rng, uint32_t cap) {
 }
 
 void Count(Stats& s, const Plan& p, int check) {
-  if (check == 0) s.ok.fetch_add(1, std::memory_order_relaxed);
-  else if (check == 1) s.stale.fetch_add(1, std::memory_order_relaxed);
-  else s.mismatches.fetch_add(1, std::memory_order_relaxed);
+  if (check == 0)
+    s.ok.fetch_add(1, std::memory_order_relaxed);
+  else if (check == 1)
+    s.stale.fetch_add(1, std::memory_order_relaxed);
+  else
+    s.mismatches.fetch_add(1, std::memory_order_relaxed);
   if (p.injected) s.injected.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -183,15 +186,17 @@ void CopyingCaller(SendFn send, uint32_t cap, uint64_t id_base, uint64_t count, 
     o.end_aligned = p.end_aligned;
     auto r = send(shm::Bytes(req.data(), p.size), p.type, resp, o);
     stats.calls.fetch_add(1, std::memory_order_relaxed);
-    if (r) Count(stats, p, CheckAnswer(resp.data(), resp.size(), *r, id, p.answer_size, p.answer_type));
-    else CountError(stats, p, r.error());
+    if (r)
+      Count(stats, p, CheckAnswer(resp.data(), resp.size(), *r, id, p.answer_size, p.answer_type));
+    else
+      CountError(stats, p, r.error());
   }
 }
 
 /// Zero-copy calls: the slot is held across calls and given back only when a timeout loses it.
 template <typename AcquireFn>
-void ZeroCopyCaller(AcquireFn acquire, uint32_t cap, uint64_t id_base, uint64_t count, uint64_t seed,
-                    Stats& stats, int64_t stop_at_ns) {
+void ZeroCopyCaller(AcquireFn acquire, uint32_t cap, uint64_t id_base, uint64_t count, uint64_t seed, Stats& stats,
+                    int64_t stop_at_ns) {
   Rng rng(seed);
   shm::ZeroCopySlot slot;
   for (uint64_t i = 0; i < count && InTime(stop_at_ns); ++i) {
@@ -264,7 +269,8 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
   if (!host.Start([&](const shm::Message& m, shm::MutableBytes out) { return Serve(m, out, host_stats); })) return 3;
   const uint64_t guest_calls = count / 10;  // guest->host round trips, on top of the host->guest ones
   // When both sides stop making calls: an instant of CLOCK_MONOTONIC, which both processes read alike.
-  const int64_t stop_at_ns = max_seconds > 0 ? shm::platform::MonotonicNs() + static_cast<int64_t>(max_seconds * 1e9) : 0;
+  const int64_t stop_at_ns =
+      max_seconds > 0 ? shm::platform::MonotonicNs() + static_cast<int64_t>(max_seconds * 1e9) : 0;
   testkit::Child guest;
   if (!guest.Spawn({"/proc/self/exe", "--guest", name, std::to_string(seed), std::to_string(guest_calls),
                     std::to_string(stop_at_ns)}) ||
@@ -323,7 +329,8 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
   std::printf("soak: guest side  %s\n", guest_line.empty() ? "(no report)" : guest_line.c_str() + 7);
   const uint64_t injected = host_stats.injected + field(guest_line, "injected_timeouts");
   const size_t leaked = static_cast<size_t>(std::count(busy.begin(), busy.end(), ':'));
-  std::printf("soak: %" PRIu64 " verified round trips (%.0f/s), %" PRIu64 " host->guest served by the guest, "
+  std::printf("soak: %" PRIu64 " verified round trips (%.0f/s), %" PRIu64
+              " host->guest served by the guest, "
               "%" PRIu64 " injected timeouts\n",
               round_trips, static_cast<double>(round_trips) / secs, g_served, injected);
   std::printf("soak: RESULT mismatches=%" PRIu64 " stale=%" PRIu64 " leaked_slots=%zu unexpected_errors=%" PRIu64
@@ -333,11 +340,14 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
   const bool clean = !guest_line.empty() && !guest_calls_line.empty() && round_trips > 0 && mismatches == 0 &&
                      stale == 0 && busy.empty() && host_stats.unexpected == 0 && g_unexp == 0 && guest_exit == 0;
   std::printf("soak: %s\n", clean ? "PASS" : "FAIL");
-  std::printf("RELIABILITY|soak (ctest soak_short): calls both ways with random sizes (both alignments), types "
-              "and injected timeouts, checksums on both sides|%" PRIu64 " host->guest + %" PRIu64 " guest->host "
-              "calls: %" PRIu64 " verified round trips; %" PRIu64 " mismatches, %" PRIu64 " stale answers, %zu "
-              "leaked slots, %" PRIu64 " unexpected errors (seed %" PRIu64 ")\n",
-              host_calls, g_calls, round_trips, mismatches, stale, leaked, host_stats.unexpected + g_unexp, seed);
+  std::printf(
+      "RELIABILITY|soak (ctest soak_short): calls both ways with random sizes (both alignments), types "
+      "and injected timeouts, checksums on both sides|%" PRIu64 " host->guest + %" PRIu64
+      " guest->host "
+      "calls: %" PRIu64 " verified round trips; %" PRIu64 " mismatches, %" PRIu64
+      " stale answers, %zu "
+      "leaked slots, %" PRIu64 " unexpected errors (seed %" PRIu64 ")\n",
+      host_calls, g_calls, round_trips, mismatches, stale, leaked, host_stats.unexpected + g_unexp, seed);
   return clean ? 0 : 1;
 }
 
@@ -349,15 +359,20 @@ int main(int argc, char** argv) {
     return GuestMain(argv[2], std::strtoull(argv[3], nullptr, 10), std::strtoull(argv[4], nullptr, 10),
                      std::strtoll(argv[5], nullptr, 10));
   }
-  uint64_t count = 100000, seed = static_cast<uint64_t>(shm::platform::MonotonicNs()) ^ static_cast<uint64_t>(::getpid());
+  uint64_t count = 100000,
+           seed = static_cast<uint64_t>(shm::platform::MonotonicNs()) ^ static_cast<uint64_t>(::getpid());
   uint32_t threads = 4;
   double max_seconds = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--count") count = std::strtoull(argv[i + 1], nullptr, 10);
-    else if (a == "--seed") seed = std::strtoull(argv[i + 1], nullptr, 10);
-    else if (a == "--threads") threads = static_cast<uint32_t>(std::strtoul(argv[i + 1], nullptr, 10));
-    else if (a == "--max-seconds") max_seconds = std::strtod(argv[i + 1], nullptr);
+    if (a == "--count")
+      count = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--seed")
+      seed = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--threads")
+      threads = static_cast<uint32_t>(std::strtoul(argv[i + 1], nullptr, 10));
+    else if (a == "--max-seconds")
+      max_seconds = std::strtod(argv[i + 1], nullptr);
     else {
       std::fprintf(stderr, "usage: %s [--count N] [--seed S] [--threads T] [--max-seconds S]\n", argv[0]);
       return 2;

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // Configuration validation: ValidateName, ValidateHostConfig, and the argument checks of DirectHost::Init and
 // DirectGuest::Connect. Every rejection is kInvalidArgs with a message that names the problem.
+#include "shm/config.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 
-#include "shm/config.h"
 #include "shm/guest.h"
 #include "shm/host.h"
 #include "shm/platform/platform.h"
@@ -40,8 +41,8 @@ void ExpectInvalid(const shm::Result<T>& r, const std::string& words) {
 TEST(ValidateName, RejectsEmptyName) { ExpectInvalid(shm::ValidateName(""), "empty"); }
 
 TEST(ValidateName, RejectsCharactersOutsideThePortableSet) {
-  for (const char* name : {"has space", "a/b", "/leading", "caf\xC3\xA9", "tab\there", "star*",
-                                 "back\\slash", "colon:", "\x7F"}) {
+  for (const char* name :
+       {"has space", "a/b", "/leading", "caf\xC3\xA9", "tab\there", "star*", "back\\slash", "colon:", "\x7F"}) {
     SCOPED_TRACE(name);
     ExpectInvalid(shm::ValidateName(name), "[A-Za-z0-9._-]");
   }
@@ -309,9 +310,11 @@ TEST(DirectGuestConnect, RejectsInvalidArguments) {
       {[](shm::GuestConfig& c) { c.name = "a b"; }, "[A-Za-z0-9._-]"},
       {[](shm::GuestConfig& c) { c.name = ".."; }, "'.' or '..'"},
       {[](shm::GuestConfig& c) { c.name = std::string(101, 'g'); }, "limit is 100"},
-      {[](shm::GuestConfig& c) { c.connect_timeout = std::chrono::nanoseconds(0); }, "connect_timeout must be positive"},
+      {[](shm::GuestConfig& c) { c.connect_timeout = std::chrono::nanoseconds(0); },
+       "connect_timeout must be positive"},
       {[](shm::GuestConfig& c) { c.connect_timeout = std::chrono::seconds(-1); }, "connect_timeout must be positive"},
-      {[](shm::GuestConfig& c) { c.default_timeout = std::chrono::nanoseconds(0); }, "default_timeout must be positive"},
+      {[](shm::GuestConfig& c) { c.default_timeout = std::chrono::nanoseconds(0); },
+       "default_timeout must be positive"},
       {[](shm::GuestConfig& c) { c.retry_interval = std::chrono::nanoseconds(-1); }, "retry_interval"},
   };
   for (const Case& k : cases) {

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Result<T>, Error and their names; the MsgType rules for requests and responses.
+#include "shm/error.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -9,7 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include "shm/error.h"
 #include "shm/wire/protocol.h"
 
 namespace {

@@ -2,9 +2,8 @@
 // A DirectHost and a DirectGuest in one test process (their OFD locks conflict even within one process, so they
 // behave as two peers). Calls, zero-copy slots, wire errors, and the host's name lifecycle. Separate-process
 // behaviour is the multi-process tier's.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -178,9 +177,7 @@ TEST_F(HostGuest, ManyCallsOnEverySlotEachGetTheirOwnAnswer) {
 }
 
 TEST_F(HostGuest, EmptyRequestAndEmptyResponse) {
-  SetHandler([](const Message& m, MutableBytes) {
-    return Reply{0, m.data.empty() ? MsgType::NORMAL : kAppType};
-  });
+  SetHandler([](const Message& m, MutableBytes) { return Reply{0, m.data.empty() ? MsgType::NORMAL : kAppType}; });
   std::vector<uint8_t> response{1, 2, 3};
   auto r = host_.Send(shm::Bytes(), MsgType::NORMAL, response);
   ASSERT_TRUE(r.ok()) << r.error().ToString();
@@ -680,7 +677,8 @@ TEST(HandlerCalls, HostHandlerMayShutDownItsHost) {
                     h->Stop();  // idempotent, and also safe here
                     returned.store(true);
                     return Echo(m, out);
-                  }).ok());
+                  })
+                  .ok());
   std::vector<uint8_t> response;
   auto r = guest.SendGuestCall("bye", MsgType::GUEST_CALL, response, {60s});
   // The host released its name and lock inside the handler: the answer may arrive, or the guest sees it gone.
@@ -710,7 +708,8 @@ TEST(HandlerCalls, HostHandlerMayStopItsWorker) {
                     std::memcpy(out.data(), text.data(), text.size());
                     (void)m;
                     return Reply{static_cast<int32_t>(text.size()), MsgType::GUEST_CALL};
-                  }).ok());
+                  })
+                  .ok());
   std::vector<uint8_t> response;
   auto r = guest.SendGuestCall("stop", MsgType::GUEST_CALL, response, {60s});
   ASSERT_TRUE(r.ok()) << r.error().ToString();
@@ -736,12 +735,14 @@ TEST(HandlerCalls, GuestHandlerMayCloseItsGuest) {
   ASSERT_TRUE(guest->Connect(GuestConfigFor(name)).ok());
   std::atomic<bool> returned{false};
   shm::DirectGuest* g = guest.get();
-  ASSERT_TRUE(guest->Start([g, &returned](const Message& m, MutableBytes out) {
-                     g->Close();
-                     g->Close();  // idempotent, here too
-                     returned.store(true);
-                     return Echo(m, out);
-                   }).ok());
+  ASSERT_TRUE(guest
+                  ->Start([g, &returned](const Message& m, MutableBytes out) {
+                    g->Close();
+                    g->Close();  // idempotent, here too
+                    returned.store(true);
+                    return Echo(m, out);
+                  })
+                  .ok());
   std::vector<uint8_t> response;
   auto r = host.Send("bye", MsgType::NORMAL, response, {60s});
   ASSERT_TRUE(r.ok()) << r.error().ToString();
@@ -776,24 +777,25 @@ TEST(HandlerCalls, GuestHandlersMayAllCloseAtOnce) {
   std::mutex mu;
   std::condition_variable cv;
   int inside = 0;
-  ASSERT_TRUE(guest.Start([&](const Message& m, MutableBytes out) {
-                     {
-                       std::unique_lock<std::mutex> lock(mu);
-                       ++inside;
-                       cv.notify_all();
-                       cv.wait_for(lock, 60s, [&] { return inside == 2; });
-                     }
-                     guest.Close();
-                     return Echo(m, out);
-                   }).ok());
+  ASSERT_TRUE(guest
+                  .Start([&](const Message& m, MutableBytes out) {
+                    {
+                      std::unique_lock<std::mutex> lock(mu);
+                      ++inside;
+                      cv.notify_all();
+                      cv.wait_for(lock, 60s, [&] { return inside == 2; });
+                    }
+                    guest.Close();
+                    return Echo(m, out);
+                  })
+                  .ok());
   shm::Result<MsgType> results[2] = {shm::Error(ErrorCode::kInvalidArgs, "not run"),
                                      shm::Error(ErrorCode::kInvalidArgs, "not run")};
   std::vector<uint8_t> responses[2];
   std::thread callers[2];
   for (uint32_t i = 0; i < 2; ++i) {
-    callers[i] = std::thread([&, i] {
-      results[i] = host.SendToSlot(i, "slot " + std::to_string(i), MsgType::NORMAL, responses[i], {60s});
-    });
+    callers[i] = std::thread(
+        [&, i] { results[i] = host.SendToSlot(i, "slot " + std::to_string(i), MsgType::NORMAL, responses[i], {60s}); });
   }
   for (auto& t : callers) t.join();
   for (uint32_t i = 0; i < 2; ++i) {

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Pins the wire layout: these numbers are SPECIFICATION.md's; a change here is a protocol change.
+#include "shm/wire/layout.h"
+
 #include <gtest/gtest.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include "shm/wire/layout.h"
 
 namespace {
 
@@ -50,7 +50,6 @@ TEST(Layout, MagicSpellsSHMSEG01) {
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(&m), 8), "SHMSEG01");
 }
 
-
 TEST(Layout, ConstantsMatchSpecification) {
   EXPECT_EQ(shm::wire::kVersion, 2u);
   EXPECT_EQ(shm::wire::kCacheLine, 64u);
@@ -87,7 +86,7 @@ TEST(Layout, ControlWordBitsMatchSpecification) {
   EXPECT_EQ(kSeqMask, 0x00FFFFFFu);
   EXPECT_EQ(MakeCtl(SlotState::kResponse, 0x123456), 0x12345604u);
   EXPECT_EQ(MakeCtl(SlotState::kRequest, 0x1FFFFFF), 0xFFFFFF02u);  // seq is taken mod 2^24
-  EXPECT_EQ(CtlState(0x12345614u), 4u);                            // W does not leak into the state
+  EXPECT_EQ(CtlState(0x12345614u), 4u);                             // W does not leak into the state
   EXPECT_EQ(CtlSeq(0x12345614u), 0x123456u);
   EXPECT_EQ(NextSeq(kSeqMask), 0u);
   EXPECT_EQ(static_cast<uint32_t>(SlotState::kFree), 0u);
@@ -134,7 +133,7 @@ TEST(Layout, SmallestGeometryIsTwoPages) {
 
 TEST(Layout, DefaultConfigGeometry) {
   const Geometry g{4, 2, 65536, 65536};
-  EXPECT_EQ(shm::wire::BuffersOffset(g), 4096u);  // 256 + 6*64 = 640
+  EXPECT_EQ(shm::wire::BuffersOffset(g), 4096u);          // 256 + 6*64 = 640
   EXPECT_EQ(shm::wire::SegmentSize(g), 4096u + 786432u);  // + 2*65536*4 + 2*65536*2, already page aligned
   EXPECT_EQ(shm::wire::RequestBufferOffset(g, 0), 4096u);
   EXPECT_EQ(shm::wire::RequestBufferOffset(g, 1), 4096u + 131072u);
@@ -203,8 +202,8 @@ TEST(Layout, GeometryValidBounds) {
 // For several geometries: slot headers sit before the buffers; every slot's request and response buffers lie
 // inside the segment, overlap nothing, and end on a 64-byte boundary (end-aligned data is cache-line aligned).
 TEST(Layout, BuffersAreDisjointInsideSegmentAndEndAligned) {
-  const std::vector<Geometry> geometries = {
-      {1, 0, 64, 0}, {4, 2, 65536, 65536}, {3, 2, 128, 192}, {60, 1, 64, 64}, {7, 5, 4096, 640}, {16, 0, 1024, 0}};
+  const std::vector<Geometry> geometries = {{1, 0, 64, 0},   {4, 2, 65536, 65536}, {3, 2, 128, 192},
+                                            {60, 1, 64, 64}, {7, 5, 4096, 640},    {16, 0, 1024, 0}};
   for (const Geometry& g : geometries) {
     SCOPED_TRACE(std::to_string(g.host_slots) + "/" + std::to_string(g.guest_slots) + " slots, payloads " +
                  std::to_string(g.host_payload) + "/" + std::to_string(g.guest_payload));

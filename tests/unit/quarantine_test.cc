@@ -149,7 +149,8 @@ TEST(Quarantine, SlotComesBackForTheNextGuest) {
   ASSERT_TRUE(next.Start([](const shm::Message& m, shm::MutableBytes out) {
                     std::memcpy(out.data(), m.data.data(), m.data.size());
                     return shm::Reply{static_cast<int32_t>(m.data.size()), MsgType::NORMAL};
-                  }).ok());
+                  })
+                  .ok());
   std::vector<uint8_t> response;
   auto r = host.Send("served again", MsgType::NORMAL, response, {30s});
   ASSERT_TRUE(r.ok()) << r.error().ToString();

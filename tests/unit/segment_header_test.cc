@@ -118,9 +118,9 @@ TEST(ValidateHeader, RejectsUnknownHeaderSizesOrFlags) {
     uint32_t value;
   };
   const Case cases[] = {
-      {offsetof(SegmentHeader, header_size), 255},      {offsetof(SegmentHeader, header_size), 512},
-      {offsetof(SegmentHeader, header_size), 0},        {offsetof(SegmentHeader, slot_header_size), 128},
-      {offsetof(SegmentHeader, slot_header_size), 32},  {offsetof(SegmentHeader, flags), 1},
+      {offsetof(SegmentHeader, header_size), 255},     {offsetof(SegmentHeader, header_size), 512},
+      {offsetof(SegmentHeader, header_size), 0},       {offsetof(SegmentHeader, slot_header_size), 128},
+      {offsetof(SegmentHeader, slot_header_size), 32}, {offsetof(SegmentHeader, flags), 1},
       {offsetof(SegmentHeader, flags), 0x80000000u},
   };
   for (const Case& c : cases) {

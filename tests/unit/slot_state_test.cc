@@ -129,8 +129,8 @@ TEST(SlotStateMachine, EveryOperationFromEveryStateFollowsTheTransitionTable) {
     for (uint32_t state = 0; state < 16; ++state) {
       for (uint32_t seq : {0u, 5u, kSeqMask}) {
         for (bool waiting : {false, true}) {
-          SCOPED_TRACE(std::string(OpName(op)) + " from " + StateName(state) + "(" + std::to_string(state) +
-                       ") seq " + std::to_string(seq) + (waiting ? " with W" : ""));
+          SCOPED_TRACE(std::string(OpName(op)) + " from " + StateName(state) + "(" + std::to_string(state) + ") seq " +
+                       std::to_string(seq) + (waiting ? " with W" : ""));
           auto h = NewSlot();
           const uint32_t start = RawCtl(state, seq) | (waiting ? kWaiting : 0u);
           h->ctl.store(start);
@@ -384,10 +384,14 @@ TEST(SlotRecovery, SweepAsNewCallerGivesBackWhatTheDeadCallerHeld) {
     uint32_t expected;
   };
   const Case cases[] = {
-      {0, MakeCtl(SlotState::kFree, 4)},       {1, MakeCtl(SlotState::kFree, 4)},
-      {2, MakeCtl(SlotState::kFree, 4)},       {3, MakeCtl(SlotState::kAbandoned, 4)},
-      {4, MakeCtl(SlotState::kFree, 4)},       {5, MakeCtl(SlotState::kAbandoned, 4)},
-      {6, RawCtl(6, 4)},                       {15, RawCtl(15, 4)},
+      {0, MakeCtl(SlotState::kFree, 4)},
+      {1, MakeCtl(SlotState::kFree, 4)},
+      {2, MakeCtl(SlotState::kFree, 4)},
+      {3, MakeCtl(SlotState::kAbandoned, 4)},
+      {4, MakeCtl(SlotState::kFree, 4)},
+      {5, MakeCtl(SlotState::kAbandoned, 4)},
+      {6, RawCtl(6, 4)},
+      {15, RawCtl(15, 4)},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(StateName(c.state));
@@ -532,8 +536,10 @@ TEST(SlotRace, CancelRacingTakeHasExactlyOneWinner) {
     CancelOutcome outcome = CancelOutcome::kLost;
     Race(2, [&](int i) {
       uint32_t s = 0;
-      if (i == 0) took = shm::detail::TryTake(*h, &s);
-      else outcome = shm::detail::Cancel(*h, seq);
+      if (i == 0)
+        took = shm::detail::TryTake(*h, &s);
+      else
+        outcome = shm::detail::Cancel(*h, seq);
     });
     if (took) {
       ASSERT_EQ(outcome, CancelOutcome::kAbandoned) << "round " << round;
@@ -560,8 +566,10 @@ TEST(SlotRace, CancelRacingCompleteEndsDeliveredOrDiscarded) {
     CompleteOutcome done = CompleteOutcome::kLost;
     CancelOutcome outcome = CancelOutcome::kLost;
     Race(2, [&](int i) {
-      if (i == 0) done = shm::detail::Complete(*h, seq);
-      else outcome = shm::detail::Cancel(*h, seq);
+      if (i == 0)
+        done = shm::detail::Complete(*h, seq);
+      else
+        outcome = shm::detail::Cancel(*h, seq);
     });
     if (done == CompleteOutcome::kDelivered) {
       ASSERT_EQ(outcome, CancelOutcome::kAnswered) << "round " << round;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Waiting and deadlines in one process: detail::WaitFor, Nudge, SpinPolicy, and a short call timeout on a real
 // DirectHost.
+#include "shm/detail/wait.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,7 +13,6 @@
 #include <cstdio>
 #include <vector>
 
-#include "shm/detail/wait.h"
 #include "shm/host.h"
 #include "shm/platform/platform.h"
 #include "shm/wire/protocol.h"

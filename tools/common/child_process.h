@@ -3,6 +3,7 @@
 // it (a grace period, then SIGTERM, then SIGKILL), and say how it ended. One copy for shm-demo and shm-bench.
 #pragma once
 
+#include <shm/platform/platform.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/types.h>
@@ -12,8 +13,6 @@
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <shm/platform/platform.h>
 
 extern char** environ;
 

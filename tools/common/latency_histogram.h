@@ -44,8 +44,8 @@ class LatencyHistogram {
   /// smallest sample, capped at the maximum. 0 when empty.
   uint64_t Percentile(double q) const noexcept {
     if (count_ == 0) return 0;
-    const auto rank = std::clamp<uint64_t>(static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_))), 1,
-                                           count_);
+    const auto rank =
+        std::clamp<uint64_t>(static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_))), 1, count_);
     uint64_t seen = 0;
     for (size_t i = 0; i < kBuckets; ++i) {
       seen += counts_[i];

@@ -15,16 +15,18 @@
 //    six little-endian uint64: calls that succeeded, calls that failed, p50, p99, p99.9 and max in ns.
 //    A guest that does not implement it answers SYSTEM_ERROR (Reply::Failure()); the host then says so.
 //  * Exit with status 0 once the host sends shutdown.
+#include <shm/shm.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <csignal>
 #include <condition_variable>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,10 +36,7 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <shm/shm.h>
-
-#include "child_process.h"    // tools/common
+#include "child_process.h"      // tools/common
 #include "latency_histogram.h"  // tools/common
 
 namespace {
@@ -47,8 +46,8 @@ using shm_tools::LatencyHistogram;
 
 constexpr auto kProbeType = static_cast<shm::MsgType>(129);
 constexpr uint32_t kGuestCallPayload = 64;
-constexpr uint32_t kStampSize = 8;        // every demo request starts with a unique 8-byte stamp
-constexpr int kMaxConsecutiveErrors = 10;  // a caller gives up after this many failures in a row
+constexpr uint32_t kStampSize = 8;                 // every demo request starts with a unique 8-byte stamp
+constexpr int kMaxConsecutiveErrors = 10;          // a caller gives up after this many failures in a row
 constexpr int64_t kGuestStartNs = 10'000'000'000;  // how long the guest may take to attach, and to exit
 
 std::string Thousands(uint64_t v) {
@@ -62,9 +61,12 @@ std::string Thousands(uint64_t v) {
 
 std::string FormatNs(uint64_t ns) {
   char buf[32];
-  if (ns < 1000) std::snprintf(buf, sizeof buf, "%llu ns", static_cast<unsigned long long>(ns));
-  else if (ns < 1'000'000) std::snprintf(buf, sizeof buf, "%.2f us", static_cast<double>(ns) / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.2f ms", static_cast<double>(ns) / 1e6);
+  if (ns < 1000)
+    std::snprintf(buf, sizeof buf, "%llu ns", static_cast<unsigned long long>(ns));
+  else if (ns < 1'000'000)
+    std::snprintf(buf, sizeof buf, "%.2f us", static_cast<double>(ns) / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f ms", static_cast<double>(ns) / 1e6);
   return buf;
 }
 
@@ -94,8 +96,7 @@ shm::Reply RunProbe(shm::DirectGuest& guest, const shm::Message& m, shm::Mutable
       ++failed;
     }
   }
-  const uint64_t report[6] = {h.count(), failed, h.Percentile(0.50), h.Percentile(0.99), h.Percentile(0.999),
-                              h.max()};
+  const uint64_t report[6] = {h.count(), failed, h.Percentile(0.50), h.Percentile(0.99), h.Percentile(0.999), h.max()};
   std::memcpy(out.data(), report, sizeof report);
   return shm::Reply{static_cast<int32_t>(sizeof report), kProbeType};
 }
@@ -228,7 +229,8 @@ void RunCaller(shm::DirectHost& host, const Options& o, uint32_t index, StartLin
     return res.gave_up;
   };
 
-  const int64_t warm_end = shm::platform::MonotonicNs() + 200'000'000;  // 0.2 s: lets the spin budget adapt, faults pages in
+  const int64_t warm_end =
+      shm::platform::MonotonicNs() + 200'000'000;  // 0.2 s: lets the spin budget adapt, faults pages in
   while (shm::platform::MonotonicNs() < warm_end) {
     if (give_up(call())) break;
   }
@@ -316,11 +318,11 @@ int RunHost(Options o) {
   }
 
   std::printf("shm-demo: host pid %d, guest pid %d (%s), segment %s, %u CPUs\n", static_cast<int>(getpid()),
-              static_cast<int>(guest_pid), o.guest_cmd.empty() ? "built-in guest" : o.guest_cmd.c_str(),
-              o.name.c_str(), std::thread::hardware_concurrency());
+              static_cast<int>(guest_pid), o.guest_cmd.empty() ? "built-in guest" : o.guest_cmd.c_str(), o.name.c_str(),
+              std::thread::hardware_concurrency());
   std::printf("  %u caller thread%s, %u-byte messages, %s; 0.2 s warm-up, then %.1f s%s\n", o.threads,
-              o.threads == 1 ? "" : "s", o.payload, o.zero_copy ? "zero-copy (in place)" : "copying Send",
-              o.seconds, o.count ? (", at most " + Thousands(o.count) + " round trips").c_str() : "");
+              o.threads == 1 ? "" : "s", o.payload, o.zero_copy ? "zero-copy (in place)" : "copying Send", o.seconds,
+              o.count ? (", at most " + Thousands(o.count) + " round trips").c_str() : "");
   std::fflush(stdout);
 
   std::vector<CallerResult> results(o.threads);
@@ -339,8 +341,8 @@ int RunHost(Options o) {
     all.Merge(r.latency);
     errors += r.errors;
     if (first_error.empty()) first_error = r.first_error;
-    if (r.gave_up) first_error += " (a caller gave up after " + std::to_string(kMaxConsecutiveErrors) +
-                                  " consecutive errors)";
+    if (r.gave_up)
+      first_error += " (a caller gave up after " + std::to_string(kMaxConsecutiveErrors) + " consecutive errors)";
   }
   const double secs = static_cast<double>(elapsed_ns) / 1e9;
   std::printf("round trips      %s in %.2f s = %s per second\n", Thousands(all.count()).c_str(), secs,
@@ -388,10 +390,11 @@ int RunHost(Options o) {
 int main(int argc, char** argv) {
   Options o;
   std::string guest_name;
-  CLI::App app{"shm-demo: run a host and a guest process that exchange messages through a segment, and print\n"
-               "the round trips per second, their time percentiles, the guest-call round trip and the errors.\n"
-               "  shm-demo --guest NAME   is the built-in guest (the host starts it)",
-               "shm-demo"};
+  CLI::App app{
+      "shm-demo: run a host and a guest process that exchange messages through a segment, and print\n"
+      "the round trips per second, their time percentiles, the guest-call round trip and the errors.\n"
+      "  shm-demo --guest NAME   is the built-in guest (the host starts it)",
+      "shm-demo"};
   app.option_defaults()->always_capture_default();
   app.add_option("--seconds", o.seconds, "Length of the measured window in seconds")->check(CLI::Range(0.001, 3600.0));
   app.add_option("--count", o.count, "Stop after N measured round trips (default: no limit)")

@@ -33,8 +33,7 @@ struct AdmissionPolicy {
   /// The permission bits (rwx, 0-7) of the class `peer` falls in.
   uint32_t ClassBits(const platform::PeerCredentials& peer) const noexcept {
     if (peer.uid == uid || peer.uid == 0) return (mode >> 6) & 7;
-    const bool member =
-        peer.gid == gid || std::find(peer.groups.begin(), peer.groups.end(), gid) != peer.groups.end();
+    const bool member = peer.gid == gid || std::find(peer.groups.begin(), peer.groups.end(), gid) != peer.groups.end();
     return member ? (mode >> 3) & 7 : mode & 7;
   }
   /// Whether `peer` may ask for anything at all (it can at least read).
@@ -117,7 +116,7 @@ class Doorman {
       auto rec = platform::ReceiveRecord(guest_, sink, sizeof sink);
       if (!rec) {
         if (rec.error().code() == ErrorCode::kNotFound) return;  // nothing more: still attached
-        GuestGone();                                              // a failing connection proves nothing alive
+        GuestGone();                                             // a failing connection proves nothing alive
         return;
       }
       if (rec->size == 0 && !rec->truncated && rec->files.empty()) {
@@ -262,8 +261,8 @@ inline Result<Attached> AttachOnce(const std::string& name, wire::AttachRole rol
   if (!host) return std::move(host).error();
   const uint32_t me = platform::EffectiveUserId();
   if (host->uid != me && host->uid != 0) {
-    return Error(ErrorCode::kPermissionDenied, "segment name " + name + " is held by pid " +
-                                                   std::to_string(host->pid) + " of uid " + std::to_string(host->uid) +
+    return Error(ErrorCode::kPermissionDenied, "segment name " + name + " is held by pid " + std::to_string(host->pid) +
+                                                   " of uid " + std::to_string(host->uid) +
                                                    ", not by this user or root");
   }
   wire::Hello hello;
@@ -297,8 +296,8 @@ inline Result<Attached> AttachOnce(const std::string& name, wire::AttachRole rol
       return Error(ErrorCode::kGuestAlreadyConnected,
                    "segment " + name + " already has a live guest (pid " + std::to_string(reply.detail) + ")");
     case wire::AttachStatus::kDenied:
-      return Error(ErrorCode::kPermissionDenied, "the host of " + name + " (pid " + std::to_string(reply.host_pid) +
-                                                     ") does not admit this user");
+      return Error(ErrorCode::kPermissionDenied,
+                   "the host of " + name + " (pid " + std::to_string(reply.host_pid) + ") does not admit this user");
     case wire::AttachStatus::kVersionMismatch:
       return Error(ErrorCode::kVersionMismatch, "the host of " + name + " speaks protocol version " +
                                                     std::to_string(reply.detail) + "; this library speaks " +

@@ -27,11 +27,11 @@ inline ParkedByThread& ThisThreadsParkedSlot() noexcept {
 /// `slot` < 0: any free slot of the caller's kind, the thread's parked slot first; `slot` >= 0: that slot,
 /// parked or free. After a successful call the slot is parked for the thread's next call (Endpoint: parked
 /// slots). The answer's bytes are copied into `out` (resized).
-inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgType type,
-                                std::vector<uint8_t>& out, const CallOptions& options) {
+inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgType type, std::vector<uint8_t>& out,
+                                const CallOptions& options) {
   if (request.data() == nullptr && request.size() != 0) {
-    return Error(ErrorCode::kInvalidArgs, "request is a null pointer with a size of " +
-                                              std::to_string(request.size()) + " bytes");
+    return Error(ErrorCode::kInvalidArgs,
+                 "request is a null pointer with a size of " + std::to_string(request.size()) + " bytes");
   }
   // What can never be sent is refused before claiming: at once, not after waiting for a slot. (Without slots
   // to call on, claiming says so.)

@@ -76,8 +76,7 @@ class Endpoint {
   }
 
   bool host_shutting_down() noexcept {
-    return header().host_state.load(std::memory_order_seq_cst) ==
-           static_cast<uint32_t>(wire::HostState::kShuttingDown);
+    return header().host_state.load(std::memory_order_seq_cst) == static_cast<uint32_t>(wire::HostState::kShuttingDown);
   }
 
   /// Whether the other side is alive (SPECIFICATION.md §2). For the host a load of what its Doorman last saw
@@ -118,9 +117,7 @@ class Endpoint {
   }
 
   /// Host slots are [0, host_slots); guest slots follow.
-  uint32_t first_slot(Role caller) const noexcept {
-    return caller == Role::kHost ? 0 : segment_.geometry().host_slots;
-  }
+  uint32_t first_slot(Role caller) const noexcept { return caller == Role::kHost ? 0 : segment_.geometry().host_slots; }
   uint32_t slot_count(Role caller) const noexcept {
     return caller == Role::kHost ? segment_.geometry().host_slots : segment_.geometry().guest_slots;
   }
@@ -308,8 +305,9 @@ class Endpoint {
     };
     uint32_t v = 0;
     // Having woken the server, yield while spinning from the start: it may be queued on this CPU.
-    WaitStatus st = WaitFor(h.ctl, &h.wake_stamp_ns, deadline, spin_, [&](uint32_t w) { return !in_flight(w); },
-                            abort, &v, wire::kWaiting, woke_server ? WaitStart::kYield : WaitStart::kSpin);
+    WaitStatus st = WaitFor(
+        h.ctl, &h.wake_stamp_ns, deadline, spin_, [&](uint32_t w) { return !in_flight(w); }, abort, &v, wire::kWaiting,
+        woke_server ? WaitStart::kYield : WaitStart::kSpin);
     if (st != WaitStatus::kReady) {
       if (abort_code == ErrorCode::kHostGone) {
         *owned = false;  // the segment is dead; nothing to give back
@@ -404,13 +402,14 @@ class Endpoint {
     a.wire_size = static_cast<int32_t>(h.resp_size.load(std::memory_order_relaxed));
     if (a.type == MsgType::SYSTEM_ERROR) {
       const auto code = static_cast<wire::WireError>(h.resp_error.load(std::memory_order_relaxed));
-      return Error(ErrorCode::kRemote, std::string("peer answered SYSTEM_ERROR ") + wire::ToString(code) + " (" +
-                                           std::to_string(static_cast<uint32_t>(code)) + ")",
+      return Error(ErrorCode::kRemote,
+                   std::string("peer answered SYSTEM_ERROR ") + wire::ToString(code) + " (" +
+                       std::to_string(static_cast<uint32_t>(code)) + ")",
                    code);
     }
     if (!ResolveSize(a.wire_size, s.capacity, &a.placement)) {
-      return Error(ErrorCode::kProtocol, "peer answered with size " + std::to_string(a.wire_size) +
-                                             ", outside the " + std::to_string(s.capacity) + "-byte buffer");
+      return Error(ErrorCode::kProtocol, "peer answered with size " + std::to_string(a.wire_size) + ", outside the " +
+                                             std::to_string(s.capacity) + "-byte buffer");
     }
     if (a.type != MsgType::HEARTBEAT_RESP && !IsUserResponseType(a.type)) {
       return Error(ErrorCode::kProtocol,
@@ -463,8 +462,8 @@ class Endpoint {
     return next.fetch_add(1, std::memory_order_relaxed);
   }
 
-  // FREE -> CLAIMED on the first free slot of [first, first + n), else a parked one. Frees slots abandoned by a dead server on
-  // the way. While all are busy it backs off (yield, then sleeps doubling to 1 ms): that is contention, not
+  // FREE -> CLAIMED on the first free slot of [first, first + n), else a parked one. Frees slots abandoned by a dead
+  // server on the way. While all are busy it backs off (yield, then sleeps doubling to 1 ms): that is contention, not
   // the hot path.
   Result<uint32_t> ClaimIn(uint32_t first, uint32_t n, int64_t deadline, uint32_t* seq, ErrorCode busy) {
     int64_t backoff_ns = 1000;
@@ -501,8 +500,8 @@ class Endpoint {
   bool ReclaimAbandonedIfServerDead(uint32_t first, uint32_t n) {
     bool any_abandoned = false;
     for (uint32_t i = 0; i < n; ++i) {
-      any_abandoned |= wire::CtlIs(segment_.Slot(first + i).header->ctl.load(std::memory_order_relaxed),
-                                   SlotState::kAbandoned);
+      any_abandoned |=
+          wire::CtlIs(segment_.Slot(first + i).header->ctl.load(std::memory_order_relaxed), SlotState::kAbandoned);
     }
     if (!any_abandoned || role_ != Role::kHost || PeerAlive()) return false;
     bool freed = false;
@@ -511,8 +510,8 @@ class Endpoint {
   }
 
   Segment segment_;
-  platform::File link_;  // guest: the connection to the host
-  std::atomic<bool> guest_present_{false};  // host: a guest holds the seat
+  platform::File link_;                      // guest: the connection to the host
+  std::atomic<bool> guest_present_{false};   // host: a guest holds the seat
   std::atomic<uint64_t> guest_sessions_{0};  // host: guests attached so far
   Role role_;
   int64_t default_timeout_ns_;
@@ -524,8 +523,8 @@ class Endpoint {
   std::unique_ptr<std::atomic<uint32_t>[]> parked_;
   struct QuarantinedSlot {
     std::atomic<bool> held{false};
-    std::atomic<uint32_t> word{0};      // the word that made this side give the slot up
-    std::atomic<uint64_t> session{0};   // PeerSession() then
+    std::atomic<uint32_t> word{0};     // the word that made this side give the slot up
+    std::atomic<uint64_t> session{0};  // PeerSession() then
   };
   std::unique_ptr<QuarantinedSlot[]> quarantine_;
   std::atomic<uint32_t> quarantined_{0};  // how many are held: claims skip the array while 0

@@ -8,10 +8,10 @@
 #include <string>
 #include <utility>
 
+#include "shm/detail/slot.h"
 #include "shm/error.h"
 #include "shm/platform/platform.h"
 #include "shm/wire/layout.h"
-#include "shm/detail/slot.h"
 
 namespace shm {
 namespace detail {
@@ -22,9 +22,8 @@ namespace detail {
 inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uint64_t file_size) {
   using wire::kSegmentHeaderSize;
   if (n < kSegmentHeaderSize || file_size < kSegmentHeaderSize) {
-    return Error(ErrorCode::kTruncated, "segment file is " + std::to_string(file_size) +
-                                            " bytes, smaller than its " + std::to_string(kSegmentHeaderSize) +
-                                            "-byte header");
+    return Error(ErrorCode::kTruncated, "segment file is " + std::to_string(file_size) + " bytes, smaller than its " +
+                                            std::to_string(kSegmentHeaderSize) + "-byte header");
   }
   auto u32 = [&](size_t off) {
     uint32_t v;
@@ -54,10 +53,9 @@ inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uin
   g.host_payload = u32(offsetof(wire::SegmentHeader, host_payload));
   g.guest_payload = u32(offsetof(wire::SegmentHeader, guest_payload));
   if (!wire::GeometryValid(g)) {
-    return Error(ErrorCode::kBadGeometry,
-                 "impossible geometry: " + std::to_string(g.host_slots) + " host slots, " +
-                     std::to_string(g.guest_slots) + " guest slots, payloads " + std::to_string(g.host_payload) +
-                     "/" + std::to_string(g.guest_payload));
+    return Error(ErrorCode::kBadGeometry, "impossible geometry: " + std::to_string(g.host_slots) + " host slots, " +
+                                              std::to_string(g.guest_slots) + " guest slots, payloads " +
+                                              std::to_string(g.host_payload) + "/" + std::to_string(g.guest_payload));
   }
   if (wire::SegmentSize(g) > wire::kMaxSegmentSize) {
     return Error(ErrorCode::kBadGeometry, "geometry needs " + std::to_string(wire::SegmentSize(g)) +
@@ -70,8 +68,8 @@ inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uin
                                               std::to_string(wire::SegmentSize(g)));
   }
   if (file_size < total) {
-    return Error(ErrorCode::kTruncated, "segment file is " + std::to_string(file_size) + " bytes; its header claims " +
-                                            std::to_string(total));
+    return Error(ErrorCode::kTruncated,
+                 "segment file is " + std::to_string(file_size) + " bytes; its header claims " + std::to_string(total));
   }
   return g;
 }
@@ -168,8 +166,8 @@ class Segment {
   SlotView Slot(uint32_t index) const noexcept {
     auto* base = static_cast<uint8_t*>(base_);
     SlotView v;
-    v.header = reinterpret_cast<wire::SlotHeader*>(base + wire::kSegmentHeaderSize +
-                                                   uint64_t{wire::kSlotHeaderSize} * index);
+    v.header =
+        reinterpret_cast<wire::SlotHeader*>(base + wire::kSegmentHeaderSize + uint64_t{wire::kSlotHeaderSize} * index);
     v.capacity = wire::SlotCapacity(geometry_, index);
     v.request = base + wire::RequestBufferOffset(geometry_, index);
     v.response = v.request + v.capacity;

@@ -167,8 +167,8 @@ inline bool ReclaimQuarantined(SlotHeader& h, bool server_dead) noexcept {
     if (!server_dead && (wire::CtlIs(cur, SlotState::kServing) || wire::CtlIs(cur, SlotState::kAbandoned))) {
       return false;
     }
-    if (h.ctl.compare_exchange_weak(cur, wire::MakeCtl(SlotState::kFree, wire::CtlSeq(cur)),
-                                    std::memory_order_acq_rel, std::memory_order_acquire)) {
+    if (h.ctl.compare_exchange_weak(cur, wire::MakeCtl(SlotState::kFree, wire::CtlSeq(cur)), std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
       if (cur & wire::kWaiting) WakeSleepers(h);
       return true;
     }

@@ -75,9 +75,9 @@ constexpr int64_t kLivenessSliceNs = 50000000;  // 50 ms
 /// `waiting_bit` is the word's "a sleeper is here" flag: wire::kWaiting for slot words, kDoorbellWaiting for
 /// the doorbell.
 template <typename Pred, typename Abort>
-WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, int64_t deadline_ns,
-                   SpinPolicy& policy, Pred pred, Abort abort, uint32_t* observed,
-                   uint32_t waiting_bit = wire::kWaiting, WaitStart start = WaitStart::kSpin) {
+WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, int64_t deadline_ns, SpinPolicy& policy,
+                   Pred pred, Abort abort, uint32_t* observed, uint32_t waiting_bit = wire::kWaiting,
+                   WaitStart start = WaitStart::kSpin) {
   // Spin phase: two busy peers never leave it, so they never enter the kernel.
   uint32_t v = word.load(std::memory_order_acquire);  // SYNC POINT READ: the word
   if (pred(v)) {
@@ -126,8 +126,7 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
     if (!(v & waiting_bit)) {
       // Publish "I am going to sleep", then loop to re-check everything once more before sleeping. seq_cst
       // pairs with Nudge(): either the nudger sees kWaiting, or this waiter sees the nudger's flag.
-      (void)word.compare_exchange_strong(v, v | waiting_bit, std::memory_order_seq_cst,
-                                         std::memory_order_acquire);
+      (void)word.compare_exchange_strong(v, v | waiting_bit, std::memory_order_seq_cst, std::memory_order_acquire);
       continue;
     }
     const int64_t sleep_ns = std::max<int64_t>(1000, std::min(deadline_ns, next_slow) - now);

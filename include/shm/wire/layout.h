@@ -23,10 +23,10 @@ constexpr uint32_t kVersion = 2;
 /// "SHMSEG01" read as a little-endian u64. Written last, with release order, when the segment is ready.
 constexpr uint64_t kMagic = 0x31304745534D4853ull;
 
-constexpr uint32_t kCacheLine = 64;            ///< Alignment of every slot header (one cache line each).
-constexpr uint32_t kPage = 4096;               ///< The data buffers start on a page boundary.
-constexpr uint32_t kSegmentHeaderSize = 256;   ///< sizeof(SegmentHeader).
-constexpr uint32_t kSlotHeaderSize = 64;       ///< sizeof(SlotHeader).
+constexpr uint32_t kCacheLine = 64;           ///< Alignment of every slot header (one cache line each).
+constexpr uint32_t kPage = 4096;              ///< The data buffers start on a page boundary.
+constexpr uint32_t kSegmentHeaderSize = 256;  ///< sizeof(SegmentHeader).
+constexpr uint32_t kSlotHeaderSize = 64;      ///< sizeof(SlotHeader).
 /// Capacities are multiples of this, so an end-aligned payload ends on a 64-byte boundary.
 constexpr uint32_t kPayloadAlign = 64;
 constexpr uint32_t kMinPayload = 64;              ///< Smallest slot capacity, in bytes.
@@ -53,25 +53,25 @@ static_assert(sizeof(A32) == 4 && sizeof(A64) == 8, "atomics must have the size 
 /// The segment header as it lies in shared memory (SPECIFICATION.md). Both peers read and write it through
 /// atomics; a peer validates a copy of it before use (the peer is untrusted). Not constructed by users.
 struct SegmentHeader {
-  A64 magic;            ///< kMagic once ready; 0 while initialising. Immutable after.
-  A32 version;          ///< kVersion
-  A32 header_size;      ///< kSegmentHeaderSize
-  A32 slot_header_size; ///< kSlotHeaderSize
-  A32 host_slots;       ///< number of host->guest slots, 1..kMaxSlots
-  A32 guest_slots;      ///< number of guest->host slots, 0..kMaxSlots
-  A32 host_payload;     ///< capacity in bytes of each host slot's request and response buffer
-  A32 guest_payload;    ///< same for guest slots (0 when guest_slots == 0)
-  A32 flags;            ///< reserved, 0
-  A64 total_size;       ///< bytes of the whole segment; must equal SegmentSize(geometry) and the file size
+  A64 magic;              ///< kMagic once ready; 0 while initialising. Immutable after.
+  A32 version;            ///< kVersion
+  A32 header_size;        ///< kSegmentHeaderSize
+  A32 slot_header_size;   ///< kSlotHeaderSize
+  A32 host_slots;         ///< number of host->guest slots, 1..kMaxSlots
+  A32 guest_slots;        ///< number of guest->host slots, 0..kMaxSlots
+  A32 host_payload;       ///< capacity in bytes of each host slot's request and response buffer
+  A32 guest_payload;      ///< same for guest slots (0 when guest_slots == 0)
+  A32 flags;              ///< reserved, 0
+  A64 total_size;         ///< bytes of the whole segment; must equal SegmentSize(geometry) and the file size
   uint8_t reserved0[16];  ///< Reserved, 0.
 
-  A32 host_state;     ///< HostState. Written by the host.
-  A32 host_pid;       ///< pid of the host, for messages only (liveness comes from the rendezvous, §2)
-  A32 guest_pid;      ///< pid of the last guest that attached, for messages only
-  A32 guest_session;  ///< incremented by every guest that attaches
+  A32 host_state;         ///< HostState. Written by the host.
+  A32 host_pid;           ///< pid of the host, for messages only (liveness comes from the rendezvous, §2)
+  A32 guest_pid;          ///< pid of the last guest that attached, for messages only
+  A32 guest_session;      ///< incremented by every guest that attaches
   uint8_t reserved1[48];  ///< Reserved, 0.
 
-  A32 doorbell;  ///< guest-call doorbell (protocol.h), alone in its cache line: written by every guest call
+  A32 doorbell;            ///< guest-call doorbell (protocol.h), alone in its cache line: written by every guest call
   uint8_t reserved2[124];  ///< Reserved, 0.
 };
 static_assert(sizeof(SegmentHeader) == kSegmentHeaderSize, "SegmentHeader is 256 bytes");
@@ -101,13 +101,13 @@ static_assert(offsetof(SegmentHeader, doorbell) == 128, "layout");
 /// A slot's header as it lies in shared memory (SPECIFICATION.md): the control word and the fields of the
 /// transaction in flight. Every field is read once into a local and validated before use.
 struct alignas(kCacheLine) SlotHeader {
-  A32 ctl;            ///< control word: state | kWaiting | seq (protocol.h). The futex word.
-  A32 req_type;       ///< MsgType of the request. Written by the caller before publishing.
-  A32 req_size;       ///< int32 request size; negative = end-aligned. Written by the caller.
-  A32 resp_type;      ///< MsgType of the response. Written by the server before publishing.
-  A32 resp_size;      ///< int32 response size; negative = end-aligned. 0 with SYSTEM_ERROR.
-  A32 resp_error;     ///< WireError when resp_type == SYSTEM_ERROR, else 0.
-  A64 wake_stamp_ns;  ///< CLOCK_MONOTONIC ns at which a notifier issued FUTEX_WAKE; advisory, for spin tuning
+  A32 ctl;               ///< control word: state | kWaiting | seq (protocol.h). The futex word.
+  A32 req_type;          ///< MsgType of the request. Written by the caller before publishing.
+  A32 req_size;          ///< int32 request size; negative = end-aligned. Written by the caller.
+  A32 resp_type;         ///< MsgType of the response. Written by the server before publishing.
+  A32 resp_size;         ///< int32 response size; negative = end-aligned. 0 with SYSTEM_ERROR.
+  A32 resp_error;        ///< WireError when resp_type == SYSTEM_ERROR, else 0.
+  A64 wake_stamp_ns;     ///< CLOCK_MONOTONIC ns at which a notifier issued FUTEX_WAKE; advisory, for spin tuning
   uint8_t reserved[32];  ///< Reserved, 0.
 };
 static_assert(sizeof(SlotHeader) == kSlotHeaderSize, "SlotHeader is one cache line");
@@ -122,8 +122,8 @@ static_assert(offsetof(SlotHeader, wake_stamp_ns) == 24, "layout");
 
 /// The numbers that define a segment. Everything else (offsets, total size) derives from them.
 struct Geometry {
-  uint32_t host_slots = 0;   ///< Host-to-guest slots, 1..kMaxSlots.
-  uint32_t guest_slots = 0;  ///< Guest-to-host slots, 0..kMaxSlots.
+  uint32_t host_slots = 0;     ///< Host-to-guest slots, 1..kMaxSlots.
+  uint32_t guest_slots = 0;    ///< Guest-to-host slots, 0..kMaxSlots.
   uint32_t host_payload = 0;   ///< multiple of kPayloadAlign
   uint32_t guest_payload = 0;  ///< multiple of kPayloadAlign, or 0 when guest_slots == 0
 };
@@ -153,10 +153,9 @@ constexpr uint64_t SegmentSize(const Geometry& g) noexcept {
 
 /// Offset of slot `index`'s request buffer; its response buffer follows at + capacity. index < host+guest.
 constexpr uint64_t RequestBufferOffset(const Geometry& g, uint32_t index) noexcept {
-  return index < g.host_slots
-             ? BuffersOffset(g) + 2ull * g.host_payload * index
-             : BuffersOffset(g) + 2ull * g.host_payload * g.host_slots +
-                   2ull * g.guest_payload * (index - g.host_slots);
+  return index < g.host_slots ? BuffersOffset(g) + 2ull * g.host_payload * index
+                              : BuffersOffset(g) + 2ull * g.host_payload * g.host_slots +
+                                    2ull * g.guest_payload * (index - g.host_slots);
 }
 
 /// Capacity of slot `index`'s request (and response) buffer.
@@ -181,19 +180,19 @@ enum class AttachRole : uint32_t {
 
 /// The host's answer to a hello.
 enum class AttachStatus : uint32_t {
-  kAccepted = 0,      ///< The descriptor is attached.
-  kBusy = 1,          ///< Another guest holds the seat; detail = its pid.
-  kDenied = 2,        ///< The peer's credentials are not admitted by the segment's mode.
+  kAccepted = 0,         ///< The descriptor is attached.
+  kBusy = 1,             ///< Another guest holds the seat; detail = its pid.
+  kDenied = 2,           ///< The peer's credentials are not admitted by the segment's mode.
   kVersionMismatch = 3,  ///< The hello's version is not the host's; detail = the host's version.
-  kBadHello = 4,      ///< The hello was malformed.
-  kShuttingDown = 5,  ///< The host is shutting down.
+  kBadHello = 4,         ///< The hello was malformed.
+  kShuttingDown = 5,     ///< The host is shutting down.
 };
 
 /// The attach hello a guest or an observer sends the host over the rendezvous socket, 16 bytes.
 struct Hello {
   uint64_t magic = kHelloMagic;  ///< kHelloMagic.
   uint32_t version = kVersion;   ///< The sender's protocol version.
-  uint32_t role = 0;  ///< AttachRole
+  uint32_t role = 0;             ///< AttachRole
 };
 static_assert(sizeof(Hello) == kHelloSize, "layout");
 static_assert(offsetof(Hello, magic) == 0 && offsetof(Hello, version) == 8 && offsetof(Hello, role) == 12, "layout");

@@ -25,14 +25,12 @@ enum class MsgType : uint32_t {
 /// Whether a caller may send `t` as a request (NORMAL, HEARTBEAT_REQ, FLATBUFFER, GUEST_CALL, >= APP_START).
 constexpr bool IsUserRequestType(MsgType t) noexcept {
   const uint32_t v = static_cast<uint32_t>(t);
-  return t == MsgType::NORMAL || t == MsgType::HEARTBEAT_REQ || t == MsgType::FLATBUFFER ||
-         t == MsgType::GUEST_CALL || v >= static_cast<uint32_t>(MsgType::APP_START);
+  return t == MsgType::NORMAL || t == MsgType::HEARTBEAT_REQ || t == MsgType::FLATBUFFER || t == MsgType::GUEST_CALL ||
+         v >= static_cast<uint32_t>(MsgType::APP_START);
 }
 
 /// Whether a handler may answer with `t` (NORMAL, FLATBUFFER, GUEST_CALL, >= APP_START).
-constexpr bool IsUserResponseType(MsgType t) noexcept {
-  return t != MsgType::HEARTBEAT_REQ && IsUserRequestType(t);
-}
+constexpr bool IsUserResponseType(MsgType t) noexcept { return t != MsgType::HEARTBEAT_REQ && IsUserRequestType(t); }
 
 namespace wire {
 

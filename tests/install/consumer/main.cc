@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Install-test consumer: one round trip each way between a host and a guest in two processes.
 // The child becomes the guest before the parent creates the segment, so it inherits nothing from the host.
+#include <shm/shm.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,8 +10,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <shm/shm.h>
 
 namespace {
 

@@ -6,8 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cstdint>
 #include <climits>
+#include <cstdint>
 
 namespace shm {
 namespace platform {
@@ -57,4 +57,3 @@ inline uint32_t ProcessId() noexcept { return static_cast<uint32_t>(::getpid());
 
 }  // namespace platform
 }  // namespace shm
-

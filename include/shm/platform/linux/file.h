@@ -111,13 +111,12 @@ inline Result<uint64_t> CheckSealedSize(const File& f) {
   if (!S_ISREG(st.st_mode)) return Error(ErrorCode::kProtocol, "the host sent a descriptor that is not a memory file");
   const int seals = ::fcntl(f.fd(), F_GET_SEALS);
   if (seals < 0) {
-    return Error(ErrorCode::kProtocol, std::string("the host sent a descriptor without seals: ") +
-                                           ErrnoText(errno));
+    return Error(ErrorCode::kProtocol, std::string("the host sent a descriptor without seals: ") + ErrnoText(errno));
   }
   const auto s = static_cast<unsigned>(seals);
   if ((s & kRequiredSeals) != kRequiredSeals || (s & kForbiddenSeals) != 0) {
-    return Error(ErrorCode::kProtocol, "the host sent a segment not sealed against resizing (seals 0x" +
-                                           std::to_string(s) + ")");
+    return Error(ErrorCode::kProtocol,
+                 "the host sent a segment not sealed against resizing (seals 0x" + std::to_string(s) + ")");
   }
   return static_cast<uint64_t>(st.st_size);
 }
