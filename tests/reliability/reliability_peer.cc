@@ -42,6 +42,7 @@
 
 namespace {
 
+using shm::Bytes;
 using shm::MsgType;
 constexpr auto kHang = static_cast<MsgType>(129);  // a request the handler never finishes
 
@@ -299,6 +300,55 @@ bool WaitUntil(Pred pred, int timeout_ms) {
 
 constexpr long kTraffic = 100;  // calls each way before and after the resize attempts
 
+// One side of a resize attack, with traffic both ways: `call` makes this side's echo calls on a thread while
+// `served` counts the calls it serves. Once kTraffic of each went through, every resize of this process's
+// descriptor of the segment is tried; then the traffic must go on. Reports one "resize ..." line. 0 or 41.
+template <typename Call>
+int ResizeUnderTraffic(const std::string& name, uint64_t seed, const std::atomic<long>& served, Call call,
+                       bool host_side) {
+  const std::string mine = host_side ? "host-calls" : "guest-calls";
+  std::atomic<bool> stop{false};
+  std::atomic<long> ok{0}, bad{0};
+  std::thread caller([&] {
+    testkit::Rng rng(seed);
+    std::vector<uint8_t> resp;
+    for (uint64_t id = 1; !stop.load(); ++id) {
+      auto req = testkit::MakeEchoRequest(id, 8 + rng.Below(1000), rng);
+      auto r = call(Bytes(req), resp);
+      (r && testkit::CheckEchoAnswer(req, resp) == testkit::EchoCheck::kOk ? ok : bad).fetch_add(1);
+    }
+  });
+  auto finish = [&](int code) {
+    stop.store(true);
+    caller.join();
+    return code;
+  };
+  if (!WaitUntil([&] { return served.load() >= kTraffic && ok.load() >= kTraffic; }, 60000)) {
+    testkit::Notify(host_side ? "stuck before: host calls ok " + std::to_string(ok.load()) + " guest calls served " +
+                                    std::to_string(served.load())
+                              : "stuck before: served " + std::to_string(served.load()) + " guest calls ok " +
+                                    std::to_string(ok.load()));
+    return finish(41);
+  }
+  const int fd = shm_test::OpenSegmentOf(::getpid(), name, O_RDWR);
+  if (fd < 0) {
+    testkit::Notify("resize no-descriptor");
+    return finish(41);
+  }
+  const long served0 = served.load(), ok0 = ok.load();
+  const std::string result = TryResize(fd);
+  ::close(fd);
+  const bool after =
+      WaitUntil([&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
+  finish(0);
+  const std::string calls_after = mine + "-after " + std::to_string(ok.load() - ok0);
+  const std::string served_after = "served-after " + std::to_string(served.load() - served0);
+  testkit::Notify("resize " + result + " " +
+                  (host_side ? calls_after + " " + served_after : served_after + " " + calls_after) + " " +
+                  (host_side ? "host" : "guest") + "-call-failures " + std::to_string(bad.load()));
+  return after ? 0 : 41;
+}
+
 int ResizeGuest(const std::string& name) {
   shm::GuestConfig c;
   c.name = name;
@@ -318,42 +368,15 @@ int ResizeGuest(const std::string& name) {
   }
   testkit::Notify("ready " + std::to_string(::getpid()));
   // Guest calls all along, so that the host's guest-call worker serves while the segment is attacked.
-  std::atomic<bool> stop{false};
-  std::atomic<long> ok{0}, bad{0};
-  std::thread caller([&] {
-    testkit::Rng rng(7);
-    std::vector<uint8_t> resp;
-    for (uint64_t id = 1; !stop.load(); ++id) {
-      auto req = testkit::MakeEchoRequest(id, 8 + rng.Below(1000), rng);
-      auto r = g.SendGuestCall(req, MsgType::NORMAL, resp, {std::chrono::seconds(20)});
-      (r && testkit::CheckEchoAnswer(req, resp) == testkit::EchoCheck::kOk ? ok : bad).fetch_add(1);
-    }
-  });
-  auto finish = [&](int code) {
-    stop.store(true);
-    caller.join();
-    return code;
-  };
-  if (!WaitUntil([&] { return served.load() >= kTraffic && ok.load() >= kTraffic; }, 60000)) {
-    testkit::Notify("stuck before: served " + std::to_string(served.load()) + " guest calls ok " +
-                    std::to_string(ok.load()));
-    return finish(41);
+  if (int rc = ResizeUnderTraffic(
+          name, 7, served,
+          [&](Bytes req, std::vector<uint8_t>& resp) {
+            return g.SendGuestCall(req, MsgType::NORMAL, resp, {std::chrono::seconds(20)});
+          },
+          false);
+      rc != 0) {
+    return rc;
   }
-  const int fd = shm_test::OpenSegmentOf(::getpid(), name, O_RDWR);
-  if (fd < 0) {
-    testkit::Notify("resize no-descriptor");
-    return finish(41);
-  }
-  const long served0 = served.load(), ok0 = ok.load();
-  const std::string result = TryResize(fd);
-  ::close(fd);
-  const bool after =
-      WaitUntil([&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
-  finish(0);
-  testkit::Notify("resize " + result + " served-after " + std::to_string(served.load() - served0) +
-                  " guest-calls-after " + std::to_string(ok.load() - ok0) + " guest-call-failures " +
-                  std::to_string(bad.load()));
-  if (!after) return 41;
   auto w = g.Wait();
   return w ? 0 : 11;
 }
@@ -386,41 +409,15 @@ int ResizeHost(const std::string& name) {
     testkit::Notify("stuck no guest");
     return 41;
   }
-  std::atomic<bool> stop{false};
-  std::atomic<long> ok{0}, bad{0};
-  std::thread caller([&] {
-    testkit::Rng rng(9);
-    std::vector<uint8_t> resp;
-    for (uint64_t id = 1; !stop.load(); ++id) {
-      auto req = testkit::MakeEchoRequest(id, 8 + rng.Below(1000), rng);
-      auto r = h.Send(req, MsgType::NORMAL, resp, {std::chrono::seconds(20)});
-      (r && testkit::CheckEchoAnswer(req, resp) == testkit::EchoCheck::kOk ? ok : bad).fetch_add(1);
-    }
-  });
-  auto finish = [&](int code) {
-    stop.store(true);
-    caller.join();
-    return code;
-  };
-  if (!WaitUntil([&] { return served.load() >= kTraffic && ok.load() >= kTraffic; }, 60000)) {
-    testkit::Notify("stuck before: host calls ok " + std::to_string(ok.load()) + " guest calls served " +
-                    std::to_string(served.load()));
-    return finish(41);
+  if (int rc = ResizeUnderTraffic(
+          name, 9, served,
+          [&](Bytes req, std::vector<uint8_t>& resp) {
+            return h.Send(req, MsgType::NORMAL, resp, {std::chrono::seconds(20)});
+          },
+          true);
+      rc != 0) {
+    return rc;
   }
-  const int fd = shm_test::OpenSegmentOf(::getpid(), name, O_RDWR);
-  if (fd < 0) {
-    testkit::Notify("resize no-descriptor");
-    return finish(41);
-  }
-  const long served0 = served.load(), ok0 = ok.load();
-  const std::string result = TryResize(fd);
-  ::close(fd);
-  const bool after =
-      WaitUntil([&] { return served.load() >= served0 + kTraffic && ok.load() >= ok0 + kTraffic; }, 60000);
-  finish(0);
-  testkit::Notify("resize " + result + " host-calls-after " + std::to_string(ok.load() - ok0) + " served-after " +
-                  std::to_string(served.load() - served0) + " host-call-failures " + std::to_string(bad.load()));
-  if (!after) return 41;
   int sig = 0;
   sigwait(&term, &sig);
   h.Shutdown();

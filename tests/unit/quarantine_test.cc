@@ -90,18 +90,27 @@ shm::Result<shm::ZeroCopySlot> Claim(shm::DirectHost& host, std::chrono::millise
 
 // Answers the host's call with a RESPONSE of another seq: the call fails with kProtocol and the slot is
 // quarantined. Returns the seq of the call.
-uint32_t AnswerWithAWrongSeq(shm::DirectHost& host, FakeGuest& guest) {
+// A host call on the one slot while the fake guest takes it and then does `answer(seq)` with the taken seq.
+// Returns the call's result; *seq gets the taken seq (UINT32_MAX if the request never arrived).
+template <typename Answer>
+shm::Result<MsgType> CallAnsweredBy(shm::DirectHost& host, FakeGuest& guest, uint32_t* seq, Answer answer) {
   shm::Result<MsgType> call = shm::Error(ErrorCode::kInvalidArgs, "not run");
   std::thread caller([&] {
     std::vector<uint8_t> response;
     call = host.Send("x", MsgType::NORMAL, response, {60s});
   });
-  const uint32_t seq = guest.Take(0);
-  if (seq != UINT32_MAX) {
-    shm::detail::WriteErrorResponse(guest.slot(0), shm::wire::WireError::kNone);
-    guest.Write(0, MakeCtl(SlotState::kResponse, shm::wire::NextSeq(seq)));
-  }
+  *seq = guest.Take(0);
+  if (*seq != UINT32_MAX) answer(*seq);
   caller.join();
+  return call;
+}
+
+uint32_t AnswerWithAWrongSeq(shm::DirectHost& host, FakeGuest& guest) {
+  uint32_t seq = 0;
+  auto call = CallAnsweredBy(host, guest, &seq, [&](uint32_t taken) {
+    shm::detail::WriteErrorResponse(guest.slot(0), shm::wire::WireError::kNone);
+    guest.Write(0, MakeCtl(SlotState::kResponse, shm::wire::NextSeq(taken)));
+  });
   EXPECT_NE(seq, UINT32_MAX) << "the request never arrived";
   EXPECT_FALSE(call.ok());
   if (!call.ok()) {
@@ -183,20 +192,14 @@ TEST(Quarantine, ParkedSlotThePeerMovedComesBack) {
   ASSERT_TRUE(host.Init(OneSlotHost(name)).ok());
   FakeGuest guest(name);
   ASSERT_TRUE(guest.ok());
-  shm::Result<MsgType> call = shm::Error(ErrorCode::kInvalidArgs, "not run");
-  std::thread caller([&] {
-    std::vector<uint8_t> response;
-    call = host.Send("x", MsgType::NORMAL, response, {60s});
-  });
-  const uint32_t seq = guest.Take(0);
   bool delivered = false;
-  if (seq != UINT32_MAX) {
+  uint32_t seq = 0;
+  auto call = CallAnsweredBy(host, guest, &seq, [&](uint32_t taken) {
     guest.slot(0).resp_type.store(0);
     guest.slot(0).resp_size.store(0);
     guest.slot(0).resp_error.store(0);
-    delivered = shm::detail::Complete(guest.slot(0), seq) == shm::detail::CompleteOutcome::kDelivered;
-  }
-  caller.join();
+    delivered = shm::detail::Complete(guest.slot(0), taken) == shm::detail::CompleteOutcome::kDelivered;
+  });
   ASSERT_TRUE(delivered);
   ASSERT_TRUE(call.ok()) << call.error().ToString();
   ASSERT_EQ(guest.word(0), MakeCtl(SlotState::kResponse, seq)) << "the answered slot stays parked";
@@ -243,14 +246,10 @@ TEST(Quarantine, ShutdownReclaimsWhatADeadGuestLeftInAnInvalidState) {
   ASSERT_TRUE(host.Init(OneSlotHost(name)).ok());
   FakeGuest guest(name);
   ASSERT_TRUE(guest.ok());
-  shm::Result<MsgType> call = shm::Error(ErrorCode::kInvalidArgs, "not run");
-  std::thread caller([&] {
-    std::vector<uint8_t> response;
-    call = host.Send("x", MsgType::NORMAL, response, {60s});
+  uint32_t seq = 0;
+  auto call = CallAnsweredBy(host, guest, &seq, [&](uint32_t taken) {
+    guest.Write(0, (taken << shm::wire::kSeqShift) | 9u);  // state 9: no such state
   });
-  const uint32_t seq = guest.Take(0);
-  if (seq != UINT32_MAX) guest.Write(0, (seq << shm::wire::kSeqShift) | 9u);  // state 9: no such state
-  caller.join();
   ASSERT_FALSE(call.ok());
   EXPECT_EQ(call.error().code(), ErrorCode::kProtocol) << call.error().ToString();
   guest.Die();
