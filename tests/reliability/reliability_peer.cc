@@ -349,6 +349,20 @@ int ResizeUnderTraffic(const std::string& name, uint64_t seed, const std::atomic
   return after ? 0 : 41;
 }
 
+// Serve echo on `side` (a DirectHost's guest calls or a DirectGuest's host calls), counting into `served`,
+// and say "ready <pid>".
+template <typename Side>
+bool StartCountingEcho(Side& side, std::atomic<long>& served) {
+  if (!side.Start([&served](const shm::Message& m, shm::MutableBytes out) {
+        served.fetch_add(1);
+        return Echo(m, out);
+      })) {
+    return false;
+  }
+  testkit::Notify("ready " + std::to_string(::getpid()));
+  return true;
+}
+
 int ResizeGuest(const std::string& name) {
   shm::GuestConfig c;
   c.name = name;
@@ -359,14 +373,7 @@ int ResizeGuest(const std::string& name) {
     return 30 + static_cast<int>(r.error().code());
   }
   std::atomic<long> served{0};
-  if (auto r = g.Start([&](const shm::Message& m, shm::MutableBytes out) {
-        served.fetch_add(1);
-        return Echo(m, out);
-      });
-      !r) {
-    return 3;
-  }
-  testkit::Notify("ready " + std::to_string(::getpid()));
+  if (!StartCountingEcho(g, served)) return 3;
   // Guest calls all along, so that the host's guest-call worker serves while the segment is attacked.
   if (int rc = ResizeUnderTraffic(
           name, 7, served,
@@ -397,14 +404,7 @@ int ResizeHost(const std::string& name) {
     return 30 + static_cast<int>(r.error().code());
   }
   std::atomic<long> served{0};
-  if (auto r = h.Start([&](const shm::Message& m, shm::MutableBytes out) {
-        served.fetch_add(1);
-        return Echo(m, out);
-      });
-      !r) {
-    return 3;
-  }
-  testkit::Notify("ready " + std::to_string(::getpid()));
+  if (!StartCountingEcho(h, served)) return 3;
   if (!WaitUntil([&] { return h.GuestAttached(); }, 60000)) {
     testkit::Notify("stuck no guest");
     return 41;
