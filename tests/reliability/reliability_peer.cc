@@ -81,23 +81,29 @@ int Guest(const std::string& name, bool reconnect) {
   return 0;
 }
 
-int Host(const std::string& name) {
-  // SIGTERM ends the host cleanly (the tests' way to stop a host they did not crash); blocked before any
-  // thread starts so that only sigwait below receives it.
-  sigset_t term;
-  sigemptyset(&term);
-  sigaddset(&term, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &term, nullptr);
+// The host modes' start: SIGTERM blocked in *term (it ends the host cleanly, the tests' way to stop a host they
+// did not crash; blocked before any thread starts so that only sigwait receives it), then Init of 4 host and
+// 2 guest slots of 4096 bytes. 0, or the exit code that reports the Init error.
+int InitHost(shm::DirectHost& h, const std::string& name, sigset_t* term) {
+  sigemptyset(term);
+  sigaddset(term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, term, nullptr);
   shm::HostConfig c;
   c.name = name;
   c.host_slots = 4;
   c.guest_slots = 2;
   c.payload_size = 4096;
-  shm::DirectHost h;
   if (auto r = h.Init(c); !r) {
     testkit::Notify("init " + r.error().ToString());
     return 30 + static_cast<int>(r.error().code());
   }
+  return 0;
+}
+
+int Host(const std::string& name) {
+  sigset_t term;
+  shm::DirectHost h;
+  if (int rc = InitHost(h, name, &term); rc != 0) return rc;
   if (auto r = h.Start(Echo); !r) return 3;
   testkit::Notify("ready " + std::to_string(::getpid()));
   int sig = 0;
@@ -390,19 +396,8 @@ int ResizeGuest(const std::string& name) {
 
 int ResizeHost(const std::string& name) {
   sigset_t term;
-  sigemptyset(&term);
-  sigaddset(&term, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &term, nullptr);
-  shm::HostConfig c;
-  c.name = name;
-  c.host_slots = 4;
-  c.guest_slots = 2;
-  c.payload_size = 4096;
   shm::DirectHost h;
-  if (auto r = h.Init(c); !r) {
-    testkit::Notify("init " + r.error().ToString());
-    return 30 + static_cast<int>(r.error().code());
-  }
+  if (int rc = InitHost(h, name, &term); rc != 0) return rc;
   std::atomic<long> served{0};
   if (!StartCountingEcho(h, served)) return 3;
   if (!WaitUntil([&] { return h.GuestAttached(); }, 60000)) {
