@@ -178,6 +178,7 @@ func sendHello(name string, conn int, deadline int64) error {
 func receiveReply(name string, conn int, deadline int64) (buf []byte, fds []int, flags int, err error) {
 	buf = make([]byte, replySize+1) // one byte more: a longer record shows as n > replySize
 	oob := make([]byte, syscall.CmsgSpace(4*maxReplyFds))
+	resetSeen := false
 	for {
 		n, oobn, fl, _, rerr := syscall.Recvmsg(conn, buf, oob, syscall.MSG_CMSG_CLOEXEC)
 		// The descriptors first: whatever else happened, they are now this process's to close.
@@ -210,6 +211,12 @@ func receiveReply(name string, conn int, deadline int64) (buf []byte, fds []int,
 			return nil, fds, fl, &errRetry{reason: "the host of " + addrString(name) +
 				" did not answer the hello before the deadline"}
 		case syscall.ECONNRESET:
+			// A host that closed with our hello unread (a refusal before reading it) leaves a pending
+			// ECONNRESET, reported once before the reply still queued here (§4.2): look again, once.
+			if !resetSeen {
+				resetSeen = true
+				continue
+			}
 			return nil, fds, fl, &errRetry{reason: "the host of " + addrString(name) +
 				" closed the connection before replying"}
 		default:

@@ -184,11 +184,26 @@ inline Result<Record> ReceiveRecord(const File& conn, void* buf, size_t n) {
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t r;
-  do {
+  bool reset_seen = false;
+  for (;;) {
     r = ::recvmsg(conn.fd(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT | MSG_TRUNC);
-  } while (r < 0 && errno == EINTR);
+    if (r >= 0 || errno == EINTR) {
+      if (r >= 0) break;
+      continue;
+    }
+    // A peer that closed with a record of ours unread (a host refusing before it read the hello) leaves a
+    // pending ECONNRESET, which the kernel reports once, before the records still queued here: look again.
+    if (errno == ECONNRESET && !reset_seen) {
+      reset_seen = true;
+      continue;
+    }
+    break;
+  }
   if (r < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Error(ErrorCode::kNotFound, "no record yet");
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (reset_seen) return Record{};  // nothing was queued behind the reset: the peer is gone
+      return Error(ErrorCode::kNotFound, "no record yet");
+    }
     if (errno == ECONNRESET || errno == EPIPE) return Record{};
     return SysError("recvmsg", errno);
   }
