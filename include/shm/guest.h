@@ -177,10 +177,11 @@ class DirectGuest {
   /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout,
   /// kNoFreeSlot, kTooLarge, kInvalidArgs (reserved type, no guest slots, a null request with a non-zero size),
   /// kRemote (SYSTEM_ERROR answer), kHostGone, kShuttingDown (the host sent shutdown), kProtocol, kClosed (not
-  /// connected, or Close(): a call in flight then ends with it too). Thread-safe.
+  /// connected, or Close(): a call in flight then ends with it too). Thread-safe. A calling thread keeps a
+  /// reference to the segment it last called through until its next guest call or its exit.
   Result<MsgType> SendGuestCall(Bytes request, MsgType type, std::vector<uint8_t>& response,
                                 const CallOptions& options = {}) {
-    auto ep = endpoint();
+    detail::Endpoint* ep = EndpointForCall();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
     return detail::CopyCall(*ep, -1, request, type, response, options);
   }
@@ -241,6 +242,32 @@ class DirectGuest {
     std::lock_guard<std::mutex> lock(ep_mu_);
     if (ep_ && ep_ != ep) ep_->Detach();  // slots held on the old segment fail with kClosed from now on
     ep_ = std::move(ep);
+    ep_generation_.store(NextGeneration(), std::memory_order_release);
+  }
+
+  // The endpoint for a copying call of this thread. Calls run concurrently with a reconnect or Close(), which
+  // replace ep_, so a call must hold a reference to the endpoint it uses; taking one through endpoint() costs
+  // a lock and a reference count, atomic read-modify-writes on lines every calling thread shares. Instead each
+  // thread keeps the reference it took last, tagged with the generation of ep_ it came from (unique across all
+  // DirectGuests of the process), and takes a new one only when the generation has moved: one load per call.
+  // The price: a thread keeps its last reference until its next guest call or its exit, so a replaced or
+  // closed segment may stay mapped that long (its calls fail with kClosed or kHostGone meanwhile).
+  detail::Endpoint* EndpointForCall() const {
+    struct Cached {
+      uint64_t generation = 0;
+      std::shared_ptr<detail::Endpoint> ep;
+    };
+    thread_local Cached cached;
+    if (cached.generation != ep_generation_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> lock(ep_mu_);
+      cached.ep = ep_;
+      cached.generation = ep_generation_.load(std::memory_order_relaxed);
+    }
+    return cached.ep.get();
+  }
+  static uint64_t NextGeneration() noexcept {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
   }
 
   // One attempt: receive and map a live host's segment with the guest seat, recover what a dead guest left.
@@ -379,10 +406,11 @@ class DirectGuest {
 
   GuestConfig config_;
   mutable std::mutex ep_mu_;
-  std::shared_ptr<detail::Endpoint> ep_;  // guarded by ep_mu_; replaced on reconnect
-  std::mutex close_mu_;                   // one Close() at a time; guards deferred_
-  std::thread deferred_;                  // the worker whose handler called Close(), until it is joined
-  std::mutex mu_;                         // guards everything below
+  std::shared_ptr<detail::Endpoint> ep_;    // guarded by ep_mu_; replaced on reconnect
+  std::atomic<uint64_t> ep_generation_{0};  // changes with ep_ (under ep_mu_); 0 = never set
+  std::mutex close_mu_;                     // one Close() at a time; guards deferred_
+  std::thread deferred_;                    // the worker whose handler called Close(), until it is joined
+  std::mutex mu_;                           // guards everything below
   std::condition_variable done_;
   std::shared_ptr<const Handler> handler_;
   std::vector<std::thread> workers_;

@@ -115,7 +115,7 @@ class DirectHost {
     uint32_t seq = 0;
     auto index = (*ep)->ClaimAny((*ep)->Deadline(timeout), &seq);
     if (!index) return std::move(index).error();
-    return ZeroCopySlot(*ep, (*ep)->segment().Slot(*index), seq);
+    return ZeroCopySlot(ep_, (*ep)->segment().Slot(*index), seq);
   }
 
   /// Serve guest calls on a worker thread until Stop() or Shutdown(). The worker sleeps on the doorbell
@@ -141,7 +141,7 @@ class DirectHost {
       worker_.join();  // stopped from its own handler; nothing it may still call takes worker_mu_
     }
     stop_worker_.store(false, std::memory_order_seq_cst);
-    worker_ = std::thread([this, ep = *ep, h = std::move(guest_call_handler)] {
+    worker_ = std::thread([this, ep = ep_, h = std::move(guest_call_handler)] {
       WorkerOf() = this;
       while (!stop_worker_.load(std::memory_order_seq_cst) && !ep->closing()) {
         auto pending = WaitOn(*ep, std::chrono::seconds(1), &stop_worker_);
@@ -235,8 +235,11 @@ class DirectHost {
   }
   bool OnWorkerThread() const noexcept { return WorkerOf() == this; }
 
-  Result<std::shared_ptr<detail::Endpoint>> Live() const {
-    auto ep = ep_;
+  // The endpoint, if calls may use it. A plain pointer, not a copy of ep_: copying a shared_ptr is an atomic
+  // read-modify-write on a line every caller thread shares. Safe because ep_ changes only in Init() and the
+  // destructor, which must not race with calls (the class contract); Shutdown() keeps it.
+  Result<detail::Endpoint*> Live() const {
+    detail::Endpoint* ep = ep_.get();
     if (!ep) return Error(ErrorCode::kClosed, "DirectHost is not initialised");
     if (ep->closing()) return Error(ErrorCode::kClosed, "DirectHost is shut down");
     if (ep->host_shutting_down()) return Error(ErrorCode::kShuttingDown, "SendShutdown() was called");

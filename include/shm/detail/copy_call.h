@@ -43,6 +43,11 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   const int64_t deadline = ep.Deadline(options.timeout);
   uint32_t seq = 0, index = 0;
   ParkedByThread& parked = ThisThreadsParkedSlot();
+  if (ep.closing()) {
+    // Free the slot a racing Park() left behind (Endpoint::Park), then fail as Call would.
+    if (parked.endpoint == ep.id()) ep.ReleaseParked(parked.index);
+    return Endpoint::ClosedError();
+  }
   if (slot < 0 && parked.endpoint == ep.id() && ep.Unpark(parked.index, &seq)) {
     index = parked.index;
   } else if (slot < 0) {

@@ -48,8 +48,14 @@ class Endpoint {
         role_(role),
         default_timeout_ns_(default_timeout.count()),
         id_(NextEndpointId()),
-        parked_(new std::atomic<uint32_t>[segment_.slot_count()]()),
+        parked_(new ParkedWord[segment_.slot_count()]()),
         quarantine_(new QuarantinedSlot[segment_.slot_count()]) {}
+
+  /// Frees the slots still parked: a Park() that raced with closing may have come after its sweep. Nothing
+  /// else can use the endpoint now.
+  ~Endpoint() { ReleaseAllParked(); }
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
 
   /// Unique for the life of the process (never reused, unlike an address).
   uint64_t id() const noexcept { return id_; }
@@ -148,10 +154,13 @@ class Endpoint {
 
   /// Take parked slot `index`. On success this thread owns it in RESPONSE at *seq.
   bool Unpark(uint32_t index, uint32_t* seq) noexcept {
-    // Look before writing: ClaimIn scans every slot's word, and an exchange would write each one's line. The
-    // load is seq_cst, as the exchange is, for the pairing with Park() after set_closing().
-    if (parked_[index].load(std::memory_order_seq_cst) == 0) return false;
-    const uint32_t p = parked_[index].exchange(0, std::memory_order_seq_cst);
+    // Look before writing: ClaimIn scans every slot's word, and an exchange would write each one's line.
+    // The exchange is what hands the slot from one thread to another (the slot's own thread or any caller
+    // that found no free slot): exactly one taker gets it. Each word has its cache line to itself, which the
+    // thread that parks the slot keeps in its own cache, so callers of different slots never share a line.
+    std::atomic<uint32_t>& word = parked_[index].word;
+    if (word.load(std::memory_order_acquire) == 0) return false;
+    const uint32_t p = word.exchange(0, std::memory_order_acq_rel);
     if (p == 0) return false;
     const uint32_t held_seq = p & wire::kSeqMask;
     const uint32_t cur = segment_.Slot(index).header->ctl.load(std::memory_order_acquire);
@@ -166,8 +175,10 @@ class Endpoint {
 
   /// Park slot `index`, owned in RESPONSE at `seq`. Frees it instead when the endpoint is closing.
   void Park(uint32_t index, uint32_t seq) noexcept {
-    parked_[index].store(kParked | (seq & wire::kSeqMask), std::memory_order_seq_cst);
-    // seq_cst pairs with ReleaseParked after set_closing(): one of the two sees the other.
+    // A release store, not seq_cst (on x86 an xchg or a fence, once per call). So a Park() racing with
+    // closing may be missed by both this check and the closer's sweep; the slot is then freed by the next
+    // copying call of this thread (CopyCall sees closing()) or when the endpoint is destroyed.
+    parked_[index].word.store(kParked | (seq & wire::kSeqMask), std::memory_order_release);
     if (closing()) ReleaseParked(index);
   }
 
@@ -520,7 +531,10 @@ class Endpoint {
   std::atomic<bool> detached_{false};
   static constexpr uint32_t kParked = 0x80000000u;  // parked_[i]: 0, or kParked | the held slot's seq
   const uint64_t id_;
-  std::unique_ptr<std::atomic<uint32_t>[]> parked_;
+  struct alignas(64) ParkedWord {  // one cache line each: callers of different slots share no line
+    std::atomic<uint32_t> word{0};
+  };
+  std::unique_ptr<ParkedWord[]> parked_;
   struct QuarantinedSlot {
     std::atomic<bool> held{false};
     std::atomic<uint32_t> word{0};     // the word that made this side give the slot up
