@@ -41,8 +41,37 @@ class SpinPolicy {
   }
   int64_t wake_cost_ns() const noexcept { return cost_ns_.load(std::memory_order_relaxed); }
 
+  // ---- Crowded CPUs ---------------------------------------------------------------------------------------
+  // Spinning pays only while the peer runs on another CPU. When more threads want to run than there are CPUs
+  // (another process's busy loop, or this process's own threads), a spinner holds a CPU that the peer it
+  // waits for may need, and a yield hands that CPU to whoever the scheduler picks, often the busy loop for a
+  // whole time slice (milliseconds), not the peer. A sleeper, by contrast, is woken with priority over tasks
+  // that have been running. So a waiter that sees evidence of crowding (it lost its CPU for longer than
+  // kPreemptedNs while spinning, or a wake-up took that long to get it running) spins only briefly and then
+  // sleeps, for kCrowdedHoldNs after the last such evidence; then it tries spinning again.
+
+  /// A gap this long between two looks at the clock in a spin, or between a wake-up and the woken waiter
+  /// running, means another thread had this CPU: longer than any hypervisor hiccup seen here (10-60 us),
+  /// shorter than a scheduler time slice (about 1 ms and more).
+  static constexpr int64_t kPreemptedNs = 250000;
+  /// How long crowding is assumed after the last evidence of it.
+  static constexpr int64_t kCrowdedHoldNs = 200000000;  // 200 ms
+  /// How long a waiter spins before sleeping while the CPUs are crowded: long enough to catch a peer that
+  /// answers at once, shorter than a wake-up.
+  static constexpr int64_t kCrowdedSpinNs = 5000;
+
+  /// Whether the CPUs were recently seen crowded (at `now`).
+  bool crowded(int64_t now) const noexcept { return now < crowded_until_ns_.load(std::memory_order_relaxed); }
+  /// Evidence of crowding at `now`. Written only when seen (not per call), so the line stays shared.
+  void NoteCrowded(int64_t now) noexcept {
+    if (crowded_until_ns_.load(std::memory_order_relaxed) < now + kCrowdedHoldNs / 2) {
+      crowded_until_ns_.store(now + kCrowdedHoldNs, std::memory_order_relaxed);
+    }
+  }
+
  private:
   std::atomic<int64_t> cost_ns_{kInitialCostNs};
+  std::atomic<int64_t> crowded_until_ns_{0};
 };
 
 enum class WaitStatus {
@@ -85,7 +114,7 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
     return WaitStatus::kReady;
   }
   // The clock is first read at the first check, not before spinning: a quick answer costs no clock read.
-  int64_t spin_end = 0, pure_end = 0;
+  int64_t spin_end = 0, pure_end = 0, last = 0;
   for (uint32_t i = 1;; ++i) {
     platform::CpuRelax();
     v = word.load(std::memory_order_acquire);
@@ -96,9 +125,21 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
     if ((i & 7) == 0) {
       const int64_t now = platform::MonotonicNs();
       if (i == 8) {
-        spin_end = std::min(now + policy.budget_ns(), deadline_ns);
-        pure_end = start == WaitStart::kYield ? now : std::min(now + kPureSpinNs, spin_end);
+        if (policy.crowded(now)) {
+          // Crowded CPUs: a short pure spin, then sleep (SpinPolicy: crowded CPUs). No yields: they would
+          // hand this CPU to whatever else runs here rather than to the peer.
+          // A waiter that has just woken its peer sleeps at once: the answer is a wake-up away.
+          spin_end = pure_end =
+              start == WaitStart::kYield ? now : std::min(now + SpinPolicy::kCrowdedSpinNs, deadline_ns);
+        } else {
+          spin_end = std::min(now + policy.budget_ns(), deadline_ns);
+          pure_end = start == WaitStart::kYield ? now : std::min(now + kPureSpinNs, spin_end);
+        }
+      } else if (now - last > SpinPolicy::kPreemptedNs) {
+        policy.NoteCrowded(now);  // this spin lost its CPU (or its yield gave it away) for that long
+        spin_end = std::min(spin_end, now);
       }
+      last = now;
       if (now >= spin_end) break;
       // Past the pure spin, the peer is slow or not running: with more busy threads than cores it may be
       // waiting for this very CPU, so offer it (a no-op system call when nothing else is runnable here).
@@ -133,7 +174,10 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
     if (platform::FutexWait(&word, v, sleep_ns) == platform::WaitResult::kWoken && stamp != nullptr) {
       const int64_t woke = platform::MonotonicNs();
       const int64_t stamped = static_cast<int64_t>(stamp->load(std::memory_order_relaxed));
-      if (stamped >= now && stamped <= woke) policy.Observe(woke - stamped);
+      if (stamped >= now && stamped <= woke) {
+        policy.Observe(woke - stamped);
+        if (woke - stamped > SpinPolicy::kPreemptedNs) policy.NoteCrowded(woke);  // woken, but no CPU for that long
+      }
     }
   }
 }
