@@ -18,9 +18,10 @@
 //   (SUCCESSOR) that attaches, sweeps the slot (SweepAsNewServer, §10.2) and then serves it with its own worker;
 // - Shutdown: the host's Shutdown() (closing, then host_state = SHUTTING_DOWN stored, then the word nudged:
 //   W cleared by CAS, then FUTEX_WAKE), at any moment (SHUTDOWN);
-// - the caller's deadline at every step of a claim or a wait, including while asleep in FUTEX_WAIT (unless
-//   NO_TIMEOUTS): then Cancel (T5 withdraw, T6 abandon, or the answer that arrived meanwhile), and late answers
-//   (T7 discard). A dead server is found only after it stopped: T9 for a call it was serving, T10 for an
+// - the caller's deadline (unless NO_TIMEOUTS), which may pass at any instant: the model lets it have passed, or
+//   not, at every check the code makes (each claim attempt, each round of the wait after the abort checks, and
+//   FUTEX_WAIT's timeout while asleep); then Cancel (T5 withdraw, T6 abandon, or the answer that arrived
+//   meanwhile), and late answers (T7 discard). A dead server is found only after it stopped: T9 for a call it was serving, T10 for an
 //   abandoned slot the caller finds when claiming.
 // The response's content is modelled by resp_tag, the seq of the transaction the server answered, and
 // resp_err, whether it is an error answer (the sweep's PeerRestarted).
@@ -28,7 +29,10 @@
 // Not modelled: the guest slots and the doorbell (§7.2); several caller threads sharing slots; quarantine's T12
 // (a conforming peer never causes a quarantine, and the model asserts that it never happens); the 50 ms liveness
 // slice of a sleeper (a sleeper wakes only by FUTEX_WAKE, or by its deadline), so a missed wake-up can never be
-// hidden by a periodic re-check; the host dying (a guest then fails everything with kHostGone).
+// hidden by a periodic re-check; the host dying (a guest then fails everything with kHostGone); SendShutdown
+// without Shutdown (the host's own calls are then not aborted: a call that raced with it waits for its deadline);
+// memory order: every step is sequentially consistent (the code's acquire/release transitions publish the
+// fields they guard; its seq_cst W CAS and nudge pair as wait.h explains).
 //
 // Why a seq modulo 4 is sound here: the caller checks only that the word's seq equals the seq it published, and
 // servers carry the seq they took from the word. With NTX < MOD publishes the values the word's seq takes in one
@@ -47,6 +51,9 @@
 #define NTX 3
 #endif
 #define MOD 4
+#if NTX >= MOD
+#error "NTX must stay below MOD: no seq value may recur within a run"
+#endif
 
 // States (SPECIFICATION.md §6).
 #define FREE 0
