@@ -3,8 +3,8 @@
 """Check (default) or add (--fix) the SPDX licence line in every source file the repository tracks.
 
 A source file is C++ (.h, .cc), Go (.go), shell (.sh, .ci/run), Python (.py), CMake (CMakeLists.txt, .cmake,
-.cmake.in, .pc.in), FlatBuffers schema (.fbs) or the Go module file. The line goes first, or right after a
-shebang. Exit status 1 lists the files without it.
+.cmake.in, .pc.in), FlatBuffers schema (.fbs), Promela (.pml) or the Go module file. The line goes first, or right
+after a shebang. Exit status 1 lists the files without it.
 """
 import subprocess
 import sys
@@ -14,7 +14,7 @@ LINE = "SPDX-License-Identifier: Apache-2.0"
 
 def comment_for(path):
     name = path.rsplit("/", 1)[-1]
-    if name.endswith((".h", ".cc", ".go", ".fbs")) or name == "go.mod":
+    if name.endswith((".h", ".cc", ".go", ".fbs", ".pml")) or name == "go.mod":
         return "// "
     if name.endswith((".sh", ".py", ".cmake", ".in")) or name in ("CMakeLists.txt", "run"):
         return "# "
