@@ -259,3 +259,27 @@ TEST(Quarantine, ShutdownReclaimsWhatADeadGuestLeftInAnInvalidState) {
 }
 
 }  // namespace
+
+// A host call published just before the host's own SendShutdown(), which no guest worker will take now, ends
+// with kShuttingDown as soon as the shutdown is announced, not at its deadline; the slot is withdrawn (T5) and
+// free again.
+TEST(HostShutdown, ACallNobodyTookEndsAtSendShutdownNotAtItsDeadline) {
+  const std::string name = shm_unit::UniqueName("sd-race");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(OneSlotHost(name)));
+  FakeGuest guest(name);
+  ASSERT_TRUE(guest.ok());
+  shm::Result<MsgType> call = shm::Error(ErrorCode::kInvalidArgs, "not run");
+  std::thread caller([&] {
+    std::vector<uint8_t> response;
+    call = host.Send("x", MsgType::NORMAL, response, {600s});
+  });
+  // The request is published (REQUEST) and nobody takes it.
+  ASSERT_TRUE(shm_unit::WaitUntil([&] { return shm::wire::CtlIs(guest.word(0), SlotState::kRequest); }, 60s));
+  ASSERT_TRUE(host.SendShutdown());
+  caller.join();  // a regression waits the whole 600 s deadline here, and ctest's timeout fails the test
+  ASSERT_FALSE(call.ok());
+  EXPECT_EQ(call.error().code(), ErrorCode::kShuttingDown) << call.error().ToString();
+  EXPECT_TRUE(shm::wire::CtlIs(guest.word(0), SlotState::kFree) || shm::wire::CtlIs(guest.word(0), SlotState::kClaimed))
+      << "word " << guest.word(0);
+}

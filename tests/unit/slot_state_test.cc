@@ -331,7 +331,7 @@ TEST(SlotRecovery, ReclaimQuarantinedFreesAnyWordButWhatALiveServerMayOwn) {
       h->ctl.store(start);
       const bool owned_by_server =
           state == static_cast<uint32_t>(SlotState::kServing) || state == static_cast<uint32_t>(SlotState::kAbandoned);
-      const bool freed = shm::detail::ReclaimQuarantined(*h, dead);
+      const bool freed = shm::detail::ReclaimQuarantined(*h, start, dead);
       if (owned_by_server && !dead) {
         EXPECT_FALSE(freed);
         EXPECT_EQ(Word(*h), start) << "left to the server";
@@ -345,6 +345,19 @@ TEST(SlotRecovery, ReclaimQuarantinedFreesAnyWordButWhatALiveServerMayOwn) {
       }
     }
   }
+}
+
+// T12 expects the word the caller saw before it judged the server's liveness: a word that has moved since may
+// belong to a server that came later, and is left alone (W aside).
+TEST(SlotRecovery, ReclaimQuarantinedLeavesAWordThatMovedSinceItWasSeen) {
+  auto h = NewSlot();
+  const uint32_t seen = MakeCtl(SlotState::kRequest, 5);
+  h->ctl.store(MakeCtl(SlotState::kServing, 5));  // a new server took it after the caller looked
+  EXPECT_FALSE(shm::detail::ReclaimQuarantined(*h, seen, true));
+  EXPECT_EQ(Word(*h), MakeCtl(SlotState::kServing, 5));
+  h->ctl.store(seen | kWaiting);  // only W changed: still the word seen
+  EXPECT_TRUE(shm::detail::ReclaimQuarantined(*h, seen, true));
+  EXPECT_EQ(Word(*h), MakeCtl(SlotState::kFree, 5));
 }
 
 TEST(SlotRecovery, SweepAsNewServerAnswersServingWithPeerRestarted) {

@@ -107,7 +107,13 @@ class Endpoint {
   /// notice at once. Called by the Doorman.
   void OnGuestGone() noexcept {
     guest_present_.store(false, std::memory_order_seq_cst);
-    NudgeAll();
+    // Wake every word, W or not: a guest that died between its transition (which cleared W) and its
+    // FUTEX_WAKE left a sleeper that only a wake reaches (SPECIFICATION.md §6.1).
+    for (uint32_t i = 0; i < segment_.slot_count(); ++i) {
+      std::atomic<uint32_t>& w = segment_.Slot(i).header->ctl;
+      Nudge(w);
+      platform::FutexWakeAll(&w);
+    }
   }
   /// Which server session this side's calls are served by: it changes when a new server takes over. The host's
   /// servers are the guests, counted by its Doorman as they take the seat (process-local: not the segment's
@@ -221,6 +227,10 @@ class Endpoint {
     // One reclaimer at a time, so none frees a slot another has just handed back to a claimer.
     std::lock_guard<std::mutex> lock(reclaim_mu_);
     const uint64_t session = PeerSession();
+    // The words before liveness, as for T9 (SPECIFICATION.md §6.1): "dead" must describe the server that left
+    // the word seen, not one that attached after the check.
+    std::unique_ptr<uint32_t[]> seen(new uint32_t[n]);
+    for (uint32_t i = 0; i < n; ++i) seen[i] = segment_.Slot(first + i).header->ctl.load(std::memory_order_seq_cst);
     int dead = -1;  // not asked yet
     bool freed = false;
     for (uint32_t i = first; i < first + n; ++i) {
@@ -230,7 +240,7 @@ class Endpoint {
       if (!replaced && !check_liveness) continue;
       if (dead < 0 && check_liveness) dead = PeerAlive() ? 0 : 1;
       if (!replaced && dead != 1) continue;
-      if (!detail::ReclaimQuarantined(*segment_.Slot(i).header, dead == 1)) continue;
+      if (!detail::ReclaimQuarantined(*segment_.Slot(i).header, seen[i - first], dead == 1)) continue;
       char word[16];
       std::snprintf(word, sizeof word, "0x%08x", q.word.load(std::memory_order_relaxed));
       q.held.store(false, std::memory_order_release);
@@ -294,22 +304,25 @@ class Endpoint {
         abort_code = ErrorCode::kClosed;
         return true;
       }
-      if (!slow && !PeerAliveIsCheap()) return false;
-      if (!PeerAlive()) {
-        if (role_ == Role::kGuest) {
-          abort_code = ErrorCode::kHostGone;
-          return true;
-        }
-        // No guest: a request nobody took may still be served by a guest that attaches later; one that a
-        // dead guest took never will be.
-        if (wire::CtlIs(h.ctl.load(std::memory_order_acquire), SlotState::kServing)) {
-          abort_code = ErrorCode::kPeerDead;
-          return true;
-        }
-      }
-      if (role_ == Role::kGuest && host_shutting_down() &&
-          wire::CtlIs(h.ctl.load(std::memory_order_acquire), SlotState::kRequest)) {
+      // A request nobody took yet, while the host shuts down: no server may ever take it (the guest's
+      // workers exit), so give up now rather than at the deadline. Both roles: a host call may race its own
+      // SendShutdown().
+      if (host_shutting_down() && wire::CtlIs(h.ctl.load(std::memory_order_acquire), SlotState::kRequest)) {
         abort_code = ErrorCode::kShuttingDown;
+        return true;
+      }
+      if (!slow && !PeerAliveIsCheap()) return false;
+      if (role_ == Role::kGuest) {
+        if (PeerAlive()) return false;
+        abort_code = ErrorCode::kHostGone;
+        return true;
+      }
+      // No guest: a request nobody took may still be served by a guest that attaches later; one that a dead
+      // guest took never will be. The word first, then liveness (SPECIFICATION.md §6.1): in the other order a
+      // new guest could attach and take the request in between, and the caller would take it from a live
+      // server.
+      if (wire::CtlIs(h.ctl.load(std::memory_order_seq_cst), SlotState::kServing) && !PeerAlive()) {
+        abort_code = ErrorCode::kPeerDead;
         return true;
       }
       return false;
@@ -508,15 +521,26 @@ class Endpoint {
     }
   }
 
+  // T10 for the slots a dead server left ABANDONED. The words are read before liveness, and each CAS expects
+  // exactly the word read: a slot that a guest attaching after the liveness check serves and sees abandoned
+  // again carries a newer seq, so it is left alone (SPECIFICATION.md §6.1, the same order as T9).
   bool ReclaimAbandonedIfServerDead(uint32_t first, uint32_t n) {
+    if (role_ != Role::kHost) return false;
     bool any_abandoned = false;
-    for (uint32_t i = 0; i < n; ++i) {
-      any_abandoned |=
+    for (uint32_t i = 0; i < n && !any_abandoned; ++i) {
+      any_abandoned =
           wire::CtlIs(segment_.Slot(first + i).header->ctl.load(std::memory_order_relaxed), SlotState::kAbandoned);
     }
-    if (!any_abandoned || role_ != Role::kHost || PeerAlive()) return false;
+    if (!any_abandoned) return false;
+    std::unique_ptr<uint32_t[]> seen(new uint32_t[n]);
+    for (uint32_t i = 0; i < n; ++i) seen[i] = segment_.Slot(first + i).header->ctl.load(std::memory_order_seq_cst);
+    if (PeerAlive()) return false;
     bool freed = false;
-    for (uint32_t i = 0; i < n; ++i) freed |= ReclaimAbandoned(*segment_.Slot(first + i).header);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (!wire::CtlIs(seen[i], SlotState::kAbandoned)) continue;
+      const uint32_t seq = wire::CtlSeq(seen[i]);
+      freed |= Transition(*segment_.Slot(first + i).header, SlotState::kAbandoned, seq, SlotState::kFree, seq);
+    }
     return freed;
   }
 

@@ -157,16 +157,17 @@ inline bool ReclaimAbandoned(SlotHeader& h) noexcept {
          Transition(h, SlotState::kAbandoned, wire::CtlSeq(cur), SlotState::kFree, wire::CtlSeq(cur));
 }
 
-/// T12: a slot the caller quarantined (a broken peer moved it) -> FREE, from whatever word it holds, with that
-/// word's seq. Unless `server_dead`, a SERVING or ABANDONED slot is left alone: a live server may be serving
-/// it. So is a word that keeps changing under the CAS. Returns whether the slot is FREE now.
-inline bool ReclaimQuarantined(SlotHeader& h, bool server_dead) noexcept {
+/// T12: a slot the caller quarantined (a broken peer moved it) -> FREE, from the word `seen` (read before the
+/// caller judged the server's liveness), with that word's seq. Unless `server_dead`, a SERVING or ABANDONED
+/// slot is left alone: a live server may be serving it. A word other than `seen` (W aside) is left alone too:
+/// it may belong to a server that came after the judgement. Returns whether the slot is FREE now.
+inline bool ReclaimQuarantined(SlotHeader& h, uint32_t seen, bool server_dead) noexcept {
+  if (wire::CtlIs(seen, SlotState::kFree)) return true;
+  if (!server_dead && (wire::CtlIs(seen, SlotState::kServing) || wire::CtlIs(seen, SlotState::kAbandoned))) {
+    return false;
+  }
   uint32_t cur = h.ctl.load(std::memory_order_acquire);
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    if (wire::CtlIs(cur, SlotState::kFree)) return true;
-    if (!server_dead && (wire::CtlIs(cur, SlotState::kServing) || wire::CtlIs(cur, SlotState::kAbandoned))) {
-      return false;
-    }
+  while ((cur & ~wire::kWaiting) == (seen & ~wire::kWaiting)) {
     if (h.ctl.compare_exchange_weak(cur, wire::MakeCtl(SlotState::kFree, wire::CtlSeq(cur)), std::memory_order_acq_rel,
                                     std::memory_order_acquire)) {
       if (cur & wire::kWaiting) WakeSleepers(h);
