@@ -74,8 +74,12 @@ int main(int argc, char** argv) {
 
   std::vector<Case> cases;
   const bool with_go = st.go && !st.go_guest.empty();
+  auto selected = [&st](const Case& c) { return st.filter.empty() || c.Id().find(st.filter) != std::string::npos; };
   for (const auto& c : AllCases(bench::HaveIceoryx() && st.iceoryx, bench::HaveBoost(), with_go)) {
-    if (st.filter.empty() || c.Id().find(st.filter) != std::string::npos) cases.push_back(c);
+    // spin-floor is chosen from the floor designs run beside it: a filter that selects it brings them along.
+    const bool for_floor =
+        IsFloorDesign(c.transport) && selected({c.group, "spin-floor", c.mode, c.payload, c.threads});
+    if (selected(c) || for_floor) cases.push_back(c);
   }
   if (st.list) {
     for (const auto& c : cases) printf("%s\n", c.Id().c_str());
@@ -140,7 +144,7 @@ int main(int argc, char** argv) {
     fflush(stdout);
     std::vector<RunResult> results;
     for (const auto& c : cases) {
-      RunResult res = RunCase(c, st);
+      RunResult res = c.transport == "spin-floor" ? ChooseFloor(c, cases, results) : RunCase(c, st);
       if (res.ok) {
         printf("  %-36s %10.0f rt/s  p50 %9.2f us  p99 %9.2f us  p99.9 %9.2f us%s%s\n", c.Id().c_str(), res.Get("rtps"),
                res.Get("p50") / 1e3, res.Get("p99") / 1e3, res.Get("p999") / 1e3, res.facts.empty() ? "" : "  | ",

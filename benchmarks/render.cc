@@ -19,6 +19,7 @@ std::string Report::Markdown() const {
          "in go/) serving instead of the C++ guest: the same C++ host caller, the same requests and checks.\n\n";
   }
   Busy(o);
+  FloorChoice(o);
   Threads(o);
   Contended(o);
   Sleep(o);
@@ -55,6 +56,33 @@ void Report::Busy(std::ostringstream& o) const {
     }
     o << "\n";
   }
+}
+
+void Report::FloorChoice(std::ostringstream& o) const {
+  std::vector<const Case*> floors;
+  for (const auto& c : cases_) {
+    if (c.transport == "spin-floor") floors.push_back(&c);
+  }
+  if (floors.empty()) return;
+  o << "## The floor: the fastest design in each run (p50 µs)\n\n";
+  o << "| case |";
+  for (size_t r = 0; r < runs_.size(); ++r) o << " run " << r + 1 << " |";
+  o << "\n|---|";
+  for (size_t r = 0; r < runs_.size(); ++r) o << "---|";
+  o << "\n";
+  for (const Case* c : floors) {
+    o << "| " << c->group << " " << PayloadName(c->payload) << " |";
+    for (const auto& run : runs_) {
+      const RunResult& r = run[IndexOf(c)];
+      if (r.ok) {
+        o << " " << r.design << " " << Sig(r.Get("p50") / 1e3) << " |";
+      } else {
+        o << " n/a |";
+      }
+    }
+    o << "\n";
+  }
+  o << "\n";
 }
 
 void Report::Threads(std::ostringstream& o) const {
@@ -209,7 +237,7 @@ void Report::Bulk(std::ostringstream& o) const {
 std::string Report::RawCsv() const {
   std::ostringstream o;
   o << "run,id,group,transport,mode,payload,threads,ok,count,secs,rtps,p50_ns,p90_ns,p99_ns,p999_ns,min_ns,max_ns,"
-       "mean_ns,wall_s,caller_cpu_s,server_cpu_s,caller_cs,server_cs,error\n";
+       "mean_ns,wall_s,caller_cpu_s,server_cpu_s,caller_cs,server_cs,error,floor_design\n";
   for (size_t r = 0; r < runs_.size(); ++r) {
     for (size_t i = 0; i < cases_.size(); ++i) {
       const Case& c = cases_[i];
@@ -224,7 +252,7 @@ std::string Report::RawCsv() const {
       }
       std::string e = x.err;
       std::replace(e.begin(), e.end(), ',', ';');
-      o << "," << e << "\n";
+      o << "," << e << "," << x.design << "\n";
     }
   }
   return o.str();
