@@ -19,12 +19,18 @@ std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
   std::vector<std::string> busy = {"futex-floor", "shm-copy", "shm-zc", "uds-seqpacket", "uds-stream", "pipe"};
   if (with_iceoryx) busy.push_back("iceoryx");
   if (with_boost) busy.push_back("boost-mq");
-  for (uint64_t p : kPayloads) {
+  // Every transport at kPayloads; at the other sizes of the small-payload table only shm and the floors.
+  std::vector<uint64_t> payloads = kPayloads;
+  payloads.insert(payloads.end(), kSmallPayloads.begin(), kSmallPayloads.end());
+  std::sort(payloads.begin(), payloads.end());
+  payloads.erase(std::unique(payloads.begin(), payloads.end()), payloads.end());
+  for (uint64_t p : payloads) {
+    const bool every = std::find(kPayloads.begin(), kPayloads.end(), p) != kPayloads.end();
     floors("busy", "busy", p);
-    for (const auto& t : busy) {
+    for (const auto& t : every ? busy : std::vector<std::string>{"shm-copy", "shm-zc"}) {
       cs.push_back({"busy", t, "busy", p, 1});
       // Next to the C++ guest they are compared with. 1 MiB echo adds nothing that the bulk case does not show.
-      if (with_go && t == "shm-zc" && p < (1u << 20)) {
+      if (with_go && every && t == "shm-zc" && p < (1u << 20)) {
         for (const char* g : {"go-copy", "go-zc"}) cs.push_back({"busy", g, "busy", p, 1});
       }
     }

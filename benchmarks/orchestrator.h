@@ -46,6 +46,8 @@ constexpr const char* kGoGuestBuilt = "";
 
 /// The payload sizes of the busy cases of every transport.
 inline const std::vector<uint64_t> kPayloads = {0, 64, 1024, 16384, 1u << 20};
+/// The small-payload table: shm and the floor designs are also measured back to back at these sizes.
+inline const std::vector<uint64_t> kSmallPayloads = {0, 8, 16, 32, 48, 64, 128};
 
 /// The busy floor designs (floor_transports.cc). `spin-floor` is not run: in each run it is the design of this
 /// list with the lowest p50 in the same group at the same payload, so every ratio to it uses the fastest
@@ -200,6 +202,9 @@ class Report {
   std::string Markdown() const;
 
   void Busy(std::ostringstream& o) const;
+
+  /// shm and every floor design at kSmallPayloads: p50 and the per-run ratio to spin-floor.
+  void SmallPayloads(std::ostringstream& o) const;
 
   /// Which design spin-floor was in each run.
   void FloorChoice(std::ostringstream& o) const;
