@@ -21,7 +21,7 @@ namespace bench {
 /// What a child process is told to do (passed on its command line as key=value pairs).
 struct Options {
   std::string role;       // caller | server
-  std::string transport;  // spin-floor, futex-floor, shm-copy, shm-zc, go-copy, go-zc, uds-seqpacket, ...
+  std::string transport;  // floor-2line, floor-1line, futex-floor, shm-copy, shm-zc, go-copy, go-zc, uds-seqpacket, ...
   std::string mode;       // busy | sleep | idle | bulk | guestcall
   std::string name;       // unique name for named resources (segments, queues, services)
   uint64_t payload = 64;  // request bytes; the echo answers as many (bulk answers 8)
@@ -107,9 +107,15 @@ extern std::atomic<bool> g_stop;
 
 /// Bytes of the memfd that the floor baselines share (control words and both buffers).
 size_t FloorSegmentBytes(uint64_t payload);
+/// The floors that run over a memfd the orchestrator creates: futex-floor and every floor-* design.
+bool IsMemfdFloor(const std::string& transport);
+/// The most payload floor-inline carries inside its control line (floor_transports.cc).
+constexpr size_t kFloorInlineMax = 48;
 
 std::unique_ptr<Caller> MakeRawCaller(const std::string& transport);
 std::unique_ptr<Server> MakeRawServer(const std::string& transport);
+std::unique_ptr<Caller> MakeFloorCaller(const std::string& transport);
+std::unique_ptr<Server> MakeFloorServer(const std::string& transport);
 std::unique_ptr<Caller> MakeShmCaller(const Options& o);
 std::unique_ptr<Server> MakeShmServer(const Options& o);
 std::unique_ptr<Caller> MakeIceoryxCaller();

@@ -7,15 +7,30 @@ namespace orchestrator {
 
 std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
   std::vector<Case> cs;
-  std::vector<std::string> busy = {"spin-floor",    "futex-floor", "shm-copy", "shm-zc",
-                                   "uds-seqpacket", "uds-stream",  "pipe"};
+  // The floor designs, then spin-floor: not run, but chosen per run from the designs before it (ChooseFloor).
+  // The inline designs only where the payload fits in their control line, and only back to back.
+  auto floors = [&cs](const std::string& group, const std::string& mode, uint64_t p) {
+    for (const auto& t : kFloorDesigns) cs.push_back({group, t, mode, p, 1});
+    if (group == "busy" && p <= kFloorInlineMax) {
+      for (const auto& t : kInlineDesigns) cs.push_back({group, t, mode, p, 1});
+    }
+    cs.push_back({group, "spin-floor", mode, p, 1});
+  };
+  std::vector<std::string> busy = {"futex-floor", "shm-copy", "shm-zc", "uds-seqpacket", "uds-stream", "pipe"};
   if (with_iceoryx) busy.push_back("iceoryx");
   if (with_boost) busy.push_back("boost-mq");
-  for (uint64_t p : kPayloads) {
-    for (const auto& t : busy) {
+  // Every transport at kPayloads; at the other sizes of the small-payload table only shm and the floors.
+  std::vector<uint64_t> payloads = kPayloads;
+  payloads.insert(payloads.end(), kSmallPayloads.begin(), kSmallPayloads.end());
+  std::sort(payloads.begin(), payloads.end());
+  payloads.erase(std::unique(payloads.begin(), payloads.end()), payloads.end());
+  for (uint64_t p : payloads) {
+    const bool every = std::find(kPayloads.begin(), kPayloads.end(), p) != kPayloads.end();
+    floors("busy", "busy", p);
+    for (const auto& t : every ? busy : std::vector<std::string>{"shm-copy", "shm-zc"}) {
       cs.push_back({"busy", t, "busy", p, 1});
       // Next to the C++ guest they are compared with. 1 MiB echo adds nothing that the bulk case does not show.
-      if (with_go && t == "shm-zc" && p < (1u << 20)) {
+      if (with_go && every && t == "shm-zc" && p < (1u << 20)) {
         for (const char* g : {"go-copy", "go-zc"}) cs.push_back({"busy", g, "busy", p, 1});
       }
     }
@@ -27,12 +42,15 @@ std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
     if (with_go || !IsGoGuest(t)) cs.push_back({"sleep", t, "sleep", 64, 1});
   }
   // One CPU-bound process competes with the pair for the machine's cores: what a busy machine does to each transport.
-  for (const char* t : {"spin-floor", "futex-floor", "shm-copy", "shm-zc", "uds-seqpacket"}) {
+  floors("contended", "busy", 64);
+  for (const char* t : {"futex-floor", "shm-copy", "shm-zc", "uds-seqpacket"}) {
     cs.push_back({"contended", t, "busy", 64, 1});
   }
   cs.push_back({"idle", "shm-copy", "idle", 64, 1});
   for (const char* t : {"shm-copy", "shm-zc"}) cs.push_back({"guestcall", t, "guestcall", 64, 1});
-  for (const char* t : {"memcpy", "spin-floor", "shm-copy", "shm-zc", "go-zc"}) {
+  cs.push_back({"bulk", "memcpy", "bulk", 1u << 20, 1});
+  floors("bulk", "bulk", 1u << 20);
+  for (const char* t : {"shm-copy", "shm-zc", "go-zc"}) {
     if (with_go || !IsGoGuest(t)) cs.push_back({"bulk", t, "bulk", 1u << 20, 1});
   }
   return cs;

@@ -3,7 +3,7 @@
 // Boost.Interprocess, and with the Go guest in place of the C++ one. See BENCHMARKS.md for what each case
 // measures and how.
 //
-//   shm-bench [--quick] [--runs N] [--seconds S] [--out DIR] [--filter TEXT] [--list] [--no-iceoryx]
+//   shm-bench [--quick] [--runs N] [--seconds S] [--out DIR] [--filter REGEX] [--list] [--no-iceoryx]
 //             [--no-go] [--go-guest PATH]
 //
 // The orchestrator (this process) builds the case list, starts iox-roudi when the iceoryx baseline is built,
@@ -17,6 +17,8 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <regex>
 
 #include "orchestrator.h"
 
@@ -53,7 +55,20 @@ int main(int argc, char** argv) {
   app.add_option("--idle", st.idle_seconds, "Idle window of the idle-CPU case in seconds")
       ->check(CLI::Range(0.001, 3600.0));
   app.add_option("--out", st.out, "Write results.md, raw.csv and summary.csv into DIR")->type_name("DIR");
-  app.add_option("--filter", st.filter, "Run only cases whose id (group/transport/payload/tN) contains TEXT");
+  app.add_option("--filter", st.filter,
+                 "Run only cases whose id (group/transport/payload/tN) contains a match of REGEX (ECMAScript; "
+                 "plain text matches itself)")
+      ->type_name("REGEX")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            try {
+              std::regex check(v);
+            } catch (const std::regex_error& e) {
+              return std::string("not a regular expression: ") + e.what();
+            }
+            return std::string();
+          },
+          "REGEX"));
   app.add_flag("--list", st.list, "Print the case ids and exit");
   app.add_flag_callback(
       "--no-iceoryx", [&st] { st.iceoryx = false; }, "Skip the iceoryx baseline (and iox-roudi)");
@@ -74,8 +89,13 @@ int main(int argc, char** argv) {
 
   std::vector<Case> cases;
   const bool with_go = st.go && !st.go_guest.empty();
+  const std::regex filter(st.filter);
+  auto selected = [&](const Case& c) { return st.filter.empty() || std::regex_search(c.Id(), filter); };
   for (const auto& c : AllCases(bench::HaveIceoryx() && st.iceoryx, bench::HaveBoost(), with_go)) {
-    if (st.filter.empty() || c.Id().find(st.filter) != std::string::npos) cases.push_back(c);
+    // spin-floor is chosen from the floor designs run beside it: a filter that selects it brings them along.
+    const bool for_floor =
+        IsFloorDesign(c.transport) && selected({c.group, "spin-floor", c.mode, c.payload, c.threads});
+    if (selected(c) || for_floor) cases.push_back(c);
   }
   if (st.list) {
     for (const auto& c : cases) printf("%s\n", c.Id().c_str());
@@ -140,7 +160,7 @@ int main(int argc, char** argv) {
     fflush(stdout);
     std::vector<RunResult> results;
     for (const auto& c : cases) {
-      RunResult res = RunCase(c, st);
+      RunResult res = c.transport == "spin-floor" ? ChooseFloor(c, cases, results) : RunCase(c, st);
       if (res.ok) {
         printf("  %-36s %10.0f rt/s  p50 %9.2f us  p99 %9.2f us  p99.9 %9.2f us%s%s\n", c.Id().c_str(), res.Get("rtps"),
                res.Get("p50") / 1e3, res.Get("p99") / 1e3, res.Get("p999") / 1e3, res.facts.empty() ? "" : "  | ",

@@ -118,7 +118,7 @@ RunResult RunCase(const Case& c, const Settings& st) {
     r.err = what + ": " + strerror(errno);
     return r;
   };
-  if (c.transport == "spin-floor" || c.transport == "futex-floor") {
+  if (bench::IsMemfdFloor(c.transport)) {
     int fd = memfd_create("shm-bench-floor", MFD_CLOEXEC);
     if (fd < 0) return fail("memfd_create");
     to_close.push_back(fd);
@@ -226,6 +226,36 @@ RunResult RunCase(const Case& c, const Settings& st) {
     close(go_stderr);
   }
   return r;
+}
+
+RunResult ChooseFloor(const Case& c, const std::vector<Case>& cases, const std::vector<RunResult>& results) {
+  const RunResult* best = nullptr;
+  std::string design;
+  int tried = 0;
+  for (size_t i = 0; i < results.size() && i < cases.size(); ++i) {
+    const Case& d = cases[i];
+    if (!IsFloorDesign(d.transport) || d.group != c.group || d.payload != c.payload || d.threads != c.threads) {
+      continue;
+    }
+    ++tried;
+    const RunResult& r = results[i];
+    if (!r.ok || std::isnan(r.Get("p50"))) continue;
+    // The lowest p50; on a tie (the histogram's buckets are coarse) the higher throughput.
+    if (!best || r.Get("p50") < best->Get("p50") ||
+        (r.Get("p50") == best->Get("p50") && r.Get("rtps") > best->Get("rtps"))) {
+      best = &r;
+      design = d.transport;
+    }
+  }
+  RunResult out;
+  if (!best) {
+    out.err = tried ? "no floor design succeeded in this run" : "no floor design was run (see --filter)";
+    return out;
+  }
+  out = *best;
+  out.design = design;
+  out.facts = "fastest of " + std::to_string(tried) + " floor designs: " + design;
+  return out;
 }
 
 }  // namespace orchestrator

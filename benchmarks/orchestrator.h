@@ -44,12 +44,29 @@ constexpr const char* kGoGuestBuilt = SHM_BENCH_GO_GUEST;
 constexpr const char* kGoGuestBuilt = "";
 #endif
 
-/// The payload sizes of the busy cases.
+/// The payload sizes of the busy cases of every transport.
 inline const std::vector<uint64_t> kPayloads = {0, 64, 1024, 16384, 1u << 20};
+/// The small-payload table: shm and the floor designs are also measured back to back at these sizes.
+inline const std::vector<uint64_t> kSmallPayloads = {0, 8, 16, 32, 48, 64, 128};
+
+/// The busy floor designs (floor_transports.cc). `spin-floor` is not run: in each run it is the design of this
+/// list with the lowest p50 in the same group at the same payload, so every ratio to it uses the fastest
+/// floor of that run.
+inline const std::vector<std::string> kFloorDesigns = {"floor-2line", "floor-2line-nopause", "floor-1line",
+                                                       "floor-1line-nopause"};
+/// Measured beside the floor designs, never chosen as the floor: their payload lives in the control line, a
+/// wire shm does not have (what carrying small payloads there could reach).
+inline const std::vector<std::string> kInlineDesigns = {"floor-inline", "floor-inline-nopause"};
+inline bool IsFloorDesign(const std::string& t) {
+  return std::find(kFloorDesigns.begin(), kFloorDesigns.end(), t) != kFloorDesigns.end();
+}
+inline bool IsInlineDesign(const std::string& t) {
+  return std::find(kInlineDesigns.begin(), kInlineDesigns.end(), t) != kInlineDesigns.end();
+}
 
 struct Case {
   std::string group;      // busy | threads | sleep | idle | guestcall | bulk
-  std::string transport;  // spin-floor, futex-floor, shm-copy, shm-zc, go-copy, go-zc, uds-seqpacket, ...
+  std::string transport;  // floor-2line, ..., spin-floor, futex-floor, shm-copy, shm-zc, go-copy, uds-seqpacket, ...
   std::string mode;       // busy | sleep | idle | bulk | guestcall (what the children do)
   uint64_t payload = 64;
   int threads = 1;
@@ -78,6 +95,7 @@ struct RunResult {
   std::string err;
   std::map<std::string, double> v;  // count, secs, rtps, p50, p90, p99, p999, min, max, mean, wall, *_cpu, *_cs
   std::string facts;
+  std::string design;  // spin-floor: the floor design it is in this run
   double Get(const std::string& k) const {
     auto it = v.find(k);
     return it == v.end() ? NAN : it->second;
@@ -120,6 +138,9 @@ std::string Head(int fd, size_t max_chars);
 /// Read the caller's result line until EOF or the deadline.
 std::string ReadLine(int fd, int64_t deadline_ns);
 RunResult RunCase(const Case& c, const Settings& st);
+/// spin-floor in one run: the result of the floor design (kFloorDesigns) with the lowest p50 among the cases of
+/// the same group, payload and threads already in `results` (the run so far; cases[i] gave results[i]).
+RunResult ChooseFloor(const Case& c, const std::vector<Case>& cases, const std::vector<RunResult>& results);
 std::string ReadFile(const std::string& path);
 /// Start our own iox-roudi with a config whose memory pools fit every payload of the run. Skips (why_not set)
 /// when the binary is missing, another RouDi runs, or it does not become ready within 10 s.
@@ -181,6 +202,12 @@ class Report {
   std::string Markdown() const;
 
   void Busy(std::ostringstream& o) const;
+
+  /// shm and every floor design at kSmallPayloads: p50 and the per-run ratio to spin-floor.
+  void SmallPayloads(std::ostringstream& o) const;
+
+  /// Which design spin-floor was in each run.
+  void FloorChoice(std::ostringstream& o) const;
 
   void Threads(std::ostringstream& o) const;
 

@@ -19,6 +19,8 @@ std::string Report::Markdown() const {
          "in go/) serving instead of the C++ guest: the same C++ host caller, the same requests and checks.\n\n";
   }
   Busy(o);
+  SmallPayloads(o);
+  FloorChoice(o);
   Threads(o);
   Contended(o);
   Sleep(o);
@@ -55,6 +57,81 @@ void Report::Busy(std::ostringstream& o) const {
     }
     o << "\n";
   }
+}
+
+void Report::SmallPayloads(std::ostringstream& o) const {
+  std::vector<uint64_t> sizes;
+  for (uint64_t p : kSmallPayloads) {
+    for (const auto& c : cases_) {
+      if (c.group == "busy" && c.payload == p && (c.transport == "spin-floor" || c.transport.rfind("shm-", 0) == 0)) {
+        sizes.push_back(p);
+        break;
+      }
+    }
+  }
+  if (sizes.size() < 2) return;
+  std::vector<std::string> rows = {"spin-floor"};
+  rows.insert(rows.end(), kFloorDesigns.begin(), kFloorDesigns.end());
+  rows.insert(rows.end(), kInlineDesigns.begin(), kInlineDesigns.end());
+  rows.insert(rows.end(), {"shm-copy", "shm-zc"});
+  o << "## Small payloads, back to back: p50 µs, and ÷ spin-floor (per run, median [min–max])\n\n";
+  o << "spin-floor is, in each run and at each payload, the fastest of " << kFloorDesigns.size()
+    << " floor designs (the next table says which); floor-inline* carry the payload inside the control line "
+       "(at most "
+    << kFloorInlineMax << " B) and are not counted as the floor.\n\n";
+  o << "| transport |";
+  for (uint64_t p : sizes) o << " " << PayloadName(p) << " |";
+  o << "\n|---|";
+  for (size_t i = 0; i < sizes.size(); ++i) o << "---:|";
+  o << "\n";
+  for (const auto& t : rows) {
+    bool any = false;
+    for (uint64_t p : sizes) any |= Find("busy", t, p) != nullptr;
+    if (!any) continue;
+    o << "| " << t << " |";
+    for (uint64_t p : sizes) {
+      const Case* c = Find("busy", t, p);
+      o << " ";
+      if (!c) {
+        o << (IsInlineDesign(t) && p > kFloorInlineMax ? "does not fit" : "—");
+      } else if (!Failure(c).empty()) {
+        o << "n/a";
+      } else {
+        o << WithSpread(Metric(c, "p50", 1e-3));
+        if (t != "spin-floor") o << " (" << RatioCell(Ratio(c, Find("busy", "spin-floor", p), "p50")) << ")";
+      }
+      o << " |";
+    }
+    o << "\n";
+  }
+  o << "\n";
+}
+
+void Report::FloorChoice(std::ostringstream& o) const {
+  std::vector<const Case*> floors;
+  for (const auto& c : cases_) {
+    if (c.transport == "spin-floor") floors.push_back(&c);
+  }
+  if (floors.empty()) return;
+  o << "## The floor: the fastest design in each run (p50 µs)\n\n";
+  o << "| case |";
+  for (size_t r = 0; r < runs_.size(); ++r) o << " run " << r + 1 << " |";
+  o << "\n|---|";
+  for (size_t r = 0; r < runs_.size(); ++r) o << "---|";
+  o << "\n";
+  for (const Case* c : floors) {
+    o << "| " << c->group << " " << PayloadName(c->payload) << " |";
+    for (const auto& run : runs_) {
+      const RunResult& r = run[IndexOf(c)];
+      if (r.ok) {
+        o << " " << r.design << " " << Sig(r.Get("p50") / 1e3) << " |";
+      } else {
+        o << " n/a |";
+      }
+    }
+    o << "\n";
+  }
+  o << "\n";
 }
 
 void Report::Threads(std::ostringstream& o) const {
@@ -209,7 +286,7 @@ void Report::Bulk(std::ostringstream& o) const {
 std::string Report::RawCsv() const {
   std::ostringstream o;
   o << "run,id,group,transport,mode,payload,threads,ok,count,secs,rtps,p50_ns,p90_ns,p99_ns,p999_ns,min_ns,max_ns,"
-       "mean_ns,wall_s,caller_cpu_s,server_cpu_s,caller_cs,server_cs,error\n";
+       "mean_ns,wall_s,caller_cpu_s,server_cpu_s,caller_cs,server_cs,error,floor_design\n";
   for (size_t r = 0; r < runs_.size(); ++r) {
     for (size_t i = 0; i < cases_.size(); ++i) {
       const Case& c = cases_[i];
@@ -224,7 +301,7 @@ std::string Report::RawCsv() const {
       }
       std::string e = x.err;
       std::replace(e.begin(), e.end(), ',', ';');
-      o << "," << e << "\n";
+      o << "," << e << "," << x.design << "\n";
     }
   }
   return o.str();

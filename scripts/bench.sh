@@ -3,7 +3,7 @@
 # Reproduce BENCHMARKS.md: build shm-bench (RelWithDebInfo) in build-bench/, run every case 5 times
 # (interleaved), and write results/results.md, results/raw.csv, results/summary.csv and results/rtt.png.
 #
-#   scripts/bench.sh                 # the full run (about 5 minutes on a 2-core VM)
+#   scripts/bench.sh                 # the full run (about 10 minutes on a 2-core VM)
 #   scripts/bench.sh --quick         # one short run of every case (smoke test)
 #   scripts/bench.sh --runs 9 ...    # any other shm-bench arguments are passed on
 #

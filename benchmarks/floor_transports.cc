@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+// shm-bench — the floors: raw shared memory (a memfd both processes map) and nothing else, in several designs,
+// so that the fastest of them is what "the floor" means on this machine (BENCHMARKS.md, Transports).
+//
+// The memfd: a 4096-byte control area (offset 0), then the request buffer, then the response buffer, each
+// rounded up to whole cache lines with a line to spare. The designs differ only in the control area and in
+// how a waiter polls:
+//
+//   floor-2line[-nopause]  two control words, each alone in its cache line: req at offset 0 (the caller stores
+//                          a new sequence number), resp at offset 64 (the server stores the same number back).
+//                          Plain release stores, acquire loads; the server copies the request buffer into the
+//                          response buffer.
+//   floor-1line[-nopause]  one control word for both directions, at offset 0: the caller stores
+//                          (seq, REQUEST), the server takes it with one compare-and-swap (seq, TAKEN), runs the
+//                          handler (the same copy) and answers with one store (seq, RESPONSE). The shape of a
+//                          held slot in a CAS-based protocol: the word's line is the only control traffic.
+//   floor-inline[-nopause] floor-1line with the payload inside the control line (48 bytes from offset 16) and
+//                          the answer's size at offset 4, so a small request and its answer cross cores with
+//                          the state change. At most 48 bytes; beyond that (and for bulk) it is n/a.
+//   futex-floor            floor-2line where every wait is FUTEX_WAIT and every store is followed by
+//                          FUTEX_WAKE: both peers sleep on every message.
+//
+// A waiter polls its word with PAUSE between loads, or (-nopause) with nothing between them.
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bench.h"
+
+namespace bench {
+namespace {
+
+constexpr size_t kControlBytes = 4096;
+constexpr size_t kInlineOffset = 16;
+static_assert(kInlineOffset + kFloorInlineMax == 64, "the inline payload ends with the control line");
+
+size_t BufferBytes(uint64_t payload) { return (static_cast<size_t>(payload) + 63) / 64 * 64 + 64; }
+
+enum class Layout { kTwoLines, kOneLine, kInline };
+enum class Wait { kPause, kSpin, kFutex };
+
+/// Every `kStopCheck` polls a busy server also looks at g_stop (SIGTERM), so that a caller that died without
+/// telling it does not leave it spinning until SIGKILL. Rare enough to cost nothing per round trip.
+constexpr uint32_t kStopCheck = 4096;
+
+struct FloorMap {
+  uint8_t* base = nullptr;
+  size_t size = 0;
+  std::atomic<uint32_t>* word = nullptr;        // offset 0: req (two lines) or the one control word
+  std::atomic<uint32_t>* word2 = nullptr;       // offset 64: resp (two lines only)
+  std::atomic<uint32_t>* size_field = nullptr;  // offset 4: the inline answer's size
+  uint8_t* inline_area = nullptr;               // offset 16, 48 bytes: the inline payload
+  uint8_t* req_buf = nullptr;
+  uint8_t* resp_buf = nullptr;
+
+  std::string Map(int fd, uint64_t payload) {
+    size = FloorSegmentBytes(payload);
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return std::string("mmap: ") + strerror(errno);
+    base = static_cast<uint8_t*>(p);
+    word = reinterpret_cast<std::atomic<uint32_t>*>(base);
+    size_field = reinterpret_cast<std::atomic<uint32_t>*>(base + 4);
+    word2 = reinterpret_cast<std::atomic<uint32_t>*>(base + 64);
+    inline_area = base + kInlineOffset;
+    req_buf = base + kControlBytes;
+    resp_buf = req_buf + BufferBytes(payload);
+    return "";
+  }
+  ~FloorMap() {
+    if (base) munmap(base, size);
+  }
+};
+
+long Futex(std::atomic<uint32_t>* w, int op, uint32_t val) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, val, nullptr, nullptr, 0);
+}
+
+template <Wait W>
+inline void Relax() {
+  if constexpr (W == Wait::kPause) shm::platform::CpuRelax();
+}
+
+/// Waits until *w differs from `old`. Returns false if a server was told to stop (g_stop) meanwhile.
+template <Wait W>
+bool WaitChange(std::atomic<uint32_t>* w, uint32_t old) {
+  for (uint32_t polls = 1;; ++polls) {
+    if (w->load(std::memory_order_acquire) != old) return true;
+    if constexpr (W == Wait::kFutex) {
+      Futex(w, FUTEX_WAIT, old);
+      if (g_stop.load(std::memory_order_relaxed)) return false;
+    } else {
+      if (polls % kStopCheck == 0 && g_stop.load(std::memory_order_relaxed)) return false;
+      Relax<W>();
+    }
+  }
+}
+
+template <Wait W>
+void Store(std::atomic<uint32_t>* w, uint32_t v) {
+  w->store(v, std::memory_order_release);
+  if constexpr (W == Wait::kFutex) Futex(w, FUTEX_WAKE, INT_MAX);
+}
+
+// Two-line designs: the sequence number itself; UINT32_MAX tells the server to stop.
+constexpr uint32_t kStopSeq = UINT32_MAX;
+
+// One-line designs: the word is seq * 4 + state (seq wraps; only equality is compared). A word in state 0
+// other than the initial 0 tells the server to stop.
+constexpr uint32_t kRequest = 1, kTaken = 2, kResponse = 3, kStateMask = 3;
+constexpr uint32_t kStopWord = ~kStateMask;
+constexpr uint32_t kNoSize = UINT32_MAX;  // the caller's mark in the inline size field: no answer yet
+inline uint32_t Word(uint32_t seq, uint32_t state) { return (seq << 2) | state; }
+
+template <Layout L, Wait W>
+class FloorCaller final : public Caller {
+ public:
+  std::string Open(const Options& o) override {
+    n_ = static_cast<size_t>(o.payload);
+    bulk_ = o.mode == "bulk";
+    if constexpr (L == Layout::kInline) {
+      if (bulk_) return "n/a: the inline design carries echoes only";
+      if (n_ > kFloorInlineMax) {
+        return "n/a: " + std::to_string(n_) + " B does not fit in the control line (at most " +
+               std::to_string(kFloorInlineMax) + " B)";
+      }
+    }
+    src_.resize(n_ + 1);
+    FillPattern(src_.data(), n_);
+    want_sum_ = SumWords(src_.data(), n_);
+    return m_.Map(o.fd_send, o.payload);
+  }
+
+  bool Call(int) override {
+    ++seq_;
+    const uint8_t tag = static_cast<uint8_t>(seq_);
+    uint8_t* const req = L == Layout::kInline ? m_.inline_area : m_.req_buf;
+    if (n_) {
+      std::memcpy(req, src_.data(), n_);
+      if (!bulk_) req[0] = tag;
+    }
+    const uint8_t* resp = m_.resp_buf;
+    size_t got = n_;
+    if constexpr (L == Layout::kTwoLines) {
+      Store<W>(m_.word, seq_);
+      WaitChange<W>(m_.word2, seq_ - 1);
+      if (m_.word2->load(std::memory_order_acquire) != seq_) return Fail("answer to another request");
+    } else {
+      // The request and its answer share the inline area, so the server's answer is proven by the size it
+      // stores, which the caller first overwrites with a mark no answer carries.
+      if constexpr (L == Layout::kInline) m_.size_field->store(kNoSize, std::memory_order_relaxed);
+      m_.word->store(Word(seq_, kRequest), std::memory_order_release);
+      uint32_t v;
+      while (((v = m_.word->load(std::memory_order_acquire)) & kStateMask) != kResponse) Relax<W>();
+      if (v != Word(seq_, kResponse)) return Fail("answer to another request");
+      if constexpr (L == Layout::kInline) {
+        resp = m_.inline_area;
+        got = m_.size_field->load(std::memory_order_relaxed);
+      }
+    }
+    if (bulk_) {
+      uint64_t s;
+      std::memcpy(&s, resp, 8);
+      return s == want_sum_ || Fail("bulk checksum differs");
+    }
+    return EchoOk(resp, got, n_, tag, src_.data()) || Fail("echo differs");
+  }
+
+  void Close() override {
+    if (!m_.base) return;
+    if constexpr (L == Layout::kTwoLines) {
+      Store<Wait::kFutex>(m_.word, kStopSeq);  // wakes a sleeping server; a spinning one sees it too
+    } else {
+      m_.word->store(kStopWord, std::memory_order_release);
+    }
+  }
+
+ private:
+  bool Fail(const char* what) {
+    error_ = what;
+    return false;
+  }
+  FloorMap m_;
+  size_t n_ = 0;
+  bool bulk_ = false;
+  uint32_t seq_ = 0;
+  uint64_t want_sum_ = 0;
+  std::vector<uint8_t> src_;
+};
+
+/// The handler of every design but inline: echo the request, or answer the bulk request's sum.
+inline void Answer(const FloorMap& m, size_t n, bool bulk) {
+  if (bulk) {
+    const uint64_t s = SumWords(m.req_buf, n);
+    std::memcpy(m.resp_buf, &s, 8);
+  } else if (n) {
+    std::memcpy(m.resp_buf, m.req_buf, n);
+  }
+}
+
+template <Layout L, Wait W>
+class FloorServer final : public Server {
+ public:
+  int Run(const Options& o) override {
+    const size_t n = static_cast<size_t>(o.payload);
+    const bool bulk = o.mode == "bulk";
+    if (L == Layout::kInline && (bulk || n > kFloorInlineMax)) return 2;  // the caller reports why
+    FloorMap m;
+    if (!m.Map(o.fd_recv, o.payload).empty()) return 2;
+    if constexpr (L == Layout::kTwoLines) {
+      uint32_t last = 0;
+      for (;;) {
+        if (!WaitChange<W>(m.word, last)) return 0;
+        const uint32_t v = m.word->load(std::memory_order_acquire);
+        if (v == kStopSeq) return 0;
+        Answer(m, n, bulk);
+        Store<W>(m.word2, v);
+        last = v;
+      }
+    } else {
+      for (;;) {
+        uint32_t v;
+        for (uint32_t polls = 1;; ++polls) {
+          v = m.word->load(std::memory_order_acquire);
+          if ((v & kStateMask) == kRequest) break;
+          if (v == kStopWord) return 0;
+          if (polls % kStopCheck == 0 && g_stop.load(std::memory_order_relaxed)) return 0;
+          Relax<W>();
+        }
+        uint32_t expected = v;
+        // The take. Only the caller's stop can race with it; the next poll sees that.
+        if (!m.word->compare_exchange_strong(expected, v - kRequest + kTaken, std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+          continue;
+        }
+        if constexpr (L == Layout::kInline) {
+          // Request and answer share the area: read the request out, then write the answer back, as a handler
+          // that builds its answer elsewhere would.
+          uint8_t local[kFloorInlineMax];
+          std::memcpy(local, m.inline_area, n);
+          std::memcpy(m.inline_area, local, n);
+          m.size_field->store(static_cast<uint32_t>(n), std::memory_order_relaxed);
+        } else {
+          Answer(m, n, bulk);
+        }
+        m.word->store(v - kRequest + kResponse, std::memory_order_release);
+      }
+    }
+  }
+};
+
+template <template <Layout, Wait> class T, typename Base>
+std::unique_ptr<Base> MakeFloor(const std::string& t) {
+  if (t == "floor-2line") return std::make_unique<T<Layout::kTwoLines, Wait::kPause>>();
+  if (t == "floor-2line-nopause") return std::make_unique<T<Layout::kTwoLines, Wait::kSpin>>();
+  if (t == "floor-1line") return std::make_unique<T<Layout::kOneLine, Wait::kPause>>();
+  if (t == "floor-1line-nopause") return std::make_unique<T<Layout::kOneLine, Wait::kSpin>>();
+  if (t == "floor-inline") return std::make_unique<T<Layout::kInline, Wait::kPause>>();
+  if (t == "floor-inline-nopause") return std::make_unique<T<Layout::kInline, Wait::kSpin>>();
+  if (t == "futex-floor") return std::make_unique<T<Layout::kTwoLines, Wait::kFutex>>();
+  return nullptr;
+}
+
+}  // namespace
+
+size_t FloorSegmentBytes(uint64_t payload) { return kControlBytes + 2 * BufferBytes(payload); }
+
+bool IsMemfdFloor(const std::string& t) { return t == "futex-floor" || t.rfind("floor-", 0) == 0; }
+
+std::unique_ptr<Caller> MakeFloorCaller(const std::string& t) { return MakeFloor<FloorCaller, Caller>(t); }
+
+std::unique_ptr<Server> MakeFloorServer(const std::string& t) { return MakeFloor<FloorServer, Server>(t); }
+
+}  // namespace bench
