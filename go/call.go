@@ -124,7 +124,7 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		return false
 	}
 	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, deadline, c.spin, func(w uint32) bool { return !inFlight(w) },
-		abort, ctlWaiting)
+		abort, ctlWaiting, startSpin)
 	if st != waitReady {
 		if st == waitTimeout {
 			cause = newErr(ErrTimeout, "guest call on slot %d did not finish in time", s.index)

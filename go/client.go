@@ -349,7 +349,7 @@ func (c *Client) work(s *slotView, h Handler) {
 		return false
 	}
 	for {
-		if _, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting); st != waitReady {
+		if _, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting, startSpin); st != waitReady {
 			break
 		}
 		if seq, ok := tryTake(s.h); ok {

@@ -112,7 +112,7 @@ func TestWaitForSleepsAndWakes(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		w, st := waitFor(&h.ctl, &h.wakeStampNs, noDeadline, spin, func(w uint32) bool { return ctlState(w) == stateRequest },
-			func(bool) bool { return false }, ctlWaiting)
+			func(bool) bool { return false }, ctlWaiting, startSpin)
 		if st != waitReady {
 			w = 0xFFFFFFFF
 		}
@@ -142,7 +142,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 	never := func(uint32) bool { return false }
 	start := time.Now()
 	if _, st := waitFor(&h.ctl, nil, monoNow()+int64(time.Millisecond), newSpinPolicy(), never,
-		func(bool) bool { return false }, ctlWaiting); st != waitTimeout {
+		func(bool) bool { return false }, ctlWaiting, startSpin); st != waitTimeout {
 		t.Fatalf("status %d", st)
 	}
 	if d := time.Since(start); d > 10*time.Second {
@@ -154,7 +154,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 			return atomic.AddInt32(&slowChecks, 1) == 2
 		}
 		return false
-	}, ctlWaiting); st != waitAborted {
+	}, ctlWaiting, startSpin); st != waitAborted {
 		t.Fatalf("status %d", st)
 	}
 	// nudge wakes a sleeper so it re-checks a condition kept outside the word.
@@ -162,7 +162,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 	done := make(chan waitStatus, 1)
 	go func() {
 		_, st := waitFor(&h.ctl, nil, noDeadline, newSpinPolicy(), never,
-			func(bool) bool { return atomic.LoadUint32(&stop) != 0 }, ctlWaiting)
+			func(bool) bool { return atomic.LoadUint32(&stop) != 0 }, ctlWaiting, startSpin)
 		done <- st
 	}()
 	for word(h)&ctlWaiting == 0 {
