@@ -92,7 +92,7 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	}
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
-	tx, ok := publish(s.h, *seq)
+	tx, wokeHost, ok := publish(s.h, *seq)
 	if !ok {
 		return a, false, newErr(ErrProtocol, "guest slot %d was taken from its caller", s.index)
 	}
@@ -123,8 +123,13 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		}
 		return false
 	}
+	// Having woken a server asleep on the slot, offer this CPU from the start: it may be queued on it.
+	start := startSpin
+	if wokeHost {
+		start = startYield
+	}
 	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, deadline, c.spin, func(w uint32) bool { return !inFlight(w) },
-		abort, ctlWaiting, startSpin)
+		abort, ctlWaiting, start)
 	if st != waitReady {
 		if st == waitTimeout {
 			cause = newErr(ErrTimeout, "guest call on slot %d did not finish in time", s.index)

@@ -348,12 +348,22 @@ func (c *Client) work(s *slotView, h Handler) {
 		}
 		return false
 	}
+	start := startSpin
 	for {
-		if _, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting, startSpin); st != waitReady {
+		_, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting, start)
+		if st != waitReady {
 			break
 		}
+		wokeHost := false
 		if seq, ok := tryTake(s.h); ok {
-			c.serve(s, seq, h)
+			wokeHost = c.serve(s, seq, h)
+		}
+		// Having woken the host, keep spinning for its next request (it may come at once), but offer this CPU
+		// from the start: the host may be queued on it. Sleeping here instead would let a busy exchange settle
+		// into both sides sleeping on every message.
+		start = startSpin
+		if wokeHost {
+			start = startYield
 		}
 	}
 	if hostGone {
@@ -365,8 +375,9 @@ func (c *Client) work(s *slotView, h Handler) {
 	}
 }
 
-// serve is the server half of a transaction on a slot this worker took at seq (SPECIFICATION.md §8.4).
-func (c *Client) serve(s *slotView, seq uint32, h Handler) {
+// serve is the server half of a transaction on a slot this worker took at seq (SPECIFICATION.md §8.4). It
+// reports whether the host was asleep on the slot and has been woken.
+func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
 	// Read once into locals; only the locals are used from here on.
 	size := int32(atomic.LoadUint32(&s.h.reqSize))
 	typ := MsgType(atomic.LoadUint32(&s.h.reqType))
@@ -400,7 +411,8 @@ func (c *Client) serve(s *slotView, seq uint32, h Handler) {
 	}
 	// T4, or T7 if the host abandoned the call meanwhile (the answer is dropped); a slot taken from this
 	// server by recovery is left alone.
-	complete(s.h, seq)
+	_, wokeHost = complete(s.h, seq)
+	return wokeHost
 }
 
 // runHandler calls h, turning a panic into failed = true.

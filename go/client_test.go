@@ -277,7 +277,7 @@ func TestGuestCallTimeoutWithdrawsAndAbandons(t *testing.T) {
 	// The host's late answer is discarded (T7); the next call gets its own answer.
 	atomic.StoreUint32(&s.h.respType, uint32(MsgTypeNormal))
 	atomic.StoreUint32(&s.h.respSize, 1)
-	if complete(s.h, seq) != completeDiscarded {
+	if outcome(complete(s.h, seq)) != completeDiscarded {
 		t.Fatal("late answer not discarded")
 	}
 	h.serveGuestCalls(nil)

@@ -436,7 +436,7 @@ func (h *fakeHost) call(i uint32, req []byte, size int32, t MsgType, timeout tim
 	copy(s.req, req)
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
-	tx, ok := publish(s.h, seq)
+	tx, _, ok := publish(s.h, seq)
 	if !ok {
 		return nil, 0, 0, fmt.Errorf("publish failed")
 	}
