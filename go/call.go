@@ -33,7 +33,8 @@ func deadlineAfter(timeout time.Duration) int64 {
 	return now + int64(timeout)
 }
 
-// claimAny claims a free guest slot (T1), until the deadline. The caller holds c.mu for reading.
+// claimAny claims a free guest slot (T1), else takes a parked one (then held in RESPONSE), until the
+// deadline. The caller holds c.mu for reading.
 func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 	g := c.seg.geo
 	if g.guestSlots == 0 {
@@ -52,6 +53,11 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 			s := &c.seg.slots[i]
 			if seq, ok := tryClaim(s.h); ok {
 				return s, seq, nil
+			}
+		}
+		for i := g.hostSlots; i < g.slotCount(); i++ {
+			if seq, ok := c.unpark(i); ok {
+				return &c.seg.slots[i], seq, nil
 			}
 		}
 		now := monoNow()
@@ -181,8 +187,10 @@ func errorIs(err, kind error) bool {
 }
 
 // SendGuestCall calls the host with a copy of data and type t on any free guest slot, waiting up to the
-// configured DefaultTimeout, and returns a copy of the answer and its type. See SendGuestCallWithTimeout for
-// the errors. Safe for concurrent use (each call uses its own slot).
+// configured DefaultTimeout, and returns a copy of the answer and its type. An answered call keeps its slot
+// parked for the next copying guest call, which then publishes at once without claiming one (see
+// ReleaseParkedSlots). See SendGuestCallWithTimeout for the errors. Safe for concurrent use (each call uses
+// its own slot).
 func (c *Client) SendGuestCall(data []byte, t MsgType) ([]byte, MsgType, error) {
 	return c.SendGuestCallWithTimeout(data, t, -1)
 }
@@ -231,14 +239,25 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 		return nil, 0, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
 	deadline := c.deadline(timeout)
-	s, seq, err := c.claimAny(deadline)
-	if err != nil {
-		return nil, 0, err
+	// The slot parked last first (parked.go), else any free slot, else any parked one.
+	var s *slotView
+	var seq uint32
+	if h := atomic.LoadUint32(&c.parkHint); h != 0 {
+		if sq, ok := c.unpark(h - 1); ok {
+			s, seq = &c.seg.slots[h-1], sq
+		}
+	}
+	if s == nil {
+		var err error
+		if s, seq, err = c.claimAny(deadline); err != nil {
+			return nil, 0, err
+		}
 	}
 	copy(s.req, data)
 	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)
+	answered := err == nil
 	var out []byte
-	if err == nil {
+	if answered {
 		src := s.resp[a.off : a.off+a.len]
 		if buf != nil {
 			if len(src) > len(buf) {
@@ -250,7 +269,11 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 			out = append([]byte{}, src...)
 		}
 	}
-	if owned {
+	// An answered call keeps its slot, held in RESPONSE, for the next call; a failed one frees it if it is
+	// still this caller's.
+	if owned && answered {
+		c.park(s.index, seq)
+	} else if owned {
 		release(s.h, seq)
 	}
 	if err != nil {

@@ -65,6 +65,11 @@ type Client struct {
 	mu      sync.RWMutex // read-held while the mapping is used by a call; write-held by Close to unmap
 	closed  bool         // under mu
 
+	// Parked slots (parked.go). parked has one word per slot (atomic): 0, or parkedBit | the seq of a guest
+	// slot parked in RESPONSE. parkHint (atomic) is 1 + the index of the slot parked last, 0 for none.
+	parked   []uint32
+	parkHint uint32
+
 	startMu sync.Mutex
 	started bool
 	workers sync.WaitGroup
@@ -106,7 +111,8 @@ func Connect(cfg ClientConfig) (*Client, error) {
 	for {
 		seg, err := attachOnce(cfg.ShmName, deadline)
 		if err == nil {
-			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf}, nil
+			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf,
+				parked: make([]uint32, seg.geo.slotCount())}, nil
 		}
 		// A guest that is still dying keeps the guest seat until its last thread exits (the host answers BUSY):
 		// retry that too, so a supervisor may restart a guest at once.
@@ -276,6 +282,8 @@ func (c *Client) Close() error {
 	for i := range c.seg.slots {
 		nudge(&c.seg.slots[i].h.ctl)
 	}
+	// A call that parks from now on sees closing and frees its slot itself (park).
+	c.releaseAllParked()
 	// Start checks closing under startMu, so once this section has passed no worker can be added.
 	c.startMu.Lock()
 	c.startMu.Unlock()
