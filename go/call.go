@@ -34,7 +34,9 @@ func deadlineAfter(timeout time.Duration) int64 {
 }
 
 // claimAny claims a free guest slot (T1), else takes a parked one (then held in RESPONSE), until the
-// deadline. The caller holds c.mu for reading.
+// deadline. While every slot is busy it backs off as the C++ library's claim does: 16 yields of the CPU, then
+// sleeps doubling from 1 µs to 1 ms; every 64th round it asks whether the host is alive (a system call). The
+// caller holds c.mu for reading.
 func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 	g := c.seg.geo
 	if g.guestSlots == 0 {
@@ -67,7 +69,12 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 		if round%64 == 63 && !c.seg.hostAlive() {
 			return nil, 0, newErr(ErrHostGone, "the host of %s died", c.seg.name)
 		}
-		// Every slot is busy: this is contention, not the busy path. Back off, bounded.
+		// Every slot is busy: this is contention, not the busy path. Offer the CPU first (the holder may be
+		// waiting for it), then sleep, bounded.
+		if round < 16 {
+			schedYield()
+			continue
+		}
 		if left := time.Duration(deadline - now); backoff > left {
 			time.Sleep(left)
 		} else {
