@@ -33,7 +33,10 @@ func deadlineAfter(timeout time.Duration) int64 {
 	return now + int64(timeout)
 }
 
-// claimAny claims a free guest slot (T1), until the deadline. The caller holds c.mu for reading.
+// claimAny claims a free guest slot (T1), else takes a parked one (then held in RESPONSE), until the
+// deadline. While every slot is busy it backs off as the C++ library's claim does: 16 yields of the CPU, then
+// sleeps doubling from 1 µs to 1 ms; every 64th round it asks whether the host is alive (a system call). The
+// caller holds c.mu for reading.
 func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 	g := c.seg.geo
 	if g.guestSlots == 0 {
@@ -54,6 +57,11 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 				return s, seq, nil
 			}
 		}
+		for i := g.hostSlots; i < g.slotCount(); i++ {
+			if seq, ok := c.unpark(i); ok {
+				return &c.seg.slots[i], seq, nil
+			}
+		}
 		now := monoNow()
 		if now >= deadline {
 			return nil, 0, newErr(ErrNoFreeSlot, "all %d guest slots stayed busy until the deadline", g.guestSlots)
@@ -61,7 +69,12 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 		if round%64 == 63 && !c.seg.hostAlive() {
 			return nil, 0, newErr(ErrHostGone, "the host of %s died", c.seg.name)
 		}
-		// Every slot is busy: this is contention, not the busy path. Back off, bounded.
+		// Every slot is busy: this is contention, not the busy path. Offer the CPU first (the holder may be
+		// waiting for it), then sleep, bounded.
+		if round < 16 {
+			schedYield()
+			continue
+		}
 		if left := time.Duration(deadline - now); backoff > left {
 			time.Sleep(left)
 		} else {
@@ -92,7 +105,7 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	}
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
-	tx, ok := publish(s.h, *seq)
+	tx, wokeHost, ok := publish(s.h, *seq)
 	if !ok {
 		return a, false, newErr(ErrProtocol, "guest slot %d was taken from its caller", s.index)
 	}
@@ -123,8 +136,13 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		}
 		return false
 	}
+	// Having woken a server asleep on the slot, offer this CPU from the start: it may be queued on it.
+	start := startSpin
+	if wokeHost {
+		start = startYield
+	}
 	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, deadline, c.spin, func(w uint32) bool { return !inFlight(w) },
-		abort, ctlWaiting)
+		abort, ctlWaiting, start)
 	if st != waitReady {
 		if st == waitTimeout {
 			cause = newErr(ErrTimeout, "guest call on slot %d did not finish in time", s.index)
@@ -176,8 +194,10 @@ func errorIs(err, kind error) bool {
 }
 
 // SendGuestCall calls the host with a copy of data and type t on any free guest slot, waiting up to the
-// configured DefaultTimeout, and returns a copy of the answer and its type. See SendGuestCallWithTimeout for
-// the errors. Safe for concurrent use (each call uses its own slot).
+// configured DefaultTimeout, and returns a copy of the answer and its type. An answered call keeps its slot
+// parked for the next copying guest call, which then publishes at once without claiming one (see
+// ReleaseParkedSlots). See SendGuestCallWithTimeout for the errors. Safe for concurrent use (each call uses
+// its own slot).
 func (c *Client) SendGuestCall(data []byte, t MsgType) ([]byte, MsgType, error) {
 	return c.SendGuestCallWithTimeout(data, t, -1)
 }
@@ -226,14 +246,25 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 		return nil, 0, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
 	deadline := c.deadline(timeout)
-	s, seq, err := c.claimAny(deadline)
-	if err != nil {
-		return nil, 0, err
+	// The slot parked last first (parked.go), else any free slot, else any parked one.
+	var s *slotView
+	var seq uint32
+	if h := atomic.LoadUint32(&c.parkHint); h != 0 {
+		if sq, ok := c.unpark(h - 1); ok {
+			s, seq = &c.seg.slots[h-1], sq
+		}
+	}
+	if s == nil {
+		var err error
+		if s, seq, err = c.claimAny(deadline); err != nil {
+			return nil, 0, err
+		}
 	}
 	copy(s.req, data)
 	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)
+	answered := err == nil
 	var out []byte
-	if err == nil {
+	if answered {
 		src := s.resp[a.off : a.off+a.len]
 		if buf != nil {
 			if len(src) > len(buf) {
@@ -245,7 +276,11 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 			out = append([]byte{}, src...)
 		}
 	}
-	if owned {
+	// An answered call keeps its slot, held in RESPONSE, for the next call; a failed one frees it if it is
+	// still this caller's.
+	if owned && answered {
+		c.park(s.index, seq)
+	} else if owned {
 		release(s.h, seq)
 	}
 	if err != nil {

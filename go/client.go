@@ -65,6 +65,11 @@ type Client struct {
 	mu      sync.RWMutex // read-held while the mapping is used by a call; write-held by Close to unmap
 	closed  bool         // under mu
 
+	// Parked slots (parked.go). parked has one word per slot (atomic): 0, or parkedBit | the seq of a guest
+	// slot parked in RESPONSE. parkHint (atomic) is 1 + the index of the slot parked last, 0 for none.
+	parked   []uint32
+	parkHint uint32
+
 	startMu sync.Mutex
 	started bool
 	workers sync.WaitGroup
@@ -106,7 +111,8 @@ func Connect(cfg ClientConfig) (*Client, error) {
 	for {
 		seg, err := attachOnce(cfg.ShmName, deadline)
 		if err == nil {
-			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf}, nil
+			return &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf,
+				parked: make([]uint32, seg.geo.slotCount())}, nil
 		}
 		// A guest that is still dying keeps the guest seat until its last thread exits (the host answers BUSY):
 		// retry that too, so a supervisor may restart a guest at once.
@@ -276,6 +282,8 @@ func (c *Client) Close() error {
 	for i := range c.seg.slots {
 		nudge(&c.seg.slots[i].h.ctl)
 	}
+	// A call that parks from now on sees closing and frees its slot itself (park).
+	c.releaseAllParked()
 	// Start checks closing under startMu, so once this section has passed no worker can be added.
 	c.startMu.Lock()
 	c.startMu.Unlock()
@@ -348,12 +356,22 @@ func (c *Client) work(s *slotView, h Handler) {
 		}
 		return false
 	}
+	start := startSpin
 	for {
-		if _, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting); st != waitReady {
+		_, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting, start)
+		if st != waitReady {
 			break
 		}
+		wokeHost := false
 		if seq, ok := tryTake(s.h); ok {
-			c.serve(s, seq, h)
+			wokeHost = c.serve(s, seq, h)
+		}
+		// Having woken the host, keep spinning for its next request (it may come at once), but offer this CPU
+		// from the start: the host may be queued on it. Sleeping here instead would let a busy exchange settle
+		// into both sides sleeping on every message.
+		start = startSpin
+		if wokeHost {
+			start = startYield
 		}
 	}
 	if hostGone {
@@ -365,8 +383,9 @@ func (c *Client) work(s *slotView, h Handler) {
 	}
 }
 
-// serve is the server half of a transaction on a slot this worker took at seq (SPECIFICATION.md §8.4).
-func (c *Client) serve(s *slotView, seq uint32, h Handler) {
+// serve is the server half of a transaction on a slot this worker took at seq (SPECIFICATION.md §8.4). It
+// reports whether the host was asleep on the slot and has been woken.
+func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
 	// Read once into locals; only the locals are used from here on.
 	size := int32(atomic.LoadUint32(&s.h.reqSize))
 	typ := MsgType(atomic.LoadUint32(&s.h.reqType))
@@ -400,7 +419,8 @@ func (c *Client) serve(s *slotView, seq uint32, h Handler) {
 	}
 	// T4, or T7 if the host abandoned the call meanwhile (the answer is dropped); a slot taken from this
 	// server by recovery is left alone.
-	complete(s.h, seq)
+	_, wokeHost = complete(s.h, seq)
+	return wokeHost
 }
 
 // runHandler calls h, turning a panic into failed = true.

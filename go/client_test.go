@@ -217,9 +217,14 @@ func TestGuestCallErrors(t *testing.T) {
 	if got, _, err := c.SendGuestCallWithTimeout([]byte("abc"), MsgTypeNormal, math.MaxInt64); err != nil || !bytes.Equal(got, complement([]byte("abc"))) {
 		t.Errorf("MaxInt64 timeout: %v", err)
 	}
-	// Every failure above left the only guest slot free.
+	// No failure above kept the only guest slot (each call found it); the answered calls parked it, held in
+	// RESPONSE, and ReleaseParkedSlots frees it.
+	if got := ctlState(atomic.LoadUint32(&h.slots[1].h.ctl)); got != stateResponse {
+		t.Errorf("guest slot left in state %d, want RESPONSE (parked)", got)
+	}
+	c.ReleaseParkedSlots()
 	if got := ctlState(atomic.LoadUint32(&h.slots[1].h.ctl)); got != stateFree {
-		t.Errorf("guest slot left in state %d", got)
+		t.Errorf("guest slot left in state %d after ReleaseParkedSlots", got)
 	}
 }
 
@@ -277,7 +282,7 @@ func TestGuestCallTimeoutWithdrawsAndAbandons(t *testing.T) {
 	// The host's late answer is discarded (T7); the next call gets its own answer.
 	atomic.StoreUint32(&s.h.respType, uint32(MsgTypeNormal))
 	atomic.StoreUint32(&s.h.respSize, 1)
-	if complete(s.h, seq) != completeDiscarded {
+	if outcome(complete(s.h, seq)) != completeDiscarded {
 		t.Fatal("late answer not discarded")
 	}
 	h.serveGuestCalls(nil)
@@ -523,6 +528,7 @@ func TestNilAndZeroClientDoNotPanic(t *testing.T) {
 			if slot != nil {
 				t.Errorf("%s Client: AcquireGuestSlot returned a slot", k.name)
 			}
+			c.ReleaseParkedSlots()
 			expect("Close", c.Close())
 			expect("Close again", c.Close())
 		}()

@@ -436,14 +436,14 @@ func (h *fakeHost) call(i uint32, req []byte, size int32, t MsgType, timeout tim
 	copy(s.req, req)
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
-	tx, ok := publish(s.h, seq)
+	tx, _, ok := publish(s.h, seq)
 	if !ok {
 		return nil, 0, 0, fmt.Errorf("publish failed")
 	}
 	seq = tx
 	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, monoNow()+int64(timeout), newSpinPolicy(),
 		func(w uint32) bool { return ctlSeq(w) != tx || ctlState(w) >= stateResponse },
-		func(bool) bool { return false }, ctlWaiting)
+		func(bool) bool { return false }, ctlWaiting, startSpin)
 	if st != waitReady {
 		if cancel(s.h, tx) == cancelAbandoned {
 			seq = 0xFFFFFFFF // not ours any more: the deferred release does nothing

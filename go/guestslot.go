@@ -22,8 +22,8 @@ type GuestSlot struct {
 	ans      answer
 }
 
-// AcquireGuestSlot claims a free guest slot, waiting up to timeout (< 0: the default timeout) while all are
-// busy. Errors: ErrNoFreeSlot, ErrShuttingDown, ErrHostGone, ErrInvalidArgument (no guest slots), ErrClosed.
+// AcquireGuestSlot claims a free guest slot, else takes one that a copying guest call parked (see
+// ReleaseParkedSlots), waiting up to timeout (< 0: the default timeout) while all are busy. Errors: ErrNoFreeSlot, ErrShuttingDown, ErrHostGone, ErrInvalidArgument (no guest slots), ErrClosed.
 // Safe for concurrent use.
 func (c *Client) AcquireGuestSlot(timeout time.Duration) (*GuestSlot, error) {
 	if !c.connected() {

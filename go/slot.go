@@ -60,16 +60,17 @@ func tryClaim(h *slotHeader) (seq uint32, ok bool) {
 }
 
 // publish: T2, CLAIMED(s) or RESPONSE(s) -> REQUEST(s+1). The request bytes and fields must be written.
-// false: the caller no longer owns the slot (a broken peer moved it).
-func publish(h *slotHeader, seq uint32) (newSeq uint32, ok bool) {
+// false: the caller no longer owns the slot (a broken peer moved it). woke: a server was asleep on the slot
+// and has been woken.
+func publish(h *slotHeader, seq uint32) (newSeq uint32, woke, ok bool) {
 	next := nextSeq(seq)
-	if ok, _ := transition(h, stateClaimed, seq, stateRequest, next); ok {
-		return next, true
+	if ok, was := transition(h, stateClaimed, seq, stateRequest, next); ok {
+		return next, was&ctlWaiting != 0, true
 	}
-	if ok, _ := transition(h, stateResponse, seq, stateRequest, next); ok {
-		return next, true
+	if ok, was := transition(h, stateResponse, seq, stateRequest, next); ok {
+		return next, was&ctlWaiting != 0, true
 	}
-	return 0, false
+	return 0, false, false
 }
 
 // release: T8, CLAIMED(s) or RESPONSE(s) -> FREE(s).
@@ -135,15 +136,15 @@ const (
 )
 
 // complete: T4, SERVING(s) -> RESPONSE(s), or T7, ABANDONED(s) -> FREE(s). The response fields must be
-// written.
-func complete(h *slotHeader, seq uint32) completeOutcome {
-	if ok, _ := transition(h, stateServing, seq, stateResponse, seq); ok {
-		return completeDelivered
+// written. woke: the caller was asleep on the slot and has been woken.
+func complete(h *slotHeader, seq uint32) (out completeOutcome, woke bool) {
+	if ok, was := transition(h, stateServing, seq, stateResponse, seq); ok {
+		return completeDelivered, was&ctlWaiting != 0
 	}
-	if ok, _ := transition(h, stateAbandoned, seq, stateFree, seq); ok {
-		return completeDiscarded
+	if ok, was := transition(h, stateAbandoned, seq, stateFree, seq); ok {
+		return completeDiscarded, was&ctlWaiting != 0
 	}
-	return completeLost
+	return completeLost, false
 }
 
 // writeErrorResponse fills the response fields of a SYSTEM_ERROR answer. Only the owner of the response side

@@ -12,6 +12,9 @@ import (
 
 func word(h *slotHeader) uint32 { return atomic.LoadUint32(&h.ctl) }
 
+// outcome is complete's outcome without whether it woke the caller.
+func outcome(o completeOutcome, _ bool) completeOutcome { return o }
+
 func TestTransitionsFollowTheTable(t *testing.T) {
 	h := new(slotHeader) // heap memory: futex calls work on any word
 	seq, ok := tryClaim(h)
@@ -21,11 +24,11 @@ func TestTransitionsFollowTheTable(t *testing.T) {
 	if _, ok := tryClaim(h); ok {
 		t.Fatal("claimed twice")
 	}
-	tx, ok := publish(h, seq)
+	tx, _, ok := publish(h, seq)
 	if !ok || tx != 1 || word(h) != makeCtl(stateRequest, 1) {
 		t.Fatalf("T2: %#x", word(h))
 	}
-	if _, ok := publish(h, seq); ok {
+	if _, _, ok := publish(h, seq); ok {
 		t.Fatal("published from REQUEST")
 	}
 	if s, ok := tryTake(h); !ok || s != 1 || word(h) != makeCtl(stateServing, 1) {
@@ -37,23 +40,23 @@ func TestTransitionsFollowTheTable(t *testing.T) {
 	if cancel(h, tx) != cancelAbandoned || word(h) != makeCtl(stateAbandoned, 1) {
 		t.Fatalf("T6: %#x", word(h))
 	}
-	if complete(h, tx) != completeDiscarded || word(h) != makeCtl(stateFree, 1) {
+	if outcome(complete(h, tx)) != completeDiscarded || word(h) != makeCtl(stateFree, 1) {
 		t.Fatalf("T7: %#x", word(h))
 	}
 	seq, _ = tryClaim(h)
-	tx, _ = publish(h, seq)
+	tx, _, _ = publish(h, seq)
 	if cancel(h, tx) != cancelWithdrawn || word(h) != makeCtl(stateClaimed, 2) {
 		t.Fatalf("T5: %#x", word(h))
 	}
-	tx, _ = publish(h, tx)
+	tx, _, _ = publish(h, tx)
 	s, _ := tryTake(h)
-	if complete(h, s) != completeDelivered || word(h) != makeCtl(stateResponse, 3) {
+	if outcome(complete(h, s)) != completeDelivered || word(h) != makeCtl(stateResponse, 3) {
 		t.Fatalf("T4: %#x", word(h))
 	}
 	if cancel(h, tx) != cancelAnswered {
 		t.Fatal("cancel after the answer")
 	}
-	if complete(h, s) != completeLost {
+	if outcome(complete(h, s)) != completeLost {
 		t.Fatal("completed twice")
 	}
 	// A stale seq never moves the word.
@@ -66,12 +69,12 @@ func TestTransitionsFollowTheTable(t *testing.T) {
 	}
 	// seq wraps at 24 bits.
 	atomic.StoreUint32(&h.ctl, makeCtl(stateClaimed, ctlSeqMask))
-	if tx, ok := publish(h, ctlSeqMask); !ok || tx != 0 || word(h) != makeCtl(stateRequest, 0) {
+	if tx, _, ok := publish(h, ctlSeqMask); !ok || tx != 0 || word(h) != makeCtl(stateRequest, 0) {
 		t.Fatalf("wrap: %#x", word(h))
 	}
 	// Invalid states accept no transition.
 	atomic.StoreUint32(&h.ctl, 9|5<<ctlSeqShift)
-	if _, ok := tryTake(h); ok || cancel(h, 5) != cancelLost || complete(h, 5) != completeLost {
+	if _, ok := tryTake(h); ok || cancel(h, 5) != cancelLost || outcome(complete(h, 5)) != completeLost {
 		t.Fatal("a transition from an invalid state")
 	}
 }
@@ -103,6 +106,38 @@ func TestTransitionClearsWaitingBitAndWakes(t *testing.T) {
 	}
 }
 
+// publish and complete say whether the word they replaced had W set: the side that woke its peer starts
+// its next wait offering the CPU (SPECIFICATION.md §7.3).
+func TestPublishAndCompleteReportAWokenSleeper(t *testing.T) {
+	h := new(slotHeader)
+	atomic.StoreUint32(&h.ctl, makeCtl(stateClaimed, 4))
+	if tx, woke, ok := publish(h, 4); !ok || woke || tx != 5 {
+		t.Fatalf("publish without a sleeper: %v %v %d", ok, woke, tx)
+	}
+	s, _ := tryTake(h)
+	if o, woke := complete(h, s); o != completeDelivered || woke {
+		t.Fatalf("complete without a sleeper: %d %v", o, woke)
+	}
+	atomic.StoreUint32(&h.ctl, word(h)|ctlWaiting)
+	tx, woke, ok := publish(h, 5)
+	if !ok || !woke || word(h) != makeCtl(stateRequest, 6) {
+		t.Fatalf("publish over W: %v %v %#x", ok, woke, word(h))
+	}
+	s, _ = tryTake(h)
+	atomic.StoreUint32(&h.ctl, word(h)|ctlWaiting)
+	if o, woke := complete(h, s); o != completeDelivered || !woke || word(h) != makeCtl(stateResponse, tx) {
+		t.Fatalf("complete over W: %d %v %#x", o, woke, word(h))
+	}
+	// T7 reports it too.
+	tx, _, _ = publish(h, tx)
+	s, _ = tryTake(h)
+	cancel(h, tx)
+	atomic.StoreUint32(&h.ctl, word(h)|ctlWaiting)
+	if o, woke := complete(h, s); o != completeDiscarded || !woke {
+		t.Fatalf("T7 over W: %d %v", o, woke)
+	}
+}
+
 func TestWaitForSleepsAndWakes(t *testing.T) {
 	h := new(slotHeader)
 	spin := newSpinPolicy()
@@ -112,7 +147,7 @@ func TestWaitForSleepsAndWakes(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		w, st := waitFor(&h.ctl, &h.wakeStampNs, noDeadline, spin, func(w uint32) bool { return ctlState(w) == stateRequest },
-			func(bool) bool { return false }, ctlWaiting)
+			func(bool) bool { return false }, ctlWaiting, startSpin)
 		if st != waitReady {
 			w = 0xFFFFFFFF
 		}
@@ -123,7 +158,7 @@ func TestWaitForSleepsAndWakes(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	atomic.StoreUint32(&h.ctl, makeCtl(stateClaimed, 0)|ctlWaiting)
-	if _, ok := publish(h, 0); !ok {
+	if _, _, ok := publish(h, 0); !ok {
 		t.Fatal("publish")
 	}
 	select {
@@ -142,7 +177,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 	never := func(uint32) bool { return false }
 	start := time.Now()
 	if _, st := waitFor(&h.ctl, nil, monoNow()+int64(time.Millisecond), newSpinPolicy(), never,
-		func(bool) bool { return false }, ctlWaiting); st != waitTimeout {
+		func(bool) bool { return false }, ctlWaiting, startSpin); st != waitTimeout {
 		t.Fatalf("status %d", st)
 	}
 	if d := time.Since(start); d > 10*time.Second {
@@ -154,7 +189,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 			return atomic.AddInt32(&slowChecks, 1) == 2
 		}
 		return false
-	}, ctlWaiting); st != waitAborted {
+	}, ctlWaiting, startSpin); st != waitAborted {
 		t.Fatalf("status %d", st)
 	}
 	// nudge wakes a sleeper so it re-checks a condition kept outside the word.
@@ -162,7 +197,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 	done := make(chan waitStatus, 1)
 	go func() {
 		_, st := waitFor(&h.ctl, nil, noDeadline, newSpinPolicy(), never,
-			func(bool) bool { return atomic.LoadUint32(&stop) != 0 }, ctlWaiting)
+			func(bool) bool { return atomic.LoadUint32(&stop) != 0 }, ctlWaiting, startSpin)
 		done <- st
 	}()
 	for word(h)&ctlWaiting == 0 {

@@ -62,31 +62,52 @@ const (
 	waitAborted                   // abort asked to stop; its reason is the caller's to keep
 )
 
+// waitStart is how a wait begins (SPECIFICATION.md §7.3). A side that has just woken its sleeping peer knows
+// the answer is at least one wake-up away, and that the kernel may have queued the woken peer on this very
+// CPU (on a VM it usually does, even with the other CPU idle): a pure spin there would hold off the peer it
+// waits for.
+type waitStart int
+
+const (
+	startSpin  waitStart = iota // spin (pure, then offering the CPU), then sleep: the peer is running
+	startYield                  // offer the CPU between re-reads from the start: a woken peer may be queued here
+)
+
 // waitFor waits until pred(*word) holds, the deadline (monoNow clock) passes, or abort returns true.
 // abort(false) must be cheap (atomic loads): it runs every few dozen spins and before every sleep.
 // abort(true) may make system calls: it runs at most every livenessSliceNs while sleeping. stamp is the slot's
 // wake_stamp_ns, or nil. waitBit is the word's "a sleeper is here" bit. Safe for any number of concurrent
 // waiters on one word.
 func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred func(uint32) bool,
-	abort func(slow bool) bool, waitBit uint32) (uint32, waitStatus) {
+	abort func(slow bool) bool, waitBit uint32, start waitStart) (uint32, waitStatus) {
 	// Spin phase: no system call (monoNow reads the vDSO clock).
 	v := atomic.LoadUint32(word)
 	if pred(v) {
 		return v, waitReady
 	}
-	start := monoNow()
-	spinEnd := start + spin.budget()
-	if spinEnd > deadline {
-		spinEnd = deadline
-	}
-	pureEnd := start + pureSpinNs
+	// The clock is first read at the 8th re-read, not before spinning: a quick answer costs no clock read.
+	var spinEnd, pureEnd int64
 	for i := 1; ; i++ {
+		cpuRelax()
 		v = atomic.LoadUint32(word)
 		if pred(v) {
 			return v, waitReady
 		}
 		if i&7 == 0 {
 			now := monoNow()
+			if i == 8 {
+				spinEnd = now + spin.budget()
+				if spinEnd > deadline {
+					spinEnd = deadline
+				}
+				pureEnd = now
+				if start == startSpin {
+					pureEnd = now + pureSpinNs
+					if pureEnd > spinEnd {
+						pureEnd = spinEnd
+					}
+				}
+			}
 			if now >= spinEnd {
 				break
 			}
