@@ -255,3 +255,35 @@ func TestSpinPolicyAdapts(t *testing.T) {
 		t.Error("implausible samples changed the budget")
 	}
 }
+
+// Crowding is assumed from its evidence for the hold period, then no longer (SPECIFICATION.md §7.3).
+func TestSpinPolicyCrowdedForTheHoldPeriod(t *testing.T) {
+	p := newSpinPolicy()
+	now := monoNow()
+	if p.crowded(now) {
+		t.Fatal("crowded before any evidence")
+	}
+	p.noteCrowded(now)
+	if !p.crowded(now+crowdedHoldNs-1) || p.crowded(now+crowdedHoldNs) {
+		t.Fatal("crowding not held for exactly crowdedHoldNs")
+	}
+}
+
+// While crowded, a waiter that has just woken its peer goes straight to publishing its sleeper flag: the abort
+// hook first runs in the sleep phase, before the flag is set, and finds it set the second time.
+func TestCrowdedWaiterThatWokeItsPeerSleepsWithoutSpinning(t *testing.T) {
+	h := new(slotHeader)
+	p := newSpinPolicy()
+	p.noteCrowded(monoNow())
+	calls, flagAtSecond := 0, false
+	_, st := waitFor(&h.ctl, nil, noDeadline, p, func(uint32) bool { return false }, func(bool) bool {
+		calls++
+		if calls == 2 {
+			flagAtSecond = atomic.LoadUint32(&h.ctl)&ctlWaiting != 0
+		}
+		return calls == 2
+	}, ctlWaiting, startYield)
+	if st != waitAborted || !flagAtSecond {
+		t.Fatalf("status %d, flag at the second check %v: the waiter spun first", st, flagAtSecond)
+	}
+}

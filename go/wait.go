@@ -20,13 +20,21 @@ const (
 	initialWakeNs   int64 = 50000
 	livenessSliceNs int64 = 50000000 // 50 ms
 	noDeadline      int64 = math.MaxInt64
+
+	// Crowded CPUs (SPECIFICATION.md §7.3): a gap this long between two clock reads of a spin, or a wake-up
+	// this slow, means another thread had this CPU; crowding is then assumed for crowdedHoldNs, during which a
+	// waiter spins at most crowdedSpinNs without yielding (none after waking its peer) and then sleeps.
+	preemptedNs   int64 = 250000    // 250 µs
+	crowdedHoldNs int64 = 200000000 // 200 ms
+	crowdedSpinNs int64 = 5000
 )
 
 // spinPolicy learns what a wake-up costs on this machine (the peer stamps wake_stamp_ns just before
 // FUTEX_WAKE; the woken waiter measures how long it took to run) and spins about that long before sleeping.
 // Safe for concurrent use; a lost update only delays adaptation.
 type spinPolicy struct {
-	costNs int64
+	costNs       int64
+	crowdedUntil int64 // monoNow time until which the CPUs count as crowded; written only on evidence
 }
 
 func newSpinPolicy() *spinPolicy { return &spinPolicy{costNs: initialWakeNs} }
@@ -52,6 +60,16 @@ func (p *spinPolicy) observe(sampleNs int64) {
 	}
 	cur := atomic.LoadInt64(&p.costNs)
 	atomic.StoreInt64(&p.costNs, cur+(sampleNs-cur)/8)
+}
+
+// crowded says whether the CPUs were recently seen crowded (at now).
+func (p *spinPolicy) crowded(now int64) bool { return now < atomic.LoadInt64(&p.crowdedUntil) }
+
+// noteCrowded records evidence of crowding at now. Written only when seen, not per call.
+func (p *spinPolicy) noteCrowded(now int64) {
+	if atomic.LoadInt64(&p.crowdedUntil) < now+crowdedHoldNs/2 {
+		atomic.StoreInt64(&p.crowdedUntil, now+crowdedHoldNs)
+	}
 }
 
 type waitStatus int
@@ -86,7 +104,7 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 		return v, waitReady
 	}
 	// The clock is first read at the 8th re-read, not before spinning: a quick answer costs no clock read.
-	var spinEnd, pureEnd int64
+	var spinEnd, pureEnd, last int64
 	for i := 1; ; i++ {
 		cpuRelax()
 		v = atomic.LoadUint32(word)
@@ -96,18 +114,37 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 		if i&7 == 0 {
 			now := monoNow()
 			if i == 8 {
-				spinEnd = now + spin.budget()
-				if spinEnd > deadline {
-					spinEnd = deadline
-				}
-				pureEnd = now
-				if start == startSpin {
-					pureEnd = now + pureSpinNs
-					if pureEnd > spinEnd {
-						pureEnd = spinEnd
+				if spin.crowded(now) {
+					// Crowded CPUs: a short pure spin (none after waking the peer), then sleep. No yields:
+					// they would hand this CPU to whatever else runs here rather than to the peer.
+					spinEnd = now
+					if start == startSpin {
+						spinEnd = now + crowdedSpinNs
+					}
+					if spinEnd > deadline {
+						spinEnd = deadline
+					}
+					pureEnd = spinEnd
+				} else {
+					spinEnd = now + spin.budget()
+					if spinEnd > deadline {
+						spinEnd = deadline
+					}
+					pureEnd = now
+					if start == startSpin {
+						pureEnd = now + pureSpinNs
+						if pureEnd > spinEnd {
+							pureEnd = spinEnd
+						}
 					}
 				}
+			} else if now-last > preemptedNs {
+				spin.noteCrowded(now) // this spin lost its CPU (or its yield gave it away) for that long
+				if spinEnd > now {
+					spinEnd = now
+				}
 			}
+			last = now
 			if now >= spinEnd {
 				break
 			}
@@ -161,6 +198,9 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 			stamped := int64(atomic.LoadUint64(stamp))
 			if stamped >= now && stamped <= woke {
 				spin.observe(woke - stamped)
+				if woke-stamped > preemptedNs {
+					spin.noteCrowded(woke) // woken, but no CPU for that long
+				}
 			}
 		}
 	}

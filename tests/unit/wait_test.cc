@@ -228,3 +228,34 @@ TEST(CallTimeout, OneMillisecondTimeoutWithoutGuestReturnsTimeoutPromptly) {
 }
 
 }  // namespace
+
+// Crowding is assumed from its evidence for the hold period, then no longer (SPECIFICATION.md §7.3).
+TEST(SpinPolicy, CrowdedForTheHoldPeriodAfterEvidence) {
+  SpinPolicy policy;
+  const int64_t now = MonotonicNs();
+  EXPECT_FALSE(policy.crowded(now));
+  policy.NoteCrowded(now);
+  EXPECT_TRUE(policy.crowded(now + SpinPolicy::kCrowdedHoldNs - 1));
+  EXPECT_FALSE(policy.crowded(now + SpinPolicy::kCrowdedHoldNs));
+}
+
+// While crowded, a waiter that has just woken its peer does not spin: it goes straight to publishing its
+// sleeper flag. The abort hook first runs in the sleep phase, before the flag is set, and the second time it
+// runs the flag is there; a spinning waiter would have run it from its spin first.
+TEST(WaitFor, ACrowdedWaiterThatWokeItsPeerSleepsWithoutSpinning) {
+  std::atomic<uint32_t> word{0};
+  SpinPolicy policy;
+  policy.NoteCrowded(MonotonicNs());
+  uint32_t observed = 0;
+  int calls = 0;
+  bool flag_at_second = false;
+  const auto st = WaitFor(
+      word, nullptr, MonotonicNs() + 60000 * kMs, policy, [](uint32_t) { return false; },
+      [&](bool) {
+        if (++calls == 2) flag_at_second = (word.load() & shm::wire::kWaiting) != 0;
+        return calls == 2;
+      },
+      &observed, shm::wire::kWaiting, shm::detail::WaitStart::kYield);
+  EXPECT_EQ(st, WaitStatus::kAborted);
+  EXPECT_TRUE(flag_at_second) << "the waiter spun before publishing its sleeper flag";
+}
