@@ -67,6 +67,18 @@ func schedYield() {
 	_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
 }
 
+// contextSwitches is how many times the calling OS thread has left its CPU for another thread (voluntary and
+// involuntary: a sched_yield that switches counts as involuntary), or -1 if unknown. A system call: for slow
+// paths only.
+func contextSwitches() int64 {
+	const rusageThread = 1 // RUSAGE_THREAD
+	var u syscall.Rusage
+	if err := syscall.Getrusage(rusageThread, &u); err != nil {
+		return -1
+	}
+	return u.Nvcsw + u.Nivcsw
+}
+
 // rendezvousAddr is the rendezvous socket of segment name (§1): the abstract address "\0shm/<name>". Go
 // writes the leading NUL of an abstract address as '@' and leaves the terminating NUL out of the address
 // length, so the length is offsetof(sun_path) + 5 + len(name), as §1 asks.

@@ -27,6 +27,10 @@ const (
 	preemptedNs   int64 = 250000    // 250 µs
 	crowdedHoldNs int64 = 200000000 // 200 ms
 	crowdedSpinNs int64 = 5000
+
+	// A peer on this CPU (SPECIFICATION.md §7.3): a yield that switched to another thread, briefly, while the
+	// word changed means the peer runs here; waits then yield from the start for sharedCPUHoldNs.
+	sharedCPUHoldNs int64 = 20000000 // 20 ms
 )
 
 // spinPolicy learns what a wake-up costs on this machine (the peer stamps wake_stamp_ns just before
@@ -35,6 +39,7 @@ const (
 type spinPolicy struct {
 	costNs       int64
 	crowdedUntil int64 // monoNow time until which the CPUs count as crowded; written only on evidence
+	sharedUntil  int64 // monoNow time until which the peer counts as running on this waiter's CPU
 }
 
 func newSpinPolicy() *spinPolicy { return &spinPolicy{costNs: initialWakeNs} }
@@ -72,6 +77,16 @@ func (p *spinPolicy) noteCrowded(now int64) {
 	}
 }
 
+// sharesCPU says whether the peer was recently seen running on this waiter's CPU (at now).
+func (p *spinPolicy) sharesCPU(now int64) bool { return now < atomic.LoadInt64(&p.sharedUntil) }
+
+// noteSharedCPU records evidence that the peer runs on this CPU, at now.
+func (p *spinPolicy) noteSharedCPU(now int64) {
+	if atomic.LoadInt64(&p.sharedUntil) < now+sharedCPUHoldNs/2 {
+		atomic.StoreInt64(&p.sharedUntil, now+sharedCPUHoldNs)
+	}
+}
+
 type waitStatus int
 
 const (
@@ -105,6 +120,7 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 	}
 	// The clock is first read at the 8th re-read, not before spinning: a quick answer costs no clock read.
 	var spinEnd, pureEnd, last int64
+	switches := int64(-1)
 	for i := 1; ; i++ {
 		cpuRelax()
 		v = atomic.LoadUint32(word)
@@ -131,7 +147,7 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 						spinEnd = deadline
 					}
 					pureEnd = now
-					if start == startSpin {
+					if start == startSpin && !spin.sharesCPU(now) {
 						pureEnd = now + pureSpinNs
 						if pureEnd > spinEnd {
 							pureEnd = spinEnd
@@ -151,7 +167,20 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 			// Past the pure spin the peer is slow or not running; with more busy threads than cores it may be
 			// waiting for this very CPU, so offer it (sched_yield returns at once when nothing else can run).
 			if now >= pureEnd {
+				if switches < 0 {
+					switches = contextSwitches()
+				}
 				schedYield()
+				// The word changed while this thread had given its CPU to another thread (the yield switched,
+				// briefly): the peer runs on this CPU, so pure spinning only holds it off.
+				v = atomic.LoadUint32(word)
+				if pred(v) {
+					if after := monoNow(); after-now < preemptedNs && contextSwitches() > switches {
+						spin.noteSharedCPU(after)
+					}
+					return v, waitReady
+				}
+				switches = -1
 			}
 			if i&63 == 0 && abort(false) {
 				return v, waitAborted

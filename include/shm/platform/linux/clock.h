@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sched.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +45,15 @@ inline void PrefetchWrite(void* p) noexcept { __builtin_prefetch(p, 1, 3); }
 
 /// Give the CPU to another runnable thread. Thread-safe.
 inline void YieldThread() noexcept { sched_yield(); }
+
+/// How many times the calling thread has left its CPU for another thread (context switches of either kind: a
+/// sched_yield that switches counts as involuntary), or -1 if unknown. A system call: for slow paths only.
+/// Thread-safe.
+inline int64_t ContextSwitches() noexcept {
+  rusage u{};
+  if (getrusage(RUSAGE_THREAD, &u) != 0) return -1;
+  return static_cast<int64_t>(u.ru_nvcsw) + static_cast<int64_t>(u.ru_nivcsw);
+}
 
 /// Sleep for `ns` nanoseconds (used only for bounded back-off while all slots are busy). Thread-safe.
 inline void SleepNs(int64_t ns) noexcept {
