@@ -141,8 +141,17 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	if wokeHost {
 		start = startYield
 	}
+	var waitedFrom int64
 	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, deadline, c.spin, func(w uint32) bool { return !inFlight(w) },
-		abort, ctlWaiting, start)
+		abort, ctlWaiting, start, nil, &waitedFrom)
+	if waitedFrom != 0 {
+		// A round trip longer than a spin budget can last: this side or the host lost its CPU meanwhile (or the
+		// handler is slow, where sleeping is right too). Evidence of crowding (§7.3) the waits may miss: a
+		// waiter preempted mid-spin finds its answer when it runs again, without another look at the clock.
+		if now := monoNow(); now-waitedFrom > preemptedNs {
+			c.spin.noteCrowded(now)
+		}
+	}
 	if st != waitReady {
 		if st == waitTimeout {
 			cause = newErr(ErrTimeout, "guest call on slot %d did not finish in time", s.index)

@@ -357,8 +357,10 @@ func (c *Client) work(s *slotView, h Handler) {
 		return false
 	}
 	start := startSpin
+	var shared sharedCPU // this worker's record of the host caller on its CPU (§7.3)
 	for {
-		_, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting, start)
+		_, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, noDeadline, c.spin, isRequest, abort, ctlWaiting, start,
+			&shared, nil)
 		if st != waitReady {
 			break
 		}

@@ -443,7 +443,7 @@ func (h *fakeHost) call(i uint32, req []byte, size int32, t MsgType, timeout tim
 	seq = tx
 	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, monoNow()+int64(timeout), newSpinPolicy(),
 		func(w uint32) bool { return ctlSeq(w) != tx || ctlState(w) >= stateResponse },
-		func(bool) bool { return false }, ctlWaiting, startSpin)
+		func(bool) bool { return false }, ctlWaiting, startSpin, nil, nil)
 	if st != waitReady {
 		if cancel(s.h, tx) == cancelAbandoned {
 			seq = 0xFFFFFFFF // not ours any more: the deferred release does nothing

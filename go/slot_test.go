@@ -147,7 +147,7 @@ func TestWaitForSleepsAndWakes(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		w, st := waitFor(&h.ctl, &h.wakeStampNs, noDeadline, spin, func(w uint32) bool { return ctlState(w) == stateRequest },
-			func(bool) bool { return false }, ctlWaiting, startSpin)
+			func(bool) bool { return false }, ctlWaiting, startSpin, nil, nil)
 		if st != waitReady {
 			w = 0xFFFFFFFF
 		}
@@ -177,7 +177,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 	never := func(uint32) bool { return false }
 	start := time.Now()
 	if _, st := waitFor(&h.ctl, nil, monoNow()+int64(time.Millisecond), newSpinPolicy(), never,
-		func(bool) bool { return false }, ctlWaiting, startSpin); st != waitTimeout {
+		func(bool) bool { return false }, ctlWaiting, startSpin, nil, nil); st != waitTimeout {
 		t.Fatalf("status %d", st)
 	}
 	if d := time.Since(start); d > 10*time.Second {
@@ -189,7 +189,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 			return atomic.AddInt32(&slowChecks, 1) == 2
 		}
 		return false
-	}, ctlWaiting, startSpin); st != waitAborted {
+	}, ctlWaiting, startSpin, nil, nil); st != waitAborted {
 		t.Fatalf("status %d", st)
 	}
 	// nudge wakes a sleeper so it re-checks a condition kept outside the word.
@@ -197,7 +197,7 @@ func TestWaitForDeadlineAndAbort(t *testing.T) {
 	done := make(chan waitStatus, 1)
 	go func() {
 		_, st := waitFor(&h.ctl, nil, noDeadline, newSpinPolicy(), never,
-			func(bool) bool { return atomic.LoadUint32(&stop) != 0 }, ctlWaiting, startSpin)
+			func(bool) bool { return atomic.LoadUint32(&stop) != 0 }, ctlWaiting, startSpin, nil, nil)
 		done <- st
 	}()
 	for word(h)&ctlWaiting == 0 {
@@ -282,7 +282,7 @@ func TestCrowdedWaiterThatWokeItsPeerSleepsWithoutSpinning(t *testing.T) {
 			flagAtSecond = atomic.LoadUint32(&h.ctl)&ctlWaiting != 0
 		}
 		return calls == 2
-	}, ctlWaiting, startYield)
+	}, ctlWaiting, startYield, nil, nil)
 	if st != waitAborted || !flagAtSecond {
 		t.Fatalf("status %d, flag at the second check %v: the waiter spun first", st, flagAtSecond)
 	}

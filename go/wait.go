@@ -28,9 +28,12 @@ const (
 	crowdedHoldNs int64 = 200000000 // 200 ms
 	crowdedSpinNs int64 = 5000
 
-	// A peer on this CPU (SPECIFICATION.md §7.3): a yield that switched to another thread, briefly, while the
-	// word changed means the peer runs here; waits then yield from the start for sharedCPUHoldNs.
+	// A peer on this CPU (SPECIFICATION.md §7.3): a yield that switched to another thread and came back
+	// within handoffMaxNs while the word changed means the peer runs here; that waiter's waits then yield
+	// from the start for sharedCPUHoldNs.
 	sharedCPUHoldNs int64 = 20000000 // 20 ms
+	handoffMaxNs    int64 = 50000    // 50 µs
+	sharedCPUStreak       = 8        // waits in a row that must end right after such a yield
 )
 
 // spinPolicy learns what a wake-up costs on this machine (the peer stamps wake_stamp_ns just before
@@ -39,7 +42,6 @@ const (
 type spinPolicy struct {
 	costNs       int64
 	crowdedUntil int64 // monoNow time until which the CPUs count as crowded; written only on evidence
-	sharedUntil  int64 // monoNow time until which the peer counts as running on this waiter's CPU
 }
 
 func newSpinPolicy() *spinPolicy { return &spinPolicy{costNs: initialWakeNs} }
@@ -77,13 +79,17 @@ func (p *spinPolicy) noteCrowded(now int64) {
 	}
 }
 
-// sharesCPU says whether the peer was recently seen running on this waiter's CPU (at now).
-func (p *spinPolicy) sharesCPU(now int64) bool { return now < atomic.LoadInt64(&p.sharedUntil) }
+// sharedCPU is one waiter's record of a peer on its CPU (SPECIFICATION.md §7.3). Not safe for concurrent
+// use: each worker has its own.
+type sharedCPU struct {
+	until  int64 // yield from the start until then (monoNow)
+	streak int   // waits in a row that ended right after a handoff on this CPU
+}
 
-// noteSharedCPU records evidence that the peer runs on this CPU, at now.
-func (p *spinPolicy) noteSharedCPU(now int64) {
-	if atomic.LoadInt64(&p.sharedUntil) < now+sharedCPUHoldNs/2 {
-		atomic.StoreInt64(&p.sharedUntil, now+sharedCPUHoldNs)
+func (c *sharedCPU) note(now int64) {
+	if c.streak++; c.streak >= sharedCPUStreak {
+		c.until = now + sharedCPUHoldNs
+		c.streak = 0
 	}
 }
 
@@ -109,10 +115,13 @@ const (
 // waitFor waits until pred(*word) holds, the deadline (monoNow clock) passes, or abort returns true.
 // abort(false) must be cheap (atomic loads): it runs every few dozen spins and before every sleep.
 // abort(true) may make system calls: it runs at most every livenessSliceNs while sleeping. stamp is the slot's
-// wake_stamp_ns, or nil. waitBit is the word's "a sleeper is here" bit. Safe for any number of concurrent
-// waiters on one word.
+// wake_stamp_ns, or nil. waitBit is the word's "a sleeper is here" bit. shared, if not nil, is the
+// waiter's own record of a peer on its CPU (SPECIFICATION.md §7.3; one per worker, never shared). Safe for any
+// number of concurrent waiters on one word. firstClock, if not nil, receives the time of the wait's first
+// clock read (0: it ended within a few spins, before reading the clock).
 func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred func(uint32) bool,
-	abort func(slow bool) bool, waitBit uint32, start waitStart) (uint32, waitStatus) {
+	abort func(slow bool) bool, waitBit uint32, start waitStart, shared *sharedCPU,
+	firstClock *int64) (uint32, waitStatus) {
 	// Spin phase: no system call (monoNow reads the vDSO clock).
 	v := atomic.LoadUint32(word)
 	if pred(v) {
@@ -121,15 +130,22 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 	// The clock is first read at the 8th re-read, not before spinning: a quick answer costs no clock read.
 	var spinEnd, pureEnd, last int64
 	switches := int64(-1)
+	detectShared := false
 	for i := 1; ; i++ {
 		cpuRelax()
 		v = atomic.LoadUint32(word)
 		if pred(v) {
+			if detectShared {
+				shared.streak = 0 // answered within the pure spin (no yield has come yet)
+			}
 			return v, waitReady
 		}
 		if i&7 == 0 {
 			now := monoNow()
 			if i == 8 {
+				if firstClock != nil {
+					*firstClock = now
+				}
 				if spin.crowded(now) {
 					// Crowded CPUs: a short pure spin (none after waking the peer), then sleep. No yields:
 					// they would hand this CPU to whatever else runs here rather than to the peer.
@@ -147,7 +163,8 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 						spinEnd = deadline
 					}
 					pureEnd = now
-					if start == startSpin && !spin.sharesCPU(now) {
+					if start == startSpin && (shared == nil || now >= shared.until) {
+						detectShared = shared != nil
 						pureEnd = now + pureSpinNs
 						if pureEnd > spinEnd {
 							pureEnd = spinEnd
@@ -167,7 +184,7 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 			// Past the pure spin the peer is slow or not running; with more busy threads than cores it may be
 			// waiting for this very CPU, so offer it (sched_yield returns at once when nothing else can run).
 			if now >= pureEnd {
-				if switches < 0 {
+				if detectShared && switches < 0 {
 					switches = contextSwitches()
 				}
 				schedYield()
@@ -175,8 +192,12 @@ func waitFor(word *uint32, stamp *uint64, deadline int64, spin *spinPolicy, pred
 				// briefly): the peer runs on this CPU, so pure spinning only holds it off.
 				v = atomic.LoadUint32(word)
 				if pred(v) {
-					if after := monoNow(); after-now < preemptedNs && contextSwitches() > switches {
-						spin.noteSharedCPU(after)
+					if detectShared {
+						if after := monoNow(); after-now < handoffMaxNs && contextSwitches() > switches {
+							shared.note(after)
+						} else {
+							shared.streak = 0
+						}
 					}
 					return v, waitReady
 				}

@@ -328,10 +328,19 @@ class Endpoint {
       return false;
     };
     uint32_t v = 0;
+    int64_t waited_from = 0;
     // Having woken the server, yield while spinning from the start: it may be queued on this CPU.
     WaitStatus st = WaitFor(
         h.ctl, &h.wake_stamp_ns, deadline, spin_, [&](uint32_t w) { return !in_flight(w); }, abort, &v, wire::kWaiting,
-        woke_server ? WaitStart::kYield : WaitStart::kSpin);
+        woke_server ? WaitStart::kYield : WaitStart::kSpin, &waited_from);
+    if (waited_from != 0) {
+      // A round trip that took longer than a spin budget can: the caller or its server lost its CPU meanwhile
+      // (or the handler is slow, for which sleeping is right too). Evidence of crowding (SPECIFICATION.md
+      // §7.3) that the waits themselves may miss: a waiter preempted mid-spin finds its answer when it runs
+      // again, without another look at the clock.
+      const int64_t now = platform::MonotonicNs();
+      if (now - waited_from > SpinPolicy::kPreemptedNs) spin_.NoteCrowded(now);
+    }
     if (st != WaitStatus::kReady) {
       if (abort_code == ErrorCode::kHostGone) {
         *owned = false;  // the segment is dead; nothing to give back

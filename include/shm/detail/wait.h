@@ -69,29 +69,46 @@ class SpinPolicy {
     }
   }
 
-  // ---- A peer on this CPU ------------------------------------------------------------------------------
-  // When a caller and its server run on the same CPU (threads outnumber CPUs and the scheduler put a pair
-  // together), only one of them runs at a time: each 4 us pure spin then delays the other by 4 us, and a round
-  // trip costs two pure spins and two switches (about 14 us here against 0.4 us for a pair on two CPUs). A
-  // waiter whose yield let the peer run here (the yield switched to another thread, briefly, and the word
-  // changed meanwhile) yields from the start of its waits for kSharedCpuHoldNs after the last such evidence.
-
-  /// How long the peer is assumed to share this CPU after the last evidence of it.
-  static constexpr int64_t kSharedCpuHoldNs = 20000000;  // 20 ms
-
-  /// Whether the peer was recently seen running on this waiter's CPU (at `now`).
-  bool shares_cpu(int64_t now) const noexcept { return now < shared_until_ns_.load(std::memory_order_relaxed); }
-  /// Evidence that the peer runs on this CPU, at `now`.
-  void NoteSharedCpu(int64_t now) noexcept {
-    if (shared_until_ns_.load(std::memory_order_relaxed) < now + kSharedCpuHoldNs / 2) {
-      shared_until_ns_.store(now + kSharedCpuHoldNs, std::memory_order_relaxed);
-    }
-  }
-
  private:
   std::atomic<int64_t> cost_ns_{kInitialCostNs};
   std::atomic<int64_t> crowded_until_ns_{0};
-  std::atomic<int64_t> shared_until_ns_{0};
+};
+
+/// A peer on this thread's CPU. When a caller and its server run on the same CPU (threads outnumber CPUs and
+/// the scheduler put a pair together), only one of them runs at a time: each 4 us pure spin then delays the
+/// other by 4 us, and a round trip costs two pure spins and two switches (about 14 us here against 0.4 us for
+/// a pair on two CPUs). A waiter whose waits end, kStreak times in a row, right after a yield that let the
+/// peer run here (the yield switched to another thread, briefly, and the word changed meanwhile) yields from
+/// the start of its waits for kHoldNs. Per thread: which CPU a thread shares, and with whom, is its own.
+struct SharedCpu {
+  /// How long the peer is assumed to share this CPU after the last evidence of it.
+  static constexpr int64_t kHoldNs = 20000000;  // 20 ms
+  /// A handoff to a peer on this CPU comes back within this (the peer serves and yields); a yield to some
+  /// other busy thread lasts a time slice.
+  static constexpr int64_t kHandoffMaxNs = 50000;  // 50 us
+  /// How many waits in a row must end that way: a peer on another CPU answers most waits within the pure spin,
+  /// and only now and then after a yield that happened to switch to some other thread.
+  static constexpr int kStreak = 8;
+  struct State {
+    int64_t until = 0;  // yield from the start until then
+    int streak = 0;     // waits in a row that ended right after a handoff
+  };
+  static State& Mine() noexcept {
+    thread_local State state;
+    return state;
+  }
+  /// Whether this thread's peer was recently seen running on its CPU (at `now`).
+  static bool Holds(int64_t now) noexcept { return now < Mine().until; }
+  /// A wait ended right after a handoff on this CPU, at `now`.
+  static void Note(int64_t now) noexcept {
+    State& s = Mine();
+    if (++s.streak >= kStreak) {
+      s.until = now + kHoldNs;
+      s.streak = 0;
+    }
+  }
+  /// A wait that looked ended within its pure spin: the peer runs elsewhere.
+  static void Clear() noexcept { Mine().streak = 0; }
 };
 
 enum class WaitStatus {
@@ -123,10 +140,12 @@ constexpr int64_t kLivenessSliceNs = 50000000;  // 50 ms
 /// Thread-safe; any number of waiters may wait on one word.
 /// `waiting_bit` is the word's "a sleeper is here" flag: wire::kWaiting for slot words, kDoorbellWaiting for
 /// the doorbell.
+/// `first_clock`, if given, receives the time of the wait's first clock read (0: it ended before reading the
+/// clock, within a few spins).
 template <typename Pred, typename Abort>
 WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, int64_t deadline_ns, SpinPolicy& policy,
                    Pred pred, Abort abort, uint32_t* observed, uint32_t waiting_bit = wire::kWaiting,
-                   WaitStart start = WaitStart::kSpin) {
+                   WaitStart start = WaitStart::kSpin, int64_t* first_clock = nullptr) {
   // Spin phase: two busy peers never leave it, so they never enter the kernel.
   uint32_t v = word.load(std::memory_order_acquire);  // SYNC POINT READ: the word
   if (pred(v)) {
@@ -135,16 +154,19 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
   }
   // The clock is first read at the first check, not before spinning: a quick answer costs no clock read.
   int64_t spin_end = 0, pure_end = 0, last = 0, switches = -1;
+  bool detect_shared = false;
   for (uint32_t i = 1;; ++i) {
     platform::CpuRelax();
     v = word.load(std::memory_order_acquire);
     if (pred(v)) {
+      if (detect_shared) SharedCpu::Clear();  // answered within the pure spin (no yield has come yet)
       *observed = v;
       return WaitStatus::kReady;
     }
     if ((i & 7) == 0) {
       const int64_t now = platform::MonotonicNs();
       if (i == 8) {
+        if (first_clock != nullptr) *first_clock = now;
         if (policy.crowded(now)) {
           // Crowded CPUs: a short pure spin, then sleep (SpinPolicy: crowded CPUs). No yields: they would
           // hand this CPU to whatever else runs here rather than to the peer.
@@ -153,8 +175,10 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
               start == WaitStart::kYield ? now : std::min(now + SpinPolicy::kCrowdedSpinNs, deadline_ns);
         } else {
           spin_end = std::min(now + policy.budget_ns(), deadline_ns);
-          const bool yield_first = start == WaitStart::kYield || policy.shares_cpu(now);
-          pure_end = yield_first ? now : std::min(now + kPureSpinNs, spin_end);
+          // Only a wait that would pure-spin looks for a peer on its CPU (a waiter that woke its peer yields
+          // at once anyway): the switch counts cost system calls around its yields.
+          detect_shared = start == WaitStart::kSpin && !SharedCpu::Holds(now);
+          pure_end = detect_shared ? std::min(now + kPureSpinNs, spin_end) : now;
         }
       } else if (now - last > SpinPolicy::kPreemptedNs) {
         policy.NoteCrowded(now);  // this spin lost its CPU (or its yield gave it away) for that long
@@ -165,15 +189,20 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
       // Past the pure spin, the peer is slow or not running: with more busy threads than cores it may be
       // waiting for this very CPU, so offer it (a no-op system call when nothing else is runnable here).
       if (now >= pure_end) {
-        if (switches < 0) switches = platform::ContextSwitches();
+        if (detect_shared && switches < 0) switches = platform::ContextSwitches();
         platform::YieldThread();
         // The word changed while this thread had given its CPU to another thread (the yield switched, and
-        // was brief: not a time slice): the peer runs on this CPU, so pure spinning only holds it off.
+        // was brief: not a time slice): the peer runs on this CPU, so pure spinning only holds it off
+        // (SharedCpu).
         v = word.load(std::memory_order_acquire);
         if (pred(v)) {
           const int64_t after = platform::MonotonicNs();
-          if (after - now < SpinPolicy::kPreemptedNs && platform::ContextSwitches() > switches) {
-            policy.NoteSharedCpu(after);
+          if (detect_shared) {
+            if (after - now < SharedCpu::kHandoffMaxNs && platform::ContextSwitches() > switches) {
+              SharedCpu::Note(after);
+            } else {
+              SharedCpu::Clear();
+            }
           }
           *observed = v;
           return WaitStatus::kReady;
