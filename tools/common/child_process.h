@@ -76,20 +76,17 @@ inline int Spawn(const std::vector<std::string>& args, const SpawnOptions& opt, 
     return err;
   };
   std::vector<std::pair<int, int>> map;  // {here, there}
-  if (opt.pipe_stdin) {
+  // A pipe whose end `child_end` (0: read, 1: write) becomes `there` in the child; this process keeps the other.
+  auto add_pipe = [&](int child_end, int there, int* mine) {
     int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return cleanup(errno);
-    close_here.push_back(p[0]);
-    keep.push_back(*in = p[1]);
-    map.push_back({p[0], 0});
-  }
-  if (opt.pipe_stdout) {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return cleanup(errno);
-    close_here.push_back(p[1]);
-    keep.push_back(*out = p[0]);
-    map.push_back({p[1], 1});
-  }
+    if (::pipe2(p, O_CLOEXEC) != 0) return errno;
+    close_here.push_back(p[child_end]);
+    keep.push_back(*mine = p[1 - child_end]);
+    map.push_back({p[child_end], there});
+    return 0;
+  };
+  if (int err = opt.pipe_stdin ? add_pipe(0, 0, in) : 0; err != 0) return cleanup(err);
+  if (int err = opt.pipe_stdout ? add_pipe(1, 1, out) : 0; err != 0) return cleanup(err);
   map.insert(map.end(), opt.fds.begin(), opt.fds.end());
   // Copy every source above every target first (close-on-exec, so the copies vanish at exec): placing one
   // then cannot overwrite another's source, and a source already at its target still loses close-on-exec.
@@ -247,16 +244,11 @@ inline int ExitCode(int status) {
 class ChildProcess {
  public:
   ChildProcess() = default;
-  ChildProcess(ChildProcess&& o) noexcept { *this = std::move(o); }
+  ChildProcess(ChildProcess&& o) noexcept : s_(std::exchange(o.s_, State{})) {}
+  /// Takes over o's child; the one this object held is killed and reaped.
   ChildProcess& operator=(ChildProcess&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      pid_ = std::exchange(o.pid_, -1);
-      reaped_ = std::exchange(o.reaped_, false);
-      status_ = std::exchange(o.status_, -1);
-      in_ = std::exchange(o.in_, -1);
-      out_ = std::exchange(o.out_, -1);
-    }
+    ChildProcess taken(std::move(o));
+    std::swap(s_, taken.s_);  // `taken` now holds the old child and ends it
     return *this;
   }
   ChildProcess(const ChildProcess&) = delete;
@@ -267,60 +259,60 @@ class ChildProcess {
   /// failure (then !started()).
   int Start(const std::vector<std::string>& args, const SpawnOptions& opt = {}) {
     Reset();
-    return detail::Spawn(args, opt, &pid_, &in_, &out_);
+    return detail::Spawn(args, opt, &s_.pid, &s_.in, &s_.out);
   }
 
-  bool started() const { return pid_ > 0; }
+  bool started() const { return s_.pid > 0; }
   /// The child's pid (kept after it was reaped, for messages; the kernel may then reuse it).
-  pid_t pid() const { return pid_; }
-  bool reaped() const { return reaped_; }
+  pid_t pid() const { return s_.pid; }
+  bool reaped() const { return s_.reaped; }
   /// Its wait status once reaped (-1 until then).
-  int status() const { return status_; }
+  int status() const { return s_.status; }
 
   /// Whether the child has ended (reaping it if so), without blocking. True if none was started.
   bool Exited() { return Wait(0); }
 
   /// Waits for the child until `deadline_ns` (CLOCK_MONOTONIC). True once it has ended and was reaped.
   bool Wait(int64_t deadline_ns) {
-    if (pid_ <= 0 || reaped_) return true;
+    if (s_.pid <= 0 || s_.reaped) return true;
     int st = -1;
-    if (!WaitExit(pid_, deadline_ns, &st)) return false;
+    if (!WaitExit(s_.pid, deadline_ns, &st)) return false;
     Reaped(st);
     return true;
   }
 
   /// StopProcess on the child: true if it exited by itself within `grace_ns`.
   bool Stop(int64_t grace_ns, int64_t term_ns) {
-    if (pid_ <= 0 || reaped_) return true;
+    if (s_.pid <= 0 || s_.reaped) return true;
     int st = -1;
-    const bool by_itself = StopProcess(pid_, grace_ns, term_ns, &st);
+    const bool by_itself = StopProcess(s_.pid, grace_ns, term_ns, &st);
     Reaped(by_itself ? st : -1);
     return by_itself;
   }
 
   /// Sends `sig` to the child if it has not been reaped.
   void Signal(int sig) const {
-    if (pid_ > 0 && !reaped_) ::kill(pid_, sig);
+    if (s_.pid > 0 && !s_.reaped) ::kill(s_.pid, sig);
   }
 
   /// SIGKILL the child and reap it. Idempotent.
   void Kill() {
-    if (pid_ <= 0 || reaped_) return;
+    if (s_.pid <= 0 || s_.reaped) return;
     int st = -1;
-    KillAndReap(pid_, &st);
+    KillAndReap(s_.pid, &st);
     Reaped(st);
   }
 
   /// This process's ends of the pipes (-1 if not asked for or closed). Still owned by this object.
-  int stdin_fd() const { return in_; }
-  int stdout_fd() const { return out_; }
-  void CloseStdin() { CloseFd(&in_); }
-  void CloseStdout() { CloseFd(&out_); }
+  int stdin_fd() const { return s_.in; }
+  int stdout_fd() const { return s_.out; }
+  void CloseStdin() { CloseFd(&s_.in); }
+  void CloseStdout() { CloseFd(&s_.out); }
 
  private:
   void Reaped(int st) {
-    reaped_ = true;
-    status_ = st;
+    s_.reaped = true;
+    s_.status = st;
   }
   static void CloseFd(int* fd) {
     if (*fd >= 0) ::close(*fd);
@@ -330,16 +322,17 @@ class ChildProcess {
     Kill();
     CloseStdin();
     CloseStdout();
-    pid_ = -1;
-    reaped_ = false;
-    status_ = -1;
+    s_ = State{};
   }
 
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  int status_ = -1;
-  int in_ = -1;
-  int out_ = -1;
+  struct State {
+    pid_t pid = -1;
+    bool reaped = false;
+    int status = -1;  // wait status once reaped
+    int in = -1;      // this process's end of the stdin pipe
+    int out = -1;     // this process's end of the stdout pipe
+  };
+  State s_;
 };
 
 }  // namespace shm_tools
