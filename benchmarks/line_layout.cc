@@ -16,7 +16,6 @@
 // (median over the runs, with min and max) and its ratio to the floor of the same run.
 #include <shm/platform/platform.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +29,8 @@
 #include <new>
 #include <string>
 #include <vector>
+
+#include "child_process.h"  // tools/common
 
 namespace {
 
@@ -148,6 +149,9 @@ double RunOnce(Layout l, uint32_t n, uint32_t iterations) {
     std::exit(1);
   }
   auto* m = new (p) Mapping();
+  // A plain fork, not shm_tools::SpawnProcess: the server is this program's own Serve() on the anonymous
+  // shared mapping just made, which only a forked child inherits; an exec would lose the mapping (and a
+  // second program would measure its own start-up, not the layouts).
   const pid_t pid = fork();
   if (pid < 0) {
     std::perror("fork");
@@ -158,8 +162,7 @@ double RunOnce(Layout l, uint32_t n, uint32_t iterations) {
     _exit(0);
   }
   const double mean = Call(m, l, n, iterations);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  shm_tools::WaitExit(pid, INT64_MAX);  // Call() has stopped the server: it exits at once
   munmap(p, sizeof(Mapping));
   return mean;
 }

@@ -37,23 +37,18 @@ RunResult ParseResult(const std::string& line) {
 /// child.
 pid_t Spawn(const std::vector<std::string>& args, const std::vector<std::pair<int, int>>& fds, bool quiet_stdout,
             const std::string& exe) {
-  pid_t pid = fork();
-  if (pid != 0) return pid;
-  // Child: first move every source out of the way, then place it, so sources and targets cannot collide.
-  std::vector<std::pair<int, int>> moved;
-  for (const auto& [from, to] : fds) moved.push_back({fcntl(from, F_DUPFD_CLOEXEC, 100), to});
-  for (const auto& [from, to] : moved) dup2(from, to);  // dup2 clears close-on-exec on the target
-  if (quiet_stdout) {
-    int null = open("/dev/null", O_WRONLY);
-    if (null >= 0) dup2(null, 1);
-  }
-  std::vector<char*> argv;
-  static char self[] = "shm-bench";
-  argv.push_back(exe.empty() ? self : const_cast<char*>(exe.c_str()));
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  execv(exe.empty() ? "/proc/self/exe" : exe.c_str(), argv.data());
-  _exit(127);
+  shm_tools::SpawnOptions o;
+  o.path = exe.empty() ? "/proc/self/exe" : exe;
+  o.fds = fds;
+  const int null = quiet_stdout ? open("/dev/null", O_WRONLY | O_CLOEXEC) : -1;
+  if (null >= 0) o.fds.push_back({null, 1});
+  std::vector<std::string> argv{exe.empty() ? "shm-bench" : exe};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_t pid = -1;
+  const int rc = shm_tools::SpawnProcess(argv, o, &pid);
+  if (null >= 0) close(null);
+  if (rc != 0) errno = rc;
+  return rc == 0 ? pid : -1;
 }
 
 /// End a server: let it exit on its own for `grace_ns`, then SIGTERM, then SIGKILL.
@@ -69,7 +64,6 @@ std::string GoGuestFailure(const Ended& e) {
   if (!e.by_itself) return "the Go guest did not exit after the host's shutdown";
   if (e.status == -1 || (WIFEXITED(e.status) && WEXITSTATUS(e.status) == 0)) return "";
   if (WIFSIGNALED(e.status)) return "the Go guest was killed by signal " + std::to_string(WTERMSIG(e.status));
-  if (WEXITSTATUS(e.status) == 127) return "the Go guest could not be started (exec failed)";
   return "the Go guest exited with status " + std::to_string(WEXITSTATUS(e.status));
 }
 
@@ -179,14 +173,16 @@ RunResult RunCase(const Case& c, const Settings& st) {
     args.push_back(name);
     server = Spawn(args, {{go_stderr, 2}}, true, st.go_guest);
     if (server < 0) {
+      const int err = errno;
       close(go_stderr);
-      return fail("fork");
+      errno = err;
+      return fail("start the Go guest " + st.go_guest);
     }
   } else if (c.transport != "memcpy") {
     std::vector<std::pair<int, int>> fds;
     if (server_send >= 0) fds = {{server_send, 10}, {server_recv, 11}};
     server = Spawn(child_args("server", 0), fds, true);
-    if (server < 0) return fail("fork");
+    if (server < 0) return fail("start the server");
   }
   int res[2];
   if (pipe2(res, O_CLOEXEC) != 0) {

@@ -33,19 +33,15 @@ Roudi StartRoudi() {
   }
   const std::string log = r.dir + "/roudi.log";
   const char* exe = "iox-roudi";
-  pid_t pid = fork();
-  if (pid == 0) {
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    const std::string cfg = r.dir + "/roudi.toml";
-    execlp(exe, exe, "-c", cfg.c_str(), "-l", "info", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  if (pid < 0) {
-    r.why_not = "fork failed";
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  shm_tools::SpawnOptions o;
+  o.search_path = true;
+  if (fd >= 0) o.fds = {{fd, 1}, {fd, 2}};
+  pid_t pid = -1;
+  const int rc = shm_tools::SpawnProcess({exe, "-c", r.dir + "/roudi.toml", "-l", "info"}, o, &pid);
+  if (fd >= 0) close(fd);
+  if (rc != 0) {
+    r.why_not = rc == ENOENT ? "iox-roudi is not installed" : std::string("cannot start iox-roudi: ") + strerror(rc);
     return r;
   }
   const int64_t deadline = shm::platform::MonotonicNs() + 10'000'000'000;

@@ -254,14 +254,7 @@ TEST(BrokenGuest, SlotAnsweredWithAWrongSeqServesTheNextGuest) {
   EXPECT_EQ(busy.error().code(), ErrorCode::kNoFreeSlot) << busy.error().ToString();
   broken.CloseStdin();
   ASSERT_TRUE(ExitsWith(broken, kExitOk));
-  Process next = SpawnPeer({"guest", "--name", name.str()});
-  ASSERT_TRUE(next.started()) << next.error();
-  ASSERT_TRUE(GetLine(next, "SERVING"));
-  auto served = host.Send("served again", MsgType::NORMAL, out, {kLong, false});
-  ASSERT_TRUE(served) << Describe(served);
-  EXPECT_EQ(Str(out), "served again");
-  ASSERT_TRUE(host.SendShutdown());
-  EXPECT_TRUE(ExitsWith(next, kExitOk));
+  ASSERT_NO_FATAL_FAILURE(FreshGuestServesThenShutsDown(host, name.str(), "served again"));
 }
 
 // ---- Stale answers -----------------------------------------------------------------------------------------------

@@ -117,15 +117,7 @@ TEST(OneHostPerName, NameOfKilledHostIsFreeAtOnce) {
   shm::DirectHost host;
   auto r = host.Init(MakeHostConfig(name.str()));
   ASSERT_TRUE(r) << Describe(r);
-  Process guest = SpawnPeer({"guest", "--name", name.str()});
-  ASSERT_TRUE(guest.started()) << guest.error();
-  ASSERT_TRUE(GetLine(guest, "SERVING"));
-  std::vector<uint8_t> out;
-  auto s = host.Send("after takeover", MsgType::NORMAL, out, {kLong, false});
-  ASSERT_TRUE(s) << Describe(s);
-  EXPECT_EQ(Str(out), "after takeover");
-  ASSERT_TRUE(host.SendShutdown());
-  EXPECT_TRUE(ExitsWith(guest, kExitOk));
+  ASSERT_NO_FATAL_FAILURE(FreshGuestServesThenShutsDown(host, name.str(), "after takeover"));
 }
 
 // ---- Shutdown ------------------------------------------------------------------------------------------------

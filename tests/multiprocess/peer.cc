@@ -24,7 +24,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,14 +41,13 @@
 #include <thread>
 #include <vector>
 
+#include "../../tools/common/child_process.h"
 #include "../common/segment_access.h"
 #include "peer_protocol.h"
 #include "shm/detail/segment.h"
 #include "shm/detail/slot.h"
 #include "shm/detail/wait.h"
 #include "shm/shm.h"
-
-extern char** environ;
 
 namespace {
 
@@ -472,12 +470,11 @@ int RunPingPong(const Args& a) {
   shm::DirectHost host;
   if (auto r = host.Init(cfg); !r) return Failed("INIT ERR", r.error());
   std::string name = cfg.name;
-  char guest_cmd[] = "guest", name_flag[] = "--name";
-  char* argv[] = {const_cast<char*>(self), guest_cmd, name_flag, name.data(), nullptr};
-  pid_t child = -1;
-  if (int rc = posix_spawn(&child, self, nullptr, nullptr, argv, environ); rc != 0) {
-    return Fail(std::string("posix_spawn: ") + std::strerror(rc));
+  shm_tools::ChildProcess guest;  // killed and reaped on an early return
+  if (int rc = guest.Start({self, "guest", "--name", name}); rc != 0) {
+    return Fail(std::string("start the guest: ") + std::strerror(rc));
   }
+  const pid_t child = guest.pid();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!host.GuestAttached()) {
     if (std::chrono::steady_clock::now() > deadline) return Fail("the guest never attached");
@@ -499,9 +496,7 @@ int RunPingPong(const Args& a) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const Switches host1 = CountSwitches(::getpid()), guest1 = CountSwitches(child);
   host.Shutdown();
-  int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
+  guest.Wait(INT64_MAX);  // the host's shutdown ends the guest
   // During the exchange: sleeps (voluntary context switches: futex waits) and preemptions (involuntary: the
   // scheduler gave a peer's CPU to another task, which makes the other peer sleep). Many preemptions mean
   // the machine was too busy for the measurement to mean anything.
@@ -509,7 +504,7 @@ int RunPingPong(const Args& a) {
       " seconds=" + std::to_string(secs) + " spin_budget_ns=" + std::to_string(host.spin_budget_ns()) + " sleeps=" +
       std::to_string(host1.voluntary - host0.voluntary + guest1.voluntary - guest0.voluntary) + " preemptions=" +
       std::to_string(host1.involuntary - host0.involuntary + guest1.involuntary - guest0.involuntary));
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return Fail("the guest did not exit cleanly");
+  if (shm_tools::ExitCode(guest.status()) != 0) return Fail("the guest did not exit cleanly");
   return kExitOk;
 }
 

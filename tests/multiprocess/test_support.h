@@ -214,6 +214,20 @@ inline uint32_t AbandonASlot(shm::DirectHost& host, Process& guest, const std::s
   return index;
 }
 
+/// A fresh guest of segment `name` answers `message` through `host`; then the host sends shutdown and the guest
+/// exits cleanly: the segment serves again after whatever came before. Wrap in ASSERT_NO_FATAL_FAILURE.
+inline void FreshGuestServesThenShutsDown(shm::DirectHost& host, const std::string& name, const std::string& message) {
+  Process guest = SpawnPeer({"guest", "--name", name});
+  ASSERT_TRUE(guest.started()) << guest.error();
+  ASSERT_TRUE(GetLine(guest, "SERVING"));
+  std::vector<uint8_t> out;
+  auto s = host.Send(message, shm::MsgType::NORMAL, out, {kLong, false});
+  ASSERT_TRUE(s) << Describe(s);
+  EXPECT_EQ(Str(out), message);
+  ASSERT_TRUE(host.SendShutdown());
+  EXPECT_TRUE(ExitsWith(guest, kExitOk));
+}
+
 /// State of slot `index` read straight from a segment file opened as `fd` (still readable after the host
 /// removes the name): what the peer sees, whatever this process believes.
 inline uint32_t SlotStateIn(int fd, uint32_t index) {

@@ -491,13 +491,29 @@ std::string TryAs(const PeerCopy& peer, const std::string& mode, const std::stri
                   const testkit::SpawnOptions& who, int* exit_code = nullptr, Child* keep = nullptr) {
   Child local;
   Child& c = keep != nullptr ? *keep : local;
-  if (!c.Spawn({peer.path(), mode, name}, who)) return std::string("fork failed: ") + std::strerror(errno);
+  if (!c.Spawn({peer.path(), mode, name}, who)) return std::string("start failed: ") + std::strerror(errno);
   const std::string line = c.WaitFor(mode == "attach" ? "connect" : "observe", 30000);
   if (keep == nullptr) {
     const int code = testkit::ExitCode(c.Reap(30000));
     if (exit_code != nullptr) *exit_code = code;
   }
   return line.empty() ? "(no line; last: '" + c.last_line() + "')" : line;
+}
+
+/// Run the peer as a guest of `host` (segment `name`) as `who`: it must attach, serve call `id` itself, and exit
+/// 0 once the host shuts down. Returns its outcome line.
+std::string AttachServeAndShutDown(const PeerCopy& peer, shm::DirectHost& host, const std::string& name,
+                                   const testkit::SpawnOptions& who, uint64_t id) {
+  Child member;
+  const std::string line = TryAs(peer, "attach", name, who, nullptr, &member);
+  EXPECT_EQ(line, "connect ok");
+  EXPECT_FALSE(member.WaitFor("ready", 30000).empty());
+  uint64_t server = 0;
+  EXPECT_TRUE(EchoOnce(host, id, &server));
+  EXPECT_EQ(server, static_cast<uint64_t>(member.pid()));
+  host.Shutdown();
+  EXPECT_EQ(testkit::ExitCode(member.Reap(30000)), 0);
+  return line;
 }
 
 TEST(Permissions, SegmentIs0600ByDefault) {
@@ -519,15 +535,7 @@ TEST(Permissions, SegmentIs0600ByDefault) {
   c.mode = 0660;
   shm::DirectHost shared;
   ASSERT_TRUE(shared.Init(c));
-  Child member;
-  const std::string shared_line = TryAs(peer, "attach", c.name, same_group, nullptr, &member);
-  EXPECT_EQ(shared_line, "connect ok");
-  EXPECT_FALSE(member.WaitFor("ready", 30000).empty());
-  uint64_t server = 0;
-  EXPECT_TRUE(EchoOnce(shared, 4, &server));
-  EXPECT_EQ(server, static_cast<uint64_t>(member.pid()));
-  shared.Shutdown();
-  EXPECT_EQ(testkit::ExitCode(member.Reap(30000)), 0);
+  const std::string shared_line = AttachServeAndShutDown(peer, shared, c.name, same_group, 4);
   Record("default admission mode (HostConfig::mode 0600): a process of another uid (nobody) in the host's group",
          "default mode: guest '" + guest_line + "', observer '" + observer_line +
              "'; with HostConfig::mode = 0660 (group: the host's effective group): '" + shared_line +
@@ -562,15 +570,7 @@ TEST(Permissions, OtherUserCannotAttachAndGroupModeShares) {
   m.group = kNobody;
   shm::DirectHost group_host;
   ASSERT_TRUE(group_host.Init(m));
-  Child member;
-  const std::string member_line = TryAs(peer, "attach", m.name, nobody, nullptr, &member);
-  EXPECT_EQ(member_line, "connect ok");
-  EXPECT_FALSE(member.WaitFor("ready", 30000).empty());
-  uint64_t server = 0;
-  EXPECT_TRUE(EchoOnce(group_host, 3, &server));
-  EXPECT_EQ(server, static_cast<uint64_t>(member.pid()));
-  group_host.Shutdown();
-  EXPECT_EQ(testkit::ExitCode(member.Reap(30000)), 0);
+  const std::string member_line = AttachServeAndShutDown(peer, group_host, m.name, nobody, 3);
   Record("a guest running as another uid (nobody) attaches",
          "mode 0600: '" + denied_line + "'; mode 0660, group not the guest's: '" + outsider_line +
              "'; mode 0660, HostConfig::group = the guest's group: '" + member_line + "' and it served a call");

@@ -121,6 +121,8 @@ struct SpawnOptions {
   int gid = -1;  ///< setgid (and clear supplementary groups), if >= 0
 };
 
+/// A peer process (a shm_tools::ChildProcess, killed and reaped by the destructor) and the read end of its
+/// notification pipe.
 class Child {
  public:
   Child() = default;
@@ -128,44 +130,42 @@ class Child {
   Child& operator=(const Child&) = delete;
   Child(Child&& o) noexcept { *this = std::move(o); }
   Child& operator=(Child&& o) noexcept {
-    std::swap(pid_, o.pid_);
+    std::swap(proc_, o.proc_);
     std::swap(fd_, o.fd_);
     std::swap(buf_, o.buf_);
     std::swap(last_line_, o.last_line_);
     return *this;
   }
   ~Child() {
-    if (pid_ > 0) shm_tools::KillAndReap(pid_);
+    proc_.Kill();
     if (fd_ >= 0) ::close(fd_);
   }
 
-  /// fork + exec argv[0] with argv. Returns false (with errno) if fork or pipe failed.
+  /// Start argv[0] with argv. Returns false (with errno) if it could not be started. The child exits 125 if
+  /// the privilege drop fails, 127 if exec fails.
   bool Spawn(const std::vector<std::string>& argv, const SpawnOptions& opt = {}) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return false;
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) return false;
-    if (pid == 0) {
-      // Child: async-signal-safe calls only until exec.
-      if (opt.gid >= 0 && (::setgroups(0, nullptr) != 0 || ::setgid(static_cast<gid_t>(opt.gid)) != 0)) _exit(125);
-      if (opt.uid >= 0 && ::setuid(static_cast<uid_t>(opt.uid)) != 0) _exit(125);
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // after setuid, which clears it
-      if (::getppid() != parent) _exit(124);
-      if (::dup2(p[1], 3) < 0) _exit(125);  // dup2 clears O_CLOEXEC on fd 3
-      ::execv(args[0], args.data());
-      _exit(127);
-    }
+    shm_tools::SpawnOptions o;
+    o.uid = opt.uid;
+    o.gid = opt.gid;
+    o.die_with_parent = true;
+    o.fds.push_back({p[1], 3});
+    const int rc = proc_.Start(argv, o);
     ::close(p[1]);
-    pid_ = pid;
+    if (rc != 0) {
+      ::close(p[0]);
+      errno = rc;
+      return false;
+    }
+    if (fd_ >= 0) ::close(fd_);
     fd_ = p[0];
+    buf_.clear();
     return true;
   }
 
-  pid_t pid() const { return pid_; }
+  /// The child's pid; -1 once Reap has reaped it.
+  pid_t pid() const { return proc_.started() && !proc_.reaped() ? proc_.pid() : -1; }
 
   /// Next line the child wrote on fd 3, waiting until `timeout_ms`. Empty on timeout or end of file.
   std::string ReadLine(int timeout_ms) {
@@ -210,33 +210,24 @@ class Child {
   /// The last line WaitFor read (for failure messages).
   const std::string& last_line() const { return last_line_; }
 
-  void Kill(int sig = SIGKILL) const {
-    if (pid_ > 0) ::kill(pid_, sig);
-  }
+  /// Send `sig` (without reaping).
+  void Kill(int sig = SIGKILL) const { proc_.Signal(sig); }
 
   /// Reap the child, waiting at most timeout_ms. Returns the wait status, or -1 on timeout.
   int Reap(int timeout_ms) {
     const int64_t deadline = shm::platform::MonotonicNs() + int64_t{timeout_ms} * 1000000;
-    int st = 0;
-    if (pid_ <= 0 || !shm_tools::WaitExit(pid_, deadline, &st)) return -1;
-    pid_ = -1;
-    return st;
+    if (pid() <= 0 || !proc_.Wait(deadline)) return -1;
+    return proc_.status();
   }
 
  private:
-  pid_t pid_ = -1;
+  shm_tools::ChildProcess proc_;
   int fd_ = -1;
   std::string buf_;
   std::string last_line_;
 };
 
-/// Exit code of a wait status, or 128 + signal, or -1.
-inline int ExitCode(int status) {
-  if (status < 0) return -1;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
+using shm_tools::ExitCode;  // exit code of a wait status, or 128 + signal, or -1
 
 /// The state letter of /proc/<pid>/stat ('Z' for a dead process not yet reaped), or '?' if unreadable.
 inline char ProcState(pid_t pid) {
