@@ -291,7 +291,10 @@ func TestGuestCallTimeoutWithdrawsAndAbandons(t *testing.T) {
 	}
 }
 
-func TestShutdownEndsWorkersAndCalls(t *testing.T) {
+// servingWithPendingCall connects a guest that serves, then makes a guest call nobody answers; it returns once
+// that call's request is published (in either guest slot), with the channel the call's error arrives on.
+func servingWithPendingCall(t *testing.T) (*fakeHost, *Client, chan error) {
+	t.Helper()
 	h := newFakeHost(t, smallGeometry)
 	c := connect(t, h)
 	if err := c.Start(testHandler); err != nil {
@@ -302,9 +305,15 @@ func TestShutdownEndsWorkersAndCalls(t *testing.T) {
 		_, _, err := c.SendGuestCallWithTimeout([]byte("x"), MsgTypeNormal, time.Minute)
 		call <- err
 	}()
-	for ctlState(atomic.LoadUint32(&h.slots[2].h.ctl)) != stateRequest {
+	for ctlState(atomic.LoadUint32(&h.slots[2].h.ctl)) != stateRequest &&
+		ctlState(atomic.LoadUint32(&h.slots[3].h.ctl)) != stateRequest {
 		time.Sleep(time.Millisecond)
 	}
+	return h, c, call
+}
+
+func TestShutdownEndsWorkersAndCalls(t *testing.T) {
+	h, c, call := servingWithPendingCall(t)
 	h.shutdown()
 	if err := waitErr(t, call, "the guest call"); !errors.Is(err, ErrShuttingDown) {
 		t.Errorf("call: %v", err)
@@ -679,20 +688,7 @@ func TestZeroCopySizeChecks(t *testing.T) {
 // a shutdown.
 func TestShutdownThenCloseIsAShutdown(t *testing.T) {
 	for round := 0; round < 5; round++ {
-		h := newFakeHost(t, smallGeometry)
-		c := connect(t, h)
-		if err := c.Start(testHandler); err != nil {
-			t.Fatal(err)
-		}
-		call := make(chan error, 1)
-		go func() {
-			_, _, err := c.SendGuestCallWithTimeout([]byte("x"), MsgTypeNormal, time.Minute)
-			call <- err
-		}()
-		for ctlState(atomic.LoadUint32(&h.slots[2].h.ctl)) != stateRequest &&
-			ctlState(atomic.LoadUint32(&h.slots[3].h.ctl)) != stateRequest {
-			time.Sleep(time.Millisecond)
-		}
+		h, c, call := servingWithPendingCall(t)
 		h.shutdown()
 		h.die()
 		if err := waitErr(t, call, "the guest call"); !errors.Is(err, ErrShuttingDown) {

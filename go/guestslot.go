@@ -88,18 +88,13 @@ func (g *GuestSlot) Send(size int32, t MsgType) error { return g.SendWithTimeout
 // Capacity fails with ErrTooLarge before anything is sent, and the slot stays held. See SendWithTimeout for
 // the other errors and the order of the checks.
 func (g *GuestSlot) SendFlatBuffer(size int) error {
-	if !g.usable() {
-		return errNoGuestSlot()
-	}
-	g.c.mu.RLock()
-	defer g.c.mu.RUnlock()
-	if err := g.sendable(); err != nil {
-		return err
-	}
-	if size < 0 || size > int(g.s.capacity) {
-		return newErr(ErrTooLarge, "FlatBuffer of %d bytes does not fit the slot's %d-byte buffer", size, g.s.capacity)
-	}
-	return g.sendLocked(-int32(size), MsgTypeFlatbuffer, -1)
+	return g.send(func() error {
+		if size < 0 || size > int(g.s.capacity) {
+			return newErr(ErrTooLarge, "FlatBuffer of %d bytes does not fit the slot's %d-byte buffer", size,
+				g.s.capacity)
+		}
+		return g.sendLocked(-int32(size), MsgTypeFlatbuffer, -1)
+	})
 }
 
 // SendWithTimeout is Send with its own deadline (timeout < 0: the default). On success the answer is readable
@@ -111,6 +106,12 @@ func (g *GuestSlot) SendFlatBuffer(size int) error {
 // is a request type (ErrInvalidArgument), the host is not shutting down (ErrShuttingDown). A refused request
 // leaves the slot held.
 func (g *GuestSlot) SendWithTimeout(size int32, t MsgType, timeout time.Duration) error {
+	return g.send(func() error { return g.sendLocked(size, t, timeout) })
+}
+
+// send runs the checks every Send starts with (a usable slot, then sendable), then do, with g.c.mu held for
+// reading throughout.
+func (g *GuestSlot) send(do func() error) error {
 	if !g.usable() {
 		return errNoGuestSlot()
 	}
@@ -119,7 +120,7 @@ func (g *GuestSlot) SendWithTimeout(size int32, t MsgType, timeout time.Duration
 	if err := g.sendable(); err != nil {
 		return err
 	}
-	return g.sendLocked(size, t, timeout)
+	return do()
 }
 
 // sendable is the first two checks of a Send. The caller holds g.c.mu for reading.
