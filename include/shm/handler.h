@@ -10,9 +10,9 @@
 
 namespace shm {
 
-/// A request as a handler sees it: a view into the slot's request buffer. The bytes live in shared memory
-/// that the peer can still write: a handler parses them as untrusted input (e.g. with a FlatBuffers
-/// Verifier). Valid only during the handler call.
+/// A request as a handler sees it: a view into shared memory (the slot's request buffer, or its header for a
+/// request of at most 32 bytes, SPECIFICATION.md §8.1). The peer can still write those bytes: a handler
+/// parses them as untrusted input (e.g. with a FlatBuffers Verifier). Valid only during the handler call.
 struct Message {
   Bytes data;                      ///< The request payload (already placed: end-aligned payloads too).
   MsgType type = MsgType::NORMAL;  ///< The request's type, as the caller sent it.

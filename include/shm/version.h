@@ -19,7 +19,7 @@
 
 /// The wire protocol this library speaks (SPECIFICATION.md §13): the `version` field of a segment
 /// and of the attach hello. Peers accept only an exact match.
-#define SHM_PROTOCOL_VERSION 2
+#define SHM_PROTOCOL_VERSION 3
 
 static_assert(SHM_PROTOCOL_VERSION == shm::wire::kVersion,
               "SHM_PROTOCOL_VERSION must equal shm::wire::kVersion (include/shm/wire/layout.h)");

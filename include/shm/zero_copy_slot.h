@@ -92,6 +92,7 @@ class ZeroCopySlot {
     if (!held_) return Error(ErrorCode::kSlotLost, "this ZeroCopySlot no longer holds a slot");
     answered_ = false;
     bool owned = true;
+    detail::Endpoint::StageInline(view_, size);
     auto a = ep_->Call(view_, &seq_, size, type, ep_->Deadline(timeout), &owned);
     held_ = owned;
     if (!a) return std::move(a).error();
@@ -110,10 +111,12 @@ class ZeroCopySlot {
     return Send(-size, MsgType::FLATBUFFER, timeout);
   }
 
-  /// The last answer's bytes, in place in the response buffer. Empty before a successful Send().
+  /// The last answer's bytes, in place in shared memory: in the response buffer, or, for an answer of at most
+  /// 32 bytes, in the slot's header (SPECIFICATION.md §8.1). Valid until the next Send or Release. Empty
+  /// before a successful Send().
   Bytes Response() const noexcept {
     if (!answered_ || !valid()) return Bytes();
-    return Bytes(view_.response + answer_.placement.offset, answer_.placement.length);
+    return Bytes(answer_.data, answer_.length);
   }
   /// The last answer's wire size (negative: it was end-aligned). 0 before a successful Send().
   int32_t ResponseSize() const noexcept { return answered_ ? answer_.wire_size : 0; }

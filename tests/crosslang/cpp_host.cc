@@ -327,7 +327,7 @@ TEST_F(CrossLang, EveryMessageTypeRoundTripsBothAlignments) {
   std::mt19937_64 rng(1);
   const MsgType types[] = {MsgType::NORMAL, MsgType::FLATBUFFER, MsgType::GUEST_CALL, MsgType::APP_START, T(200),
                            T(999),          T(0xFFFFFFFFu)};
-  const size_t sizes[] = {0, 8, 9, 63, 64, 65, kPayload - 1, kPayload};
+  const size_t sizes[] = {0, 8, 9, 31, 32, 33, 63, 64, 65, kPayload - 1, kPayload};  // 32: the inline limit
   for (MsgType t : types) {
     for (size_t n : sizes) {
       for (bool end : {false, true}) {

@@ -85,8 +85,8 @@ int main() {
   SLOT_FIELD(resp_size);
   SLOT_FIELD(resp_error);
   SLOT_FIELD(wake_stamp_ns);
-  SLOT_FIELD(reserved);
-  Put("slot_header.reserved.size", sizeof(SlotHeader::reserved));
+  SLOT_FIELD(inline_data);
+  Put("slot_header.inline_data.size", sizeof(SlotHeader::inline_data));
   Put("slot_header.ctl.size", sizeof(SlotHeader::ctl));
   Put("slot_header.wake_stamp_ns.size", sizeof(SlotHeader::wake_stamp_ns));
 
@@ -98,6 +98,7 @@ int main() {
   Put("const.segment_header_size", w::kSegmentHeaderSize);
   Put("const.slot_header_size", w::kSlotHeaderSize);
   Put("const.payload_align", w::kPayloadAlign);
+  Put("const.inline_size", w::kInlineSize);
   Put("const.min_payload", w::kMinPayload);
   Put("const.max_payload", w::kMaxPayload);
   Put("const.max_slots", w::kMaxSlots);
@@ -182,6 +183,30 @@ int main() {
     if (ok) {
       Put(key + ".offset", p.offset);
       Put(key + ".length", p.length);
+    }
+  }
+
+  // Where a message's bytes lie (SPECIFICATION.md §8.1) in a slot of 128-byte buffers: inline (in the header,
+  // at an offset from inline_data) or in the buffer (at an offset from its start).
+  {
+    // One block, with a gap between the header and the buffer, so that an address tells them apart.
+    struct {
+      SlotHeader h{};
+      uint8_t gap[64];
+      uint8_t buffer[128];
+    } mem;
+    SlotHeader& h = mem.h;
+    uint8_t* buffer = mem.buffer;
+    for (int32_t size : {0, 1, 31, 32, 33, 64, 128, 129, -1, -31, -32, -33, -128, -129, INT32_MIN}) {
+      uint32_t length = 0;
+      const uint8_t* at = shm::detail::MessageBytes(h, buffer, 128, size, &length);
+      const std::string key = "area.128." + std::to_string(size);
+      Put(key + ".ok", at != nullptr ? 1 : 0);
+      if (at == nullptr) continue;
+      const bool in_header = at >= h.inline_data && at <= h.inline_data + sizeof h.inline_data;
+      Put(key + ".inline", in_header ? 1 : 0);
+      Put(key + ".offset", static_cast<uint64_t>(in_header ? at - h.inline_data : at - buffer));
+      Put(key + ".length", length);
     }
   }
 

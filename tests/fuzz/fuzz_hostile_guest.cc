@@ -204,6 +204,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             h->resp_size.store(resp_size);
             h->resp_error.store(resp_error);
             std::memset(base + shm::wire::RequestBufferOffset(g, i) + kPayload, how, kPayload);
+            std::memset(h->inline_data, how, sizeof(h->inline_data));  // where answers of <= 32 bytes lie
             const uint32_t state = (how & 2) ? 4 : (how >> 2) % 8;
             const uint32_t next_seq = (how & 0x20) ? seq + (how >> 6) : seq;
             h->ctl.store(state | ((next_seq & shm::wire::kSeqMask) << shm::wire::kSeqShift));
@@ -225,6 +226,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         uint8_t* req = base + shm::wire::RequestBufferOffset(g, i);
         std::memset(req, fill, kPayload);
         std::memcpy(req, &req_size, 4);  // the handler answers with these bytes as its size
+        std::memset(h->inline_data, fill, sizeof(h->inline_data));  // ... when the request lies in the header
+        std::memcpy(h->inline_data, &req_size, 4);
         h->ctl.store(shm::wire::MakeCtl(shm::wire::SlotState::kRequest, shm::wire::CtlSeq(cur) + 1 + (seq_skew & 3)));
         seg->doorbell.fetch_add(shm::wire::kDoorbellIncrement);
         Wake(&seg->doorbell);

@@ -149,6 +149,53 @@ TEST_F(Calls, EndAlignedPayloadsTravelBothWays) {
   EXPECT_EQ(Str(out), "tail");
 }
 
+// SPECIFICATION.md §8.1: a payload of at most 32 bytes travels in its slot's header (the cache line the control
+// word moves), a larger one in the buffers; requests and answers, both placements, both kinds of call.
+TEST_F(Calls, SmallPayloadsTravelInTheSlotHeaderLargerOnesInTheBuffers) {
+  ASSERT_NO_FATAL_FAILURE(Begin(MakeHostConfig("", 2, 0, 4096)));
+  auto z = host_->GetZeroCopySlot(kLong);
+  ASSERT_TRUE(z) << Describe(z);
+  const uint32_t cap = z->capacity(), index = z->index();
+  const shm::wire::Geometry g{2, 0, cap, 0};
+  const uint64_t inline_at = shm::wire::kSegmentHeaderSize + uint64_t{shm::wire::kSlotHeaderSize} * index +
+                             offsetof(shm::wire::SlotHeader, inline_data);
+  const uint64_t response_at = shm::wire::RequestBufferOffset(g, index) + cap;
+  for (int32_t size : {1, 2, 31, 32, 33, 63, 64, -1, -31, -32, -33, -64}) {
+    SCOPED_TRACE("size " + std::to_string(size));
+    const uint32_t n = static_cast<uint32_t>(size < 0 ? -size : size);
+    shm::MutableBytes buf = z->RequestBuffer();
+    uint8_t* at = buf.data() + (size < 0 ? cap - n : 0);
+    for (uint32_t i = 0; i < n; ++i) at[i] = static_cast<uint8_t>(i * 13 + n);
+    const std::vector<uint8_t> sent(at, at + n);
+    auto r = z->Send(size, size < 0 ? MsgType::FLATBUFFER : MsgType::NORMAL, kLong);
+    ASSERT_TRUE(r) << Describe(r);
+    ASSERT_EQ(z->ResponseSize(), size) << "the guest echoes with the request's placement";
+    const shm::Bytes resp = z->Response();
+    EXPECT_EQ(std::vector<uint8_t>(resp.begin(), resp.end()), sent);
+    const uint64_t off = SegmentOffset(name_.str(), resp.data());
+    if (n <= shm::wire::kInlineSize) {
+      EXPECT_EQ(off, inline_at + (size < 0 ? shm::wire::kInlineSize - n : 0)) << "not in the slot header";
+    } else {
+      EXPECT_EQ(off, response_at + (size < 0 ? cap - n : 0)) << "not in the response buffer";
+    }
+  }
+  // The copying call writes a small request into the header only: the guest must read it there, not from the
+  // buffer, which holds other bytes from the zero-copy calls above.
+  std::memset(z->RequestBuffer().data(), 0xEE, cap);
+  z->Release();
+  for (uint32_t n : {1u, 20u, 32u, 33u}) {
+    for (bool end_aligned : {false, true}) {
+      SCOPED_TRACE("copying, " + std::to_string(n) + " bytes" + (end_aligned ? ", end-aligned" : ""));
+      std::vector<uint8_t> req(n), out;
+      for (uint32_t i = 0; i < n; ++i) req[i] = static_cast<uint8_t>(i + 1);
+      auto c = host_->SendToSlot(index, req, end_aligned ? MsgType::FLATBUFFER : MsgType::NORMAL, out,
+                                 {kLong, end_aligned});
+      ASSERT_TRUE(c) << Describe(c);
+      EXPECT_EQ(out, req);
+    }
+  }
+}
+
 TEST_F(Calls, HostileSizesAreRefusedAndTheSlotStaysUsable) {
   ASSERT_NO_FATAL_FAILURE(Begin(MakeHostConfig("", 2, 0, 4096)));
   auto z = host_->GetZeroCopySlot(kLong);

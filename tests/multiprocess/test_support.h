@@ -175,6 +175,23 @@ inline bool InSegmentMapping(const std::string& name, const void* p, size_t n) {
   return false;
 }
 
+/// The offset of `p` within this process's mapping of segment `name` (which maps the whole memory from offset
+/// 0); UINT64_MAX if `p` is not in it.
+inline uint64_t SegmentOffset(const std::string& name, const void* p) {
+  std::ifstream maps("/proc/self/maps");
+  const std::string path = "/memfd:shm/" + name + " (deleted)";
+  std::string line;
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(maps, line)) {
+    if (line.find(path) == std::string::npos) continue;
+    uintptr_t lo = 0, hi = 0, file_offset = 0;
+    char perms[8] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx", &lo, &hi, perms, &file_offset) != 4) continue;
+    if (addr >= lo && addr < hi) return file_offset + (addr - lo);
+  }
+  return UINT64_MAX;
+}
+
 /// Leaves a host slot held by the guest's blocked handler (request type kTypeBlock with payload `id`): a
 /// zero-copy call on it timed out after the guest took it. Returns the slot's index (UINT32_MAX after a
 /// failure); the guest has printed "ENTERED <index> <id>" and waits for a line on its stdin. `lost`, if given,

@@ -162,7 +162,7 @@ int Flipper(const std::string& name, uint64_t seed) {
 }
 
 // Serves and calls while a flipper rewrites sizes and types. Every request the handler sees must lie inside its
-// slot's request buffer and every answer must fit the response buffer; every call must end in time.
+// area (its slot's request buffer, or its header for a small one) and every answer must fit the response buffer; every call must end in time.
 int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
   shm::GuestConfig c;
   c.name = name;
@@ -171,8 +171,10 @@ int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
   if (auto r = g.Connect(c); !r) return 30 + static_cast<int>(r.error().code());
   std::atomic<long> violations{0}, served{0};
   auto handler = [&](const shm::Message& m, shm::MutableBytes out) {
-    const uint8_t* req_begin = out.data() - out.size();  // the request buffer precedes the response buffer
-    if (m.data.size() > out.size() || m.data.data() < req_begin || m.data.end() > out.data()) ++violations;
+    // The guest serves host slots, whose buffers are as large as the one it was given.
+    const shm::wire::Geometry geo{g.host_slots(), g.guest_slots(), static_cast<uint32_t>(out.size()),
+                                  g.guest_payload_capacity()};
+    if (!testkit::RequestInItsArea(m.data.data(), m.data.size(), m.slot, out.data(), out.size(), geo)) ++violations;
     served.fetch_add(1, std::memory_order_relaxed);
     const uint64_t sum = testkit::Checksum(m.data.data(), m.data.size());  // touches every byte it was given
     const int32_t n = static_cast<int32_t>(std::min<size_t>(out.size(), 8 + (sum & 0xFF)));

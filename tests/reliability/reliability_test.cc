@@ -392,8 +392,10 @@ TEST(ReadOnce, FlippedSizesAndTypesNeverReadOutOfBounds) {
   ASSERT_TRUE(host.Init(HostCfg(name)));
   std::atomic<long> violations{0}, served{0};
   ASSERT_TRUE(host.Start([&](const shm::Message& m, shm::MutableBytes out) {
-    const uint8_t* req_begin = out.data() - out.size();  // the request buffer precedes the response buffer
-    if (m.data.size() > out.size() || m.data.data() < req_begin || m.data.end() > out.data()) ++violations;
+    // The host serves guest slots, whose buffers are as large as the one it was given.
+    const shm::wire::Geometry g{host.host_slots(), host.guest_slots(), host.payload_capacity(),
+                                static_cast<uint32_t>(out.size())};
+    if (!testkit::RequestInItsArea(m.data.data(), m.data.size(), m.slot, out.data(), out.size(), g)) ++violations;
     ++served;
     const uint64_t sum = testkit::Checksum(m.data.data(), m.data.size());
     const int32_t n = static_cast<int32_t>(std::min<size_t>(out.size(), 8 + (sum & 0xFF)));

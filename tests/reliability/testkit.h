@@ -39,6 +39,19 @@ inline std::string UniqueName(const std::string& tag) {
 
 /// An order-sensitive 64-bit checksum, eight bytes at a time (the soak checksums gigabytes): catches torn,
 /// shifted or misplaced bytes.
+/// Whether the request a handler was given lies where SPECIFICATION.md §8.1 puts it: inside its slot's request
+/// buffer, or, for at most wire::kInlineSize bytes, inside the inline area of its slot's header. `response` is
+/// the response buffer the handler was given (the request buffer precedes it); `g` the segment's geometry.
+inline bool RequestInItsArea(const uint8_t* data, size_t size, uint32_t slot, const uint8_t* response,
+                             size_t capacity, const shm::wire::Geometry& g) {
+  const uint8_t* request = response - capacity;
+  if (size <= capacity && data >= request && data + size <= response) return true;
+  const uint8_t* base = request - shm::wire::RequestBufferOffset(g, slot);
+  const uint8_t* area = base + shm::wire::kSegmentHeaderSize + uint64_t{shm::wire::kSlotHeaderSize} * slot +
+                        offsetof(shm::wire::SlotHeader, inline_data);
+  return size <= shm::wire::kInlineSize && data >= area && data + size <= area + shm::wire::kInlineSize;
+}
+
 inline uint64_t Checksum(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {

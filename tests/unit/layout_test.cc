@@ -51,7 +51,8 @@ TEST(Layout, MagicSpellsSHMSEG01) {
 }
 
 TEST(Layout, ConstantsMatchSpecification) {
-  EXPECT_EQ(shm::wire::kVersion, 2u);
+  EXPECT_EQ(shm::wire::kVersion, 3u);
+  EXPECT_EQ(shm::wire::kInlineSize, 32u);
   EXPECT_EQ(shm::wire::kCacheLine, 64u);
   EXPECT_EQ(shm::wire::kPage, 4096u);
   EXPECT_EQ(shm::wire::kSegmentHeaderSize, 256u);

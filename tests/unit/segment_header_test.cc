@@ -104,7 +104,7 @@ TEST(ValidateHeader, RejectsBadMagic) {
 }
 
 TEST(ValidateHeader, RejectsAnotherVersionAndNamesBoth) {
-  for (uint32_t version : {0u, 1u, 3u, 0xFFFFFFFFu}) {
+  for (uint32_t version : {0u, 1u, 2u, 4u, 0xFFFFFFFFu}) {
     auto b = GoodHeader(kGeometry);
     Put32(b, offsetof(SegmentHeader, version), version);
     ExpectError(Validate(b, shm::wire::SegmentSize(kGeometry)), ErrorCode::kVersionMismatch,

@@ -60,13 +60,15 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   }
   const SlotView s = ep.segment().Slot(index);
   const uint32_t n = static_cast<uint32_t>(request.size());
-  const uint32_t offset = options.end_aligned ? s.capacity - n : 0;
-  if (n != 0) std::memcpy(s.request + offset, request.data(), n);
   const int32_t wire_size = options.end_aligned ? -static_cast<int32_t>(n) : static_cast<int32_t>(n);
+  // Straight into the request's area: the header for a small one, else the buffer (SPECIFICATION.md §8.1).
+  uint32_t length = 0;
+  uint8_t* to = MessageBytes(*s.header, s.request, s.capacity, wire_size, &length);
+  if (n != 0) std::memcpy(to, request.data(), n);
   bool owned = true;
   auto answer = ep.Call(s, &seq, wire_size, type, deadline, &owned);
   if (answer) {
-    out.assign(s.response + answer->placement.offset, s.response + answer->placement.offset + answer->placement.length);
+    out.assign(answer->data, answer->data + answer->length);
   }
   if (owned && answer) {
     ep.Park(index, seq);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -28,11 +29,13 @@ namespace detail {
 
 enum class Role { kHost, kGuest };
 
-/// A validated answer, placed in the slot's response buffer.
+/// A validated answer: its bytes lie in the slot's response buffer, or in its header's inline_data when
+/// there are at most wire::kInlineSize of them (SPECIFICATION.md §8.1).
 struct Answer {
   MsgType type = MsgType::NORMAL;
   int32_t wire_size = 0;
-  Placement placement;
+  const uint8_t* data = nullptr;
+  uint32_t length = 0;
 };
 
 /// Shared state of one host or guest. Owned through shared_ptr by DirectHost/DirectGuest, by in-flight calls
@@ -272,7 +275,8 @@ class Endpoint {
   }
 
   /// The caller half of a transaction on slot `s`, which the caller owns at *seq (CLAIMED or RESPONSE). The
-  /// request bytes are in place. On return *seq is the transaction's seq and *owned says whether the caller
+  /// request bytes are in place in their area (MessageBytes: the header's inline_data for small requests, see
+  /// StageInline). On return *seq is the transaction's seq and *owned says whether the caller
   /// still owns the slot (false: it is the server's until it finishes, or a broken peer moved it and it is
   /// quarantined).
   Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
@@ -380,10 +384,27 @@ class Endpoint {
     return ReadAnswer(s);
   }
 
+  /// A zero-copy caller wrote its request at the start or the end of the request buffer: one of at most
+  /// wire::kInlineSize bytes travels in the header (SPECIFICATION.md §8.1), so move it there before Call. An
+  /// invalid size is left for Call to refuse.
+  static void StageInline(const SlotView& s, int32_t size) noexcept {
+    Placement in_buffer;
+    if (!ResolveSize(size, s.capacity, &in_buffer) || in_buffer.length > wire::kInlineSize) return;
+    uint32_t length = 0;
+    uint8_t* to = MessageBytes(*s.header, s.request, s.capacity, size, &length);
+    if (length != 0) std::memcpy(to, s.request + in_buffer.offset, length);
+  }
+
   /// A server about to take slot `s` (TryTake): start the transfers of the request's first line and the
-  /// response's first line now, so they overlap the take's compare-and-swap instead of following it.
+  /// response's first line now, so they overlap the take's compare-and-swap instead of following it. A small
+  /// request lies in the header, so its buffer is left alone: fetching it would only take from the caller a
+  /// line it writes (a zero-copy caller stages small requests there). The size is a hint here, read again
+  /// and validated by Serve.
   static void PrefetchForServe(const SlotView& s) noexcept {
-    platform::PrefetchRead(s.request);
+    const int32_t size = static_cast<int32_t>(s.header->req_size.load(std::memory_order_relaxed));
+    if (size > static_cast<int32_t>(wire::kInlineSize) || size < -static_cast<int32_t>(wire::kInlineSize)) {
+      platform::PrefetchRead(size < 0 && size != INT32_MIN ? s.request + (s.capacity - 64) : s.request);
+    }
     platform::PrefetchWrite(s.response);
   }
 
@@ -397,8 +418,9 @@ class Endpoint {
     // Read once into locals; only the locals are used from here on.
     const int32_t size = static_cast<int32_t>(h.req_size.load(std::memory_order_relaxed));
     const MsgType type = static_cast<MsgType>(h.req_type.load(std::memory_order_relaxed));
-    Placement req;
-    if (!ResolveSize(size, s.capacity, &req)) {
+    uint32_t req_length = 0;
+    const uint8_t* req = MessageBytes(h, s.request, s.capacity, size, &req_length);
+    if (req == nullptr) {
       WriteErrorResponse(h, wire::WireError::kRequestTooLarge);
     } else if (!IsUserRequestType(type)) {
       WriteErrorResponse(h, wire::WireError::kReservedType);
@@ -411,7 +433,7 @@ class Endpoint {
     } else if (handler == nullptr || !*handler) {
       WriteErrorResponse(h, wire::WireError::kNoHandler);
     } else {
-      RunHandler(s, req, size < 0, type, *handler);
+      RunHandler(s, Bytes(req, req_length), size < 0, type, *handler);
     }
     return Complete(h, seq, woke_caller);  // SYNC POINT WRITE: ctl (response bytes and fields)
   }
@@ -440,7 +462,8 @@ class Endpoint {
                        std::to_string(static_cast<uint32_t>(code)) + ")",
                    code);
     }
-    if (!ResolveSize(a.wire_size, s.capacity, &a.placement)) {
+    a.data = MessageBytes(h, s.response, s.capacity, a.wire_size, &a.length);
+    if (a.data == nullptr) {
       return Error(ErrorCode::kProtocol, "peer answered with size " + std::to_string(a.wire_size) + ", outside the " +
                                              std::to_string(s.capacity) + "-byte buffer");
     }
@@ -451,10 +474,10 @@ class Endpoint {
     return a;
   }
 
-  void RunHandler(const SlotView& s, const Placement& req, bool end_aligned, MsgType type, const Handler& handler) {
+  void RunHandler(const SlotView& s, Bytes req, bool end_aligned, MsgType type, const Handler& handler) {
     SlotHeader& h = *s.header;
     Message m;
-    m.data = Bytes(s.request + req.offset, req.length);
+    m.data = req;
     m.type = type;
     m.end_aligned = end_aligned;
     m.slot = s.index;
@@ -484,6 +507,12 @@ class Endpoint {
     } else if (!ResolveSize(r.size, s.capacity, &out)) {
       WriteErrorResponse(h, wire::WireError::kResponseTooLarge);
     } else {
+      // A small answer travels in the header (SPECIFICATION.md §8.1). The handler is done with the request,
+      // whose inline bytes this overwrites.
+      if (out.length != 0 && out.length <= wire::kInlineSize) {
+        uint32_t length = 0;
+        std::memcpy(MessageBytes(h, s.response, s.capacity, r.size, &length), s.response + out.offset, out.length);
+      }
       h.resp_type.store(static_cast<uint32_t>(r.type), std::memory_order_relaxed);
       h.resp_size.store(static_cast<uint32_t>(r.size), std::memory_order_relaxed);
       h.resp_error.store(0, std::memory_order_relaxed);

@@ -62,6 +62,18 @@ inline bool ResolveSize(int32_t size, uint32_t capacity, Placement* out) noexcep
   return true;
 }
 
+/// Where the bytes of a message of wire size `size` lie (SPECIFICATION.md §8.1): in the slot header's
+/// inline_data when |size| <= wire::kInlineSize, else in `buffer` (the slot's request or response buffer, of
+/// `capacity` bytes). nullptr when the size is invalid for the capacity.
+inline uint8_t* MessageBytes(SlotHeader& h, uint8_t* buffer, uint32_t capacity, int32_t size,
+                             uint32_t* length) noexcept {
+  Placement p;
+  if (!ResolveSize(size, capacity, &p)) return nullptr;
+  *length = p.length;
+  if (p.length <= wire::kInlineSize) return h.inline_data + (size < 0 ? wire::kInlineSize - p.length : 0);
+  return buffer + p.offset;
+}
+
 /// Wake every sleeper on a word, stamping the moment for spin tuning (advisory).
 inline void WakeSleepers(SlotHeader& h) noexcept {
   h.wake_stamp_ns.store(static_cast<uint64_t>(platform::MonotonicNs()), std::memory_order_relaxed);

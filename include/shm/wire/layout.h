@@ -18,7 +18,7 @@ namespace wire {
 /// Protocol version. Bump rule (SPECIFICATION.md §Versioning): any change to an offset, size, meaning or
 /// allowed value of a field, to a state or transition, or to the geometry formula bumps it; peers accept only
 /// an exact match. Adding a new WireError or MsgType value inside a reserved range does not.
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;
 
 /// "SHMSEG01" read as a little-endian u64. Written last, with release order, when the segment is ready.
 constexpr uint64_t kMagic = 0x31304745534D4853ull;
@@ -29,6 +29,9 @@ constexpr uint32_t kSegmentHeaderSize = 256;  ///< sizeof(SegmentHeader).
 constexpr uint32_t kSlotHeaderSize = 64;      ///< sizeof(SlotHeader).
 /// Capacities are multiples of this, so an end-aligned payload ends on a 64-byte boundary.
 constexpr uint32_t kPayloadAlign = 64;
+/// A request or response of at most this many bytes travels in SlotHeader::inline_data, the cache line the
+/// control word moves anyway, instead of in the slot's buffers (SPECIFICATION.md §8.1).
+constexpr uint32_t kInlineSize = 32;
 constexpr uint32_t kMinPayload = 64;              ///< Smallest slot capacity, in bytes.
 constexpr uint32_t kMaxPayload = 1u << 30;        ///< Largest slot capacity, in bytes (sizes travel as int32).
 constexpr uint32_t kMaxSlots = 4096;              ///< Most slots of each kind (host, guest).
@@ -95,8 +98,8 @@ static_assert(offsetof(SegmentHeader, doorbell) == 128, "layout");
 //
 //  0        4        8        12       16       20       24                32                      64
 //  +--------+--------+--------+--------+--------+--------+-----------------+------------------------+
-//  | ctl    |req_type|req_size|resp_   |resp_   |resp_   | wake_stamp_ns   |  reserved (0)          |
-//  | u32    |  u32   |  i32   |type u32|size i32|error   |   u64           |                        |
+//  | ctl    |req_type|req_size|resp_   |resp_   |resp_   | wake_stamp_ns   | inline_data: a payload |
+//  | u32    |  u32   |  i32   |type u32|size i32|error   |   u64           | of <= 32 bytes         |
 //  +--------+--------+--------+--------+--------+--------+-----------------+------------------------+
 /// A slot's header as it lies in shared memory (SPECIFICATION.md): the control word and the fields of the
 /// transaction in flight. Every field is read once into a local and validated before use.
@@ -108,7 +111,9 @@ struct alignas(kCacheLine) SlotHeader {
   A32 resp_size;         ///< int32 response size; negative = end-aligned. 0 with SYSTEM_ERROR.
   A32 resp_error;        ///< WireError when resp_type == SYSTEM_ERROR, else 0.
   A64 wake_stamp_ns;     ///< CLOCK_MONOTONIC ns at which a notifier issued FUTEX_WAKE; advisory, for spin tuning
-  uint8_t reserved[32];  ///< Reserved, 0.
+  /// The bytes of a request or response of at most kInlineSize bytes (SPECIFICATION.md §8.1): written by the
+  /// caller before it publishes, then by the server before it completes. Plain bytes, ordered by ctl.
+  uint8_t inline_data[kInlineSize];
 };
 static_assert(sizeof(SlotHeader) == kSlotHeaderSize, "SlotHeader is one cache line");
 static_assert(alignof(SlotHeader) == kCacheLine, "SlotHeader is cache-line aligned");
@@ -119,6 +124,7 @@ static_assert(offsetof(SlotHeader, resp_type) == 12, "layout");
 static_assert(offsetof(SlotHeader, resp_size) == 16, "layout");
 static_assert(offsetof(SlotHeader, resp_error) == 20, "layout");
 static_assert(offsetof(SlotHeader, wake_stamp_ns) == 24, "layout");
+static_assert(offsetof(SlotHeader, inline_data) == 32 && kInlineSize == kSlotHeaderSize - 32, "layout");
 
 /// The numbers that define a segment. Everything else (offsets, total size) derives from them.
 struct Geometry {
