@@ -10,11 +10,12 @@ import (
 
 // The caller half of a transaction on a guest slot (SPECIFICATION.md §8.3): the guest calls the host.
 
-// answer is a validated response, located in the slot's response buffer.
+// answer is a validated response. data lies in the slot's response buffer, or in its header for an answer
+// of at most inlineSize bytes (§8.1).
 type answer struct {
 	typ      MsgType
 	wireSize int32
-	off, len uint32
+	data     []byte
 }
 
 func (c *Client) deadline(timeout time.Duration) int64 {
@@ -185,7 +186,7 @@ func readAnswer(s *slotView) (answer, error) {
 	if a.typ == MsgTypeSystemError {
 		return a, &RemoteError{Code: WireError(atomic.LoadUint32(&s.h.respError)), Slot: int(s.index)}
 	}
-	off, length, ok := placement(a.wireSize, s.capacity)
+	data, ok := messageBytes(s.h, s.resp, s.capacity, a.wireSize)
 	if !ok {
 		return a, newErr(ErrProtocol, "the host answered size %d on guest slot %d, outside the %d-byte buffer",
 			a.wireSize, s.index, s.capacity)
@@ -193,7 +194,7 @@ func readAnswer(s *slotView) (answer, error) {
 	if a.typ != MsgTypeHeartbeatResp && !IsResponseType(a.typ) {
 		return a, newErr(ErrProtocol, "the host answered reserved type %v on guest slot %d", a.typ, s.index)
 	}
-	a.off, a.len = off, length
+	a.data = data
 	return a, nil
 }
 
@@ -269,12 +270,14 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 			return nil, 0, err
 		}
 	}
-	copy(s.req, data)
+	// Straight into the request's area: the header for a small one, else the buffer (§8.1).
+	dst, _ := messageBytes(s.h, s.req, s.capacity, int32(len(data)))
+	copy(dst, data)
 	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)
 	answered := err == nil
 	var out []byte
 	if answered {
-		src := s.resp[a.off : a.off+a.len]
+		src := a.data
 		if buf != nil {
 			if len(src) > len(buf) {
 				err = newErr(ErrBufferTooSmall, "the answer has %d bytes; the buffer holds %d", len(src), len(buf))

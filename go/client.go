@@ -391,7 +391,7 @@ func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
 	// Read once into locals; only the locals are used from here on.
 	size := int32(atomic.LoadUint32(&s.h.reqSize))
 	typ := MsgType(atomic.LoadUint32(&s.h.reqType))
-	off, length, ok := placement(size, s.capacity)
+	req, ok := messageBytes(s.h, s.req, s.capacity, size)
 	switch {
 	case !ok:
 		writeErrorResponse(s.h, WireErrRequestTooLarge)
@@ -404,8 +404,8 @@ func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
 	case c.isClosing():
 		writeErrorResponse(s.h, WireErrShuttingDown)
 	default:
-		n, rt, failed := c.runHandler(s, h, s.req[off:off+length:off+length], typ)
-		_, _, fits := placement(n, s.capacity)
+		n, rt, failed := c.runHandler(s, h, req, typ)
+		off, length, fits := placement(n, s.capacity)
 		switch {
 		case failed || rt == MsgTypeSystemError:
 			writeErrorResponse(s.h, WireErrHandlerFailed)
@@ -414,6 +414,12 @@ func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
 		case !fits:
 			writeErrorResponse(s.h, WireErrResponseTooLarge)
 		default:
+			// A small answer travels in the header (§8.1); the handler is done with the request, whose inline
+			// bytes this overwrites.
+			if length != 0 && length <= inlineSize {
+				dst, _ := messageBytes(s.h, s.resp, s.capacity, n)
+				copy(dst, s.resp[off:off+length])
+			}
 			atomic.StoreUint32(&s.h.respType, uint32(rt))
 			atomic.StoreUint32(&s.h.respSize, uint32(n))
 			atomic.StoreUint32(&s.h.respError, 0)

@@ -38,7 +38,7 @@ func TestValidateHeader(t *testing.T) {
 		{"bad magic", func(b []byte) []byte { b[0] ^= 1; return b }, total, ErrBadMagic},
 		{"zero magic", func(b []byte) []byte { copy(b, make([]byte, 8)); return b }, total, ErrBadMagic},
 		{"version 1", set32(unsafe.Offsetof(h.version), 1), total, ErrVersionMismatch},
-		{"version 3", set32(unsafe.Offsetof(h.version), 3), total, ErrVersionMismatch},
+		{"version 2", set32(unsafe.Offsetof(h.version), 2), total, ErrVersionMismatch},
 		{"version 0", set32(unsafe.Offsetof(h.version), 0), total, ErrVersionMismatch},
 		{"header size", set32(unsafe.Offsetof(h.headerSize), 128), total, ErrBadGeometry},
 		{"slot header size", set32(unsafe.Offsetof(h.slotHeaderSize), 128), total, ErrBadGeometry},
@@ -175,7 +175,7 @@ func TestFailedConnectLeaksNothing(t *testing.T) {
 		{"busy", always(scriptedReply{Status: statusBusy, Detail: 424242}), ErrGuestAlreadyConnected, "pid 424242"},
 		// Final answers.
 		{"denied", always(scriptedReply{Status: statusDenied}), ErrPermissionDenied, "does not admit"},
-		{"version", always(scriptedReply{Status: statusVersion, Detail: 3}), ErrVersionMismatch, "version 3"},
+		{"version", always(scriptedReply{Status: statusVersion, Detail: 4}), ErrVersionMismatch, "version 4"},
 		{"bad hello", always(scriptedReply{Status: statusBadHello}), ErrProtocol, "BAD_HELLO"},
 		{"unknown status", always(scriptedReply{Status: 6, Fds: []int{0}}, validSegment), ErrProtocol, ""},
 		{"unknown status without a descriptor", always(scriptedReply{Status: 99}), ErrProtocol, "status 99"},

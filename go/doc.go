@@ -3,7 +3,7 @@
 // one Linux machine. A host (shm::DirectHost) creates a segment of slots in a sealed memfd and listens on the
 // abstract Unix socket "\0shm/<name>"; this package connects there, receives the memfd after the handshake,
 // maps it, serves the host's requests on one worker goroutine per host slot, and calls the host back through
-// guest slots. It implements SPECIFICATION.md (wire protocol version 2) with the standard library only: no
+// guest slots. It implements SPECIFICATION.md (wire protocol version 3) with the standard library only: no
 // cgo; futexes, the socket handshake, seals and mmap through the syscall package.
 //
 // A complete guest, serving until the host shuts down:

@@ -433,7 +433,12 @@ func (h *fakeHost) call(i uint32, req []byte, size int32, t MsgType, timeout tim
 		}
 	}
 	defer func() { release(s.h, seq) }()
+	// req is laid out as the buffer would hold it; a small request travels in the header (§8.1).
 	copy(s.req, req)
+	if off, n, ok := placement(size, s.capacity); ok && n <= inlineSize {
+		dst, _ := messageBytes(s.h, s.req, s.capacity, size)
+		copy(dst, s.req[off:off+n])
+	}
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
 	tx, _, ok := publish(s.h, seq)
@@ -457,11 +462,11 @@ func (h *fakeHost) call(i uint32, req []byte, size int32, t MsgType, timeout tim
 	if rt == MsgTypeSystemError {
 		return nil, rt, WireError(atomic.LoadUint32(&s.h.respError)), nil
 	}
-	off, n, ok := placement(int32(atomic.LoadUint32(&s.h.respSize)), s.capacity)
+	data, ok := messageBytes(s.h, s.resp, s.capacity, int32(atomic.LoadUint32(&s.h.respSize)))
 	if !ok {
 		return nil, rt, 0, fmt.Errorf("bad response size")
 	}
-	return append([]byte(nil), s.resp[off:off+n]...), rt, 0, nil
+	return append([]byte(nil), data...), rt, 0, nil
 }
 
 // serveGuestCalls answers guest calls until the test ends: every request byte complemented, same type.
@@ -485,15 +490,17 @@ func (h *fakeHost) serveGuestCalls(answer func(s *slotView, req []byte, t MsgTyp
 				}
 				served = true
 				t := MsgType(atomic.LoadUint32(&s.h.reqType))
-				off, n, ok := placement(int32(atomic.LoadUint32(&s.h.reqSize)), s.capacity)
+				req, ok := messageBytes(s.h, s.req, s.capacity, int32(atomic.LoadUint32(&s.h.reqSize)))
 				if !ok {
 					writeErrorResponse(s.h, WireErrRequestTooLarge)
-				} else if answer == nil || !answer(s, s.req[off:off+n], t) {
-					for j := uint32(0); j < n; j++ {
-						s.resp[j] = ^s.req[off+j]
+				} else if answer == nil || !answer(s, req, t) {
+					local := append([]byte(nil), req...) // a small answer overwrites the request (§8.1)
+					dst, _ := messageBytes(s.h, s.resp, s.capacity, int32(len(local)))
+					for j := range local {
+						dst[j] = ^local[j]
 					}
 					atomic.StoreUint32(&s.h.respType, uint32(t))
-					atomic.StoreUint32(&s.h.respSize, n)
+					atomic.StoreUint32(&s.h.respSize, uint32(len(local)))
 					atomic.StoreUint32(&s.h.respError, 0)
 				}
 				complete(s.h, seq)

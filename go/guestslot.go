@@ -137,6 +137,12 @@ func (g *GuestSlot) sendable() error {
 // sendLocked makes the call. The caller holds g.c.mu for reading and checked sendable.
 func (g *GuestSlot) sendLocked(size int32, t MsgType, timeout time.Duration) error {
 	g.answered = false
+	// A request of at most inlineSize bytes travels in the slot header (§8.1): move it there from the start or
+	// the end of the request buffer, where it was written. An invalid size is left for call to refuse.
+	if off, length, ok := placement(size, g.s.capacity); ok && length != 0 && length <= inlineSize {
+		dst, _ := messageBytes(g.s.h, g.s.req, g.s.capacity, size)
+		copy(dst, g.s.req[off:off+length])
+	}
 	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout))
 	g.held = owned
 	if err != nil {
@@ -147,7 +153,9 @@ func (g *GuestSlot) sendLocked(size int32, t MsgType, timeout time.Duration) err
 	return nil
 }
 
-// Response returns the last answer's bytes in place in the response buffer; nil before a successful Send.
+// Response returns the last answer's bytes in place in shared memory: in the response buffer, or in the slot's
+// header for an answer of at most 32 bytes (SPECIFICATION.md §8.1). Valid until the next Send or Release; nil
+// before a successful Send.
 func (g *GuestSlot) Response() []byte {
 	if !g.usable() {
 		return nil
@@ -157,7 +165,7 @@ func (g *GuestSlot) Response() []byte {
 	if !g.answered || !g.held || g.c.closed {
 		return nil
 	}
-	return g.s.resp[g.ans.off : g.ans.off+g.ans.len : g.ans.off+g.ans.len]
+	return g.ans.data
 }
 
 // ResponseSize returns the last answer's wire size (negative: it was end-aligned); 0 before a successful Send.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,11 +56,11 @@ func goLayout() map[string]string {
 		"ctl": unsafe.Offsetof(s.ctl), "req_type": unsafe.Offsetof(s.reqType), "req_size": unsafe.Offsetof(s.reqSize),
 		"resp_type": unsafe.Offsetof(s.respType), "resp_size": unsafe.Offsetof(s.respSize),
 		"resp_error": unsafe.Offsetof(s.respError), "wake_stamp_ns": unsafe.Offsetof(s.wakeStampNs),
-		"reserved": unsafe.Offsetof(s.reserved),
+		"inline_data": unsafe.Offsetof(s.inlineData),
 	} {
 		put("slot_header."+name+".offset", uint64(off))
 	}
-	put("slot_header.reserved.size", uint64(len(s.reserved)))
+	put("slot_header.inline_data.size", uint64(len(s.inlineData)))
 	put("slot_header.ctl.size", uint64(unsafe.Sizeof(s.ctl)))
 	put("slot_header.wake_stamp_ns.size", uint64(unsafe.Sizeof(s.wakeStampNs)))
 
@@ -70,6 +71,7 @@ func goLayout() map[string]string {
 	put("const.segment_header_size", uint64(segmentHeaderSize))
 	put("const.slot_header_size", uint64(slotHeaderSize))
 	put("const.payload_align", uint64(payloadAlign))
+	put("const.inline_size", uint64(inlineSize))
 	put("const.min_payload", uint64(minPayload))
 	put("const.max_payload", uint64(maxPayload))
 	put("const.max_slots", uint64(maxSlots))
@@ -146,6 +148,35 @@ func goLayout() map[string]string {
 		if ok {
 			put(key+".offset", uint64(off))
 			put(key+".length", uint64(length))
+		}
+	}
+
+	// Where a message's bytes lie (§8.1) in a slot of 128-byte buffers: inline (at an offset from the header's
+	// inline area) or in the buffer (at an offset from its start).
+	{
+		// One block, with a gap between the header and the buffer, so that an address tells them apart.
+		var mem struct {
+			h      slotHeader
+			gap    [64]byte
+			buffer [128]byte
+		}
+		h, buffer := &mem.h, mem.buffer[:]
+		for _, size := range []int32{0, 1, 31, 32, 33, 64, 128, 129, -1, -31, -32, -33, -128, -129, -1 << 31} {
+			b, ok := messageBytes(h, buffer, 128, size)
+			key := fmt.Sprintf("area.128.%d", size)
+			put(key+".ok", b2u(ok))
+			if !ok {
+				continue
+			}
+			at := (*reflect.SliceHeader)(unsafe.Pointer(&b)).Data // also for an empty slice of the area
+			base := uintptr(unsafe.Pointer(&h.inlineData[0]))
+			inHeader := at >= base && at <= base+uintptr(len(h.inlineData))
+			if !inHeader {
+				base = uintptr(unsafe.Pointer(&buffer[0]))
+			}
+			put(key+".inline", b2u(inHeader))
+			put(key+".offset", uint64(at-base))
+			put(key+".length", uint64(len(b)))
 		}
 	}
 

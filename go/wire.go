@@ -3,17 +3,18 @@ package shm
 
 import "unsafe"
 
-// The wire layout of a segment (SPECIFICATION.md §5, §6, §7.2, §11) and of the attach handshake (§4), version 2.
+// The wire layout of a segment (SPECIFICATION.md §5, §6, §7.2, §11) and of the attach handshake (§4), version 3.
 // These values and offsets are checked against the C++ definitions by TestLayoutMatchesCpp; changing one is a
 // protocol change.
 
 const (
-	protocolVersion   uint32 = 2
+	protocolVersion   uint32 = 3
 	segmentMagic      uint64 = 0x31304745534D4853 // "SHMSEG01" read as a little-endian u64
 	cacheLine         uint32 = 64
 	pageSize          uint64 = 4096
 	segmentHeaderSize uint32 = 256
 	slotHeaderSize    uint32 = 64
+	inlineSize        uint32 = 32 // a payload of at most this many bytes travels in the slot header (§8.1)
 	payloadAlign      uint32 = 64
 	minPayload        uint32 = 64
 	maxPayload        uint32 = 1 << 30
@@ -53,7 +54,7 @@ type slotHeader struct {
 	respSize    uint32 // int32 on the wire; negative = end-aligned
 	respError   uint32
 	wakeStampNs uint64
-	reserved    [32]byte
+	inlineData  [32]byte // a request or response of at most inlineSize bytes (§8.1)
 }
 
 // Compile-time pins: each array length is negative (a compile error) unless the size is exact.
@@ -212,7 +213,7 @@ const (
 	WireErrPeerRestarted    WireError = 7 // the server died while serving; its successor answered for it
 )
 
-// String returns the protocol name of e ("HandlerFailed"), or "Unknown(n)" for a value version 2 does not
+// String returns the protocol name of e ("HandlerFailed"), or "Unknown(n)" for a value this version does not
 // define.
 func (e WireError) String() string {
 	switch e {
@@ -262,7 +263,7 @@ func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
 
 func payloadValid(p uint32) bool { return p >= minPayload && p <= maxPayload && p%payloadAlign == 0 }
 
-// valid reports whether g's counts and payloads are within the bounds of version 2 (like the C++
+// valid reports whether g's counts and payloads are within the bounds of this version (like the C++
 // GeometryValid); the segment-size limit, maxSegmentSize, is checked separately. Under these bounds every size
 // below fits in 44 bits.
 func (g geometry) valid() bool {
@@ -325,4 +326,22 @@ func placement(n int32, capacity uint32) (offset, length uint32, ok bool) {
 		offset = capacity - length
 	}
 	return offset, length, true
+}
+
+// messageBytes returns where the bytes of a message of wire size n lie (SPECIFICATION.md §8.1): in h's
+// inline area when |n| <= inlineSize, else in buf, the slot's request or response buffer of capacity bytes.
+// ok is false for a size that is invalid for the capacity.
+func messageBytes(h *slotHeader, buf []byte, capacity uint32, n int32) (b []byte, ok bool) {
+	off, length, ok := placement(n, capacity)
+	if !ok {
+		return nil, false
+	}
+	if length <= inlineSize {
+		start := uint32(0)
+		if n < 0 {
+			start = inlineSize - length
+		}
+		return h.inlineData[start : start+length : start+length], true
+	}
+	return buf[off : off+length : off+length], true
 }
