@@ -108,6 +108,7 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		cfg.DefaultTimeout = 10 * time.Second
 	}
 	deadline := deadlineAfter(cfg.ConnectionTimeout)
+	var busy, last *errRetry
 	for {
 		seg, err := attachOnce(cfg.ShmName, deadline)
 		if err == nil {
@@ -120,14 +121,24 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		if !ok {
 			return nil, err
 		}
+		// An attempt that ended at the deadline may have been cut short by it and then says nothing new: report
+		// the last one that ended before it, and BUSY if the host ever answered that.
+		if retry.busy {
+			busy = retry
+		}
 		left := time.Duration(deadline - monoNow())
-		if left <= 0 {
-			if retry.busy {
+		if left > 0 {
+			last = retry
+		} else {
+			if busy != nil {
 				return nil, newErr(ErrGuestAlreadyConnected, "segment %s kept its guest (pid %d) for %v",
-					cfg.ShmName, retry.busyPID, cfg.ConnectionTimeout)
+					cfg.ShmName, busy.busyPID, cfg.ConnectionTimeout)
+			}
+			if last == nil {
+				last = retry
 			}
 			return nil, newErr(ErrNotFound, "no live host of %s took this guest within %v (%s)", cfg.ShmName,
-				cfg.ConnectionTimeout, retry.reason)
+				cfg.ConnectionTimeout, last.reason)
 		}
 		if left > cfg.RetryInterval {
 			left = cfg.RetryInterval

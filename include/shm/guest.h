@@ -60,7 +60,7 @@ class DirectGuest {
     if (auto r = ValidateTimeout(config.default_timeout, "default_timeout"); !r) return r;
     if (auto r = ValidateTimeout(config.retry_interval, "retry_interval"); !r) return r;
     const int64_t deadline = platform::DeadlineAfter(config.connect_timeout.count());
-    std::optional<Error> busy;
+    std::optional<Error> busy, last;
     for (;;) {
       auto ep = AttachOnce(config, deadline);
       if (ep) {
@@ -73,13 +73,15 @@ class DirectGuest {
       // last one has): both resolve by themselves, so retry until the deadline.
       const ErrorCode code = ep.error().code();
       if (code != ErrorCode::kNotFound && code != ErrorCode::kGuestAlreadyConnected) return std::move(ep).error();
-      // An attempt cut short by the deadline says nothing new: report the last answer the host gave.
+      // An attempt that ended at the deadline may have been cut short by it and then says nothing new: report
+      // the last one that ended before it, and BUSY if the host ever answered that.
       if (code == ErrorCode::kGuestAlreadyConnected) busy = ep.error();
       const int64_t now = platform::MonotonicNs();
+      if (now < deadline) last = ep.error();
       if (now >= deadline) {
         if (busy) return *busy;
         return Error(ErrorCode::kNotFound, "no host appeared for " + config.name + " within the connect timeout (" +
-                                               ep.error().message() + ")");
+                                               (last ? *last : ep.error()).message() + ")");
       }
       platform::SleepNs(std::min<int64_t>(config.retry_interval.count(), deadline - now));
     }
