@@ -4,6 +4,7 @@
 #include "shm/detail/wait.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <thread>
 #include <vector>
 
 #include "shm/host.h"
@@ -258,4 +260,84 @@ TEST(WaitFor, ACrowdedWaiterThatWokeItsPeerSleepsWithoutSpinning) {
       &observed, shm::wire::kWaiting, shm::detail::WaitStart::kYield);
   EXPECT_EQ(st, WaitStatus::kAborted);
   EXPECT_TRUE(flag_at_second) << "the waiter spun before publishing its sleeper flag";
+}
+
+// The same-CPU rule (SPECIFICATION.md §7.3): a thread whose waits end right after a handoff on its own CPU,
+// kStreak times in a row, yields from the start of its waits for kHoldNs; any other wait ending starts the
+// streak over. The state is the thread's own.
+TEST(SharedCpu, HoldsAfterAStreakOfHandoffsAndForItsHoldPeriodOnly) {
+  using shm::detail::SharedCpu;
+  std::thread([] {
+    const int64_t now = MonotonicNs();
+    EXPECT_FALSE(SharedCpu::Holds(now));
+    for (int i = 1; i < SharedCpu::kStreak; ++i) SharedCpu::Note(now);
+    EXPECT_FALSE(SharedCpu::Holds(now)) << "one handoff short of a streak";
+    SharedCpu::Clear();
+    SharedCpu::Note(now);
+    EXPECT_FALSE(SharedCpu::Holds(now)) << "a wait that did not end after a handoff must restart the streak";
+    for (int i = 1; i < SharedCpu::kStreak; ++i) SharedCpu::Note(now);
+    EXPECT_TRUE(SharedCpu::Holds(now));
+    EXPECT_TRUE(SharedCpu::Holds(now + SharedCpu::kHoldNs - 1));
+    EXPECT_FALSE(SharedCpu::Holds(now + SharedCpu::kHoldNs));
+    std::thread([now] { EXPECT_FALSE(SharedCpu::Holds(now)) << "another thread's state"; }).join();
+  }).join();
+}
+
+// End to end: a waiter and the thread that answers it, both pinned to one CPU, so the answer can only come while
+// the waiter has yielded that CPU. WaitFor must notice (a brief yield that switched, with the answer there after
+// it) and, after a streak of such waits, start yielding from the start. Other load on that CPU only makes
+// streaks rarer, so the test allows a minute of round trips.
+TEST(SharedCpu, AWaiterWhosePeerRunsOnItsCpuLearnsIt) {
+  using shm::detail::SharedCpu;
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  int cpu = 0;
+  while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
+  ASSERT_LT(cpu, CPU_SETSIZE);
+  auto pin = [cpu] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    return sched_setaffinity(0, sizeof one, &one) == 0;
+  };
+  constexpr uint32_t kAsk = 1, kAnswer = 2;  // state in the low bits; the round in bits 8 and up
+  std::atomic<uint32_t> word{0};
+  std::atomic<bool> stop{false}, pinned{true};
+  std::thread peer([&] {
+    if (!pin()) pinned = false;
+    while (!stop.load()) {
+      uint32_t v = word.load();
+      if ((v & 0xF) == kAsk && word.compare_exchange_strong(v, (v & ~0xFFu) | kAnswer)) {
+        if (v & shm::wire::kWaiting) shm::platform::FutexWakeAll(&word);
+      }
+      sched_yield();
+    }
+  });
+  bool learned = false;
+  long rounds = 0;
+  std::thread waiter([&] {
+    if (!pin()) pinned = false;
+    const int64_t give_up = shm::platform::MonotonicNs() + 60000 * kMs;
+    for (uint32_t r = 1; pinned && shm::platform::MonotonicNs() < give_up; ++r, ++rounds) {
+      word.store((r << 8) | kAsk);
+      shm::detail::SpinPolicy policy;  // a fresh one: no evidence of crowding from earlier rounds
+      uint32_t observed = 0;
+      const uint32_t want = (r << 8) | kAnswer;
+      const auto st = shm::detail::WaitFor(
+          word, nullptr, shm::platform::MonotonicNs() + 10000 * kMs, policy,
+          [want](uint32_t w) { return (w & ~shm::wire::kWaiting) == want; }, [](bool) { return false; }, &observed,
+          shm::wire::kWaiting, shm::detail::WaitStart::kSpin);
+      if (st != shm::detail::WaitStatus::kReady) break;
+      if (SharedCpu::Holds(shm::platform::MonotonicNs())) {
+        learned = true;
+        break;
+      }
+    }
+  });
+  waiter.join();
+  stop = true;
+  peer.join();
+  ASSERT_TRUE(pinned) << "sched_setaffinity failed";
+  EXPECT_TRUE(learned) << "no streak of handoffs was noticed in " << rounds << " round trips on one CPU";
 }
