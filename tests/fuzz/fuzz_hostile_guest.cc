@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -81,6 +82,17 @@ uint32_t Interesting(Input& in) {
   return pick < 16 ? kValues[pick] : in.U32();
 }
 
+/// Whether [p, p + n) lies in slot `index`'s request or response buffer (`request` is the request buffer's
+/// start), or, for at most 32 bytes, in the inline area of its header (SPECIFICATION.md §8.1).
+bool InItsArea(const uint8_t* p, size_t n, const uint8_t* request, uint32_t index, bool response) {
+  const uint8_t* lo = request + (response ? kPayload : 0);
+  if (n <= kPayload && p >= lo && p + n <= lo + kPayload) return true;
+  const shm::wire::Geometry g{kHostSlots, kGuestSlots, kPayload, kPayload};
+  const uint8_t* area = request - shm::wire::RequestBufferOffset(g, index) + shm::wire::kSegmentHeaderSize +
+                        uint64_t{shm::wire::kSlotHeaderSize} * index + offsetof(shm::wire::SlotHeader, inline_data);
+  return n <= shm::wire::kInlineSize && p >= area && p + n <= area + shm::wire::kInlineSize;
+}
+
 /// Makes host calls until told to stop; checks every deadline and every returned bound.
 void CallerLoop(shm::DirectHost* host, std::atomic<bool>* stop, uint32_t seed) {
   std::vector<uint8_t> resp, req(kPayload, 0x5A);
@@ -96,9 +108,9 @@ void CallerLoop(shm::DirectHost* host, std::atomic<bool>* stop, uint32_t seed) {
         auto r = slot->Send((seed & 1) ? -17 : 17, shm::MsgType::FLATBUFFER, timeout);
         if (r) {
           const shm::Bytes got = slot->Response();
-          const uint8_t* lo = buf.data() + kPayload;  // the response buffer follows the request buffer
-          if (got.size() > kPayload || (got.size() > 0 && (got.data() < lo || got.end() > lo + kPayload))) {
-            Fail("zero-copy response outside the response buffer");
+          if (got.size() > kPayload ||
+              (got.size() > 0 && !InItsArea(got.data(), got.size(), buf.data(), slot->index(), true))) {
+            Fail("zero-copy response outside its area");
           }
         }
       }
@@ -117,14 +129,14 @@ void CallerLoop(shm::DirectHost* host, std::atomic<bool>* stop, uint32_t seed) {
   }
 }
 
-/// The guest-call handler: checks that the request it is given lies inside its slot's request buffer, then
+/// The guest-call handler: checks that the request it is given lies inside its area (InItsArea), then
 /// answers with a size and type taken from the (hostile) request, so the host's own answer checks run too.
 shm::Reply Handler(const shm::Message& m, shm::MutableBytes out) {
   if (out.size() != kPayload) Fail("handler got a response buffer of the wrong size");
   if (m.slot < kHostSlots || m.slot >= kSlots) Fail("handler ran for a slot that is not a guest slot");
-  const uint8_t* req_begin = out.data() - kPayload;
-  if (m.data.size() > kPayload || m.data.data() < req_begin || m.data.end() > out.data()) {
-    Fail("handler was given a request outside its slot's request buffer");
+  if (m.data.size() > kPayload ||
+      (m.data.size() > 0 && !InItsArea(m.data.data(), m.data.size(), out.data() - kPayload, m.slot, false))) {
+    Fail("handler was given a request outside its area");
   }
   uint32_t sum = 0;
   for (uint8_t b : m.data) sum = sum * 31 + b;  // read every byte it was given
