@@ -388,40 +388,56 @@ func (c *Client) work(s *slotView, h Handler) {
 // serve is the server half of a transaction on a slot this worker took at seq (SPECIFICATION.md §8.4). It
 // reports whether the host was asleep on the slot and has been woken.
 func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
+	cnt := &c.seg.blocks[s.index]
 	// Read once into locals; only the locals are used from here on.
 	size := int32(atomic.LoadUint32(&s.h.reqSize))
 	typ := MsgType(atomic.LoadUint32(&s.h.reqType))
 	off, length, ok := placement(size, s.capacity)
+	answerError := func(e WireError) {
+		writeErrorResponse(s.h, e)
+		countAnswered(cnt, e)
+	}
 	switch {
 	case !ok:
-		writeErrorResponse(s.h, WireErrRequestTooLarge)
+		answerError(WireErrRequestTooLarge)
 	case !IsRequestType(typ):
-		writeErrorResponse(s.h, WireErrReservedType)
+		answerError(WireErrReservedType)
 	case typ == MsgTypeHeartbeatReq:
 		atomic.StoreUint32(&s.h.respType, uint32(MsgTypeHeartbeatResp))
 		atomic.StoreUint32(&s.h.respSize, 0)
 		atomic.StoreUint32(&s.h.respError, 0)
+		count(cnt, cntHeartbeats, 1)
 	case c.isClosing():
-		writeErrorResponse(s.h, WireErrShuttingDown)
+		answerError(WireErrShuttingDown)
 	default:
+		count(cnt, cntServeBytesIn, uint64(length))
 		n, rt, failed := c.runHandler(s, h, s.req[off:off+length:off+length], typ)
-		_, _, fits := placement(n, s.capacity)
+		_, outLen, fits := placement(n, s.capacity)
 		switch {
 		case failed || rt == MsgTypeSystemError:
-			writeErrorResponse(s.h, WireErrHandlerFailed)
+			answerError(WireErrHandlerFailed)
 		case !IsResponseType(rt):
-			writeErrorResponse(s.h, WireErrReservedType)
+			answerError(WireErrReservedType)
 		case !fits:
-			writeErrorResponse(s.h, WireErrResponseTooLarge)
+			answerError(WireErrResponseTooLarge)
 		default:
 			atomic.StoreUint32(&s.h.respType, uint32(rt))
 			atomic.StoreUint32(&s.h.respSize, uint32(n))
 			atomic.StoreUint32(&s.h.respError, 0)
+			count(cnt, cntServeBytesOut, uint64(outLen))
 		}
 	}
+	count(cnt, cntServed, 1)
 	// T4, or T7 if the host abandoned the call meanwhile (the answer is dropped); a slot taken from this
 	// server by recovery is left alone.
-	_, wokeHost = complete(s.h, seq)
+	var out completeOutcome
+	out, wokeHost = complete(s.h, seq)
+	switch out {
+	case completeDiscarded:
+		countShared(cnt, cntLate, 1)
+	case completeLost:
+		countShared(cnt, cntLost, 1)
+	}
 	return wokeHost
 }
 
