@@ -2,12 +2,13 @@
 // The counters of SPECIFICATION.md §5.4, both sides, with a real guest process: each side counts its own
 // events in its own blocks, DirectHost::Stats() returns the host's, and the guest's are read from the memfd
 // (the guest process keeps its own; this process sees them in the shared region).
+#include "shm/wire/counters.h"
+
 #include <chrono>
 #include <cstring>
 #include <string>
 
 #include "shm/stats.h"
-#include "shm/wire/counters.h"
 #include "test_support.h"
 
 namespace shm_test {

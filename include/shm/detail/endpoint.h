@@ -705,7 +705,7 @@ class Endpoint {
   std::unique_ptr<QuarantinedSlot[]> quarantine_;
   std::atomic<uint32_t> quarantined_{0};  // how many are held: claims skip the array while 0
   std::mutex reclaim_mu_;
-  wire::CounterBlock* blocks_ = nullptr;              // this side's counter blocks, by slot
+  wire::CounterBlock* blocks_ = nullptr;                // this side's counter blocks, by slot
   std::unique_ptr<wire::CounterBlock[]> local_blocks_;  // they, when the segment has no counters region
   std::unique_ptr<LatencyHistogram> latency_;           // set by EnableLatencyHistogram()
 };

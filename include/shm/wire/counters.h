@@ -53,17 +53,17 @@ constexpr uint32_t kCountedWireErrors = 7;
 /// The header of the counters region, 128 bytes at offset total_size. Bytes 0..63 are the host's (written
 /// before the segment's magic), bytes 64..127 the guest's.
 struct CountersHeader {
-  A64 magic;               ///< kCountersMagic
-  A32 version;             ///< kCountersVersion
-  A32 header_size;         ///< kCountersHeaderSize
-  A32 block_size;          ///< kCounterBlockSize
-  A32 slot_count;          ///< host_slots + guest_slots
-  A64 counters_size;       ///< CountersSize(geometry)
-  A64 host_since_ns;       ///< CLOCK_MONOTONIC ns of the segment's creation
-  A32 guest_attached;      ///< 1 while the host holds a guest's connection (the guest seat), else 0
-  uint8_t reserved0[20];   ///< Reserved, 0.
-  A64 guest_since_ns;      ///< CLOCK_MONOTONIC ns at which the current guest attached; 0 before
-  uint8_t reserved1[56];   ///< Reserved, 0.
+  A64 magic;              ///< kCountersMagic
+  A32 version;            ///< kCountersVersion
+  A32 header_size;        ///< kCountersHeaderSize
+  A32 block_size;         ///< kCounterBlockSize
+  A32 slot_count;         ///< host_slots + guest_slots
+  A64 counters_size;      ///< CountersSize(geometry)
+  A64 host_since_ns;      ///< CLOCK_MONOTONIC ns of the segment's creation
+  A32 guest_attached;     ///< 1 while the host holds a guest's connection (the guest seat), else 0
+  uint8_t reserved0[20];  ///< Reserved, 0.
+  A64 guest_since_ns;     ///< CLOCK_MONOTONIC ns at which the current guest attached; 0 before
+  uint8_t reserved1[56];  ///< Reserved, 0.
 };
 static_assert(sizeof(CountersHeader) == kCountersHeaderSize, "CountersHeader is 128 bytes");
 static_assert(offsetof(CountersHeader, magic) == 0, "layout");
