@@ -104,6 +104,10 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		return a, true, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
 	}
 	cnt := &c.seg.blocks[s.index]
+	var started int64
+	if c.latency != nil {
+		started = monoNow()
+	}
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
 	_, reqLen, _ := placement(size, s.capacity)
@@ -191,6 +195,9 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	case nil:
 		count(cnt, cntCalls, 1)
 		count(cnt, cntCallBytesIn, uint64(a.len))
+		if c.latency != nil {
+			c.latency.add(uint64(monoNow() - started))
+		}
 	case *RemoteError:
 		countRemote(cnt, e.Code)
 	default:

@@ -161,6 +161,96 @@ type Stats struct {
 	Served     ServeStats   // host calls served, summed over the host slots
 	CallSlots  []CallStats  // per guest slot: guest slot j at [j]
 	ServeSlots []ServeStats // per host slot: host slot i at [i]
+	Latency    LatencyStats // guest calls; empty unless ClientConfig.LatencyHistogram
+}
+
+// LatencyStats holds percentiles of the latency of successful guest calls (publish, wait, read the answer;
+// claiming a slot is not included), in nanoseconds. Each is the upper bound of the histogram bucket that holds
+// it (at most 1/16 above the true value), capped at the largest sample.
+type LatencyStats struct {
+	Enabled                     bool // ClientConfig.LatencyHistogram was set
+	Count                       uint64
+	MinNs, MaxNs                uint64
+	P50Ns, P90Ns, P99Ns, P999Ns uint64
+}
+
+// latencyHistogram counts durations in log-linear buckets (every power of two split in 16), as the C++
+// LatencyHistogram does. add is safe for concurrent use and lock-free.
+type latencyHistogram struct {
+	counts   [(64 - latencySubBits + 1) << latencySubBits]uint64
+	min, max uint64
+}
+
+const latencySubBits = 4
+
+func newLatencyHistogram() *latencyHistogram { return &latencyHistogram{min: ^uint64(0)} }
+
+func latencyIndex(v uint64) int {
+	const sub = 1 << latencySubBits
+	if v < sub {
+		return int(v)
+	}
+	p := 63
+	for v>>uint(p) == 0 {
+		p--
+	}
+	s := (v >> uint(p-latencySubBits)) & (sub - 1)
+	return (p-latencySubBits+1)<<latencySubBits + int(s)
+}
+
+func latencyUpperBound(i int) uint64 {
+	const sub = 1 << latencySubBits
+	if i < sub {
+		return uint64(i)
+	}
+	p := i>>latencySubBits + latencySubBits - 1
+	s := uint64(i & (sub - 1))
+	low := uint64(1)<<uint(p) | s<<uint(p-latencySubBits)
+	return low + uint64(1)<<uint(p-latencySubBits) - 1
+}
+
+func (h *latencyHistogram) add(ns uint64) {
+	atomic.AddUint64(&h.counts[latencyIndex(ns)], 1)
+	for m := atomic.LoadUint64(&h.max); ns > m && !atomic.CompareAndSwapUint64(&h.max, m, ns); m = atomic.LoadUint64(&h.max) {
+	}
+	for m := atomic.LoadUint64(&h.min); ns < m && !atomic.CompareAndSwapUint64(&h.min, m, ns); m = atomic.LoadUint64(&h.min) {
+	}
+}
+
+func (h *latencyHistogram) read() LatencyStats {
+	s := LatencyStats{Enabled: true}
+	var counts [len(h.counts)]uint64
+	for i := range h.counts {
+		counts[i] = atomic.LoadUint64(&h.counts[i])
+		s.Count += counts[i]
+	}
+	if s.Count == 0 {
+		return s
+	}
+	s.MaxNs = atomic.LoadUint64(&h.max)
+	s.MinNs = atomic.LoadUint64(&h.min)
+	if s.MinNs > s.MaxNs {
+		s.MinNs = s.MaxNs
+	}
+	at := func(tenThousandths uint64) uint64 {
+		rank := (s.Count*tenThousandths + 9999) / 10000
+		if rank < 1 {
+			rank = 1
+		}
+		var seen uint64
+		for i, n := range counts {
+			seen += n
+			if seen >= rank {
+				if ub := latencyUpperBound(i); ub < s.MaxNs {
+					return ub
+				}
+				return s.MaxNs
+			}
+		}
+		return s.MaxNs
+	}
+	s.P50Ns, s.P90Ns, s.P99Ns, s.P999Ns = at(5000), at(9000), at(9900), at(9990)
+	return s
 }
 
 func (a *CallStats) add(b CallStats) {
@@ -223,6 +313,9 @@ func (c *Client) Stats() Stats {
 		}
 		st.Calls.add(v)
 		st.CallSlots = append(st.CallSlots, v)
+	}
+	if c.latency != nil {
+		st.Latency = c.latency.read()
 	}
 	return st
 }

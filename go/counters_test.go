@@ -90,3 +90,32 @@ func TestStatsOfAClosedOrZeroClientAreZero(t *testing.T) {
 		t.Errorf("closed client: %+v", st)
 	}
 }
+
+func TestLatencyHistogramOfGuestCalls(t *testing.T) {
+	for _, v := range []uint64{0, 1, 15, 16, 17, 31, 32, 33, 1000, 123456789, 1 << 40, ^uint64(0)} {
+		i := latencyIndex(v)
+		if ub := latencyUpperBound(i); ub < v || (i > 0 && latencyUpperBound(i-1) >= v) {
+			t.Errorf("value %d in bucket %d with upper bound %d", v, i, ub)
+		}
+	}
+	h := newFakeHost(t, geometry{hostSlots: 1, guestSlots: 1, hostPayload: 64, guestPayload: 64})
+	c, err := Connect(ClientConfig{ShmName: h.name, LatencyHistogram: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h.serveGuestCalls(nil)
+	for i := 0; i < 20; i++ {
+		if _, _, err := c.SendGuestCall([]byte("x"), MsgTypeGuestCall); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := c.Stats().Latency
+	if !l.Enabled || l.Count != 20 || l.P50Ns == 0 || l.P50Ns > l.P99Ns || l.P99Ns > l.MaxNs || l.MinNs > l.P50Ns {
+		t.Errorf("latency: %+v", l)
+	}
+	c2 := connect(t, newFakeHost(t, smallGeometry))
+	if l := c2.Stats().Latency; l.Enabled || l.Count != 0 {
+		t.Errorf("off by default: %+v", l)
+	}
+}
