@@ -9,7 +9,11 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__)
 #include "os_linux.h"
+#else
+#error "shm-inspect: no OS layer for this platform yet (os_linux.h lists what one provides)"
+#endif
 #include "render.h"
 #include "snapshot.h"
 
@@ -69,7 +73,7 @@ int List(bool json) {
     uint64_t inode = 0;
     const HostView h = os::Observe(name, os::Now() + 1000000000, &map, &inode);
     const Snapshot s = h.answered ? shm_inspect::Parse(map.data(), map.size()) : Snapshot();
-    const std::string host = !h.alive ? "dead (stale)" : h.answered ? "alive" : "alive, not answering";
+    const std::string host = !h.alive ? "gone" : h.answered ? "alive" : "alive, unreadable";
     const std::string guest = h.answered && s.header_ok ? shm_inspect::GuestAttachedText(h, s) : "unknown";
     if (json) {
       using shm_inspect::internal::JsonString;
