@@ -148,6 +148,11 @@ TEST(CountersOfGuestCalls, HostCountsAsServerAndGuestAsCaller) {
   EXPECT_EQ(GuestCounter(*seg, 1, 2, w::kCalls), 10u) << "the guest's caller blocks of the guest slots";
   EXPECT_EQ(GuestCounter(*seg, 1, 2, w::kCallBytesIn), st.served.bytes_out);
   EXPECT_EQ(GuestCounter(*seg, 1, 2, w::kCallBytesOut), st.served.bytes_in);
+  // The guest has exited; the host's doorman records the closed seat when it sees the connection end.
+  const auto deadline = Clock::now() + kLong;
+  while (seg->counters_header().guest_attached.load() != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(2));
+  }
   EXPECT_EQ(seg->counters_header().guest_attached.load(), 0u) << "the guest has left";
   host.Stop();
 }
