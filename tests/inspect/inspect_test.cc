@@ -6,7 +6,9 @@
 #include <signal.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -202,6 +204,53 @@ TEST_F(InspectLive, CountersShowErrorsByKindPerDirection) {
   EXPECT_EQ(Field(r.out, "HandlerFailed", server), "1") << "the guest's error answer";
   r = Inspect({name_.str()});
   EXPECT_NE(r.out.find("HandlerFailed 1"), std::string::npos) << r.out;
+}
+
+// Guest slots: a guest call the host's handler holds (SERVING, held by the host), then one nobody serves
+// (REQUEST), each made by a guest process.
+TEST(InspectGuestSlots, ShowsAGuestCallServedByTheHostAndOneQueued) {
+  SegmentName name("insp-gs");
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, release = false;
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(MakeHostConfig(name.str(), 1, 1)));
+  ASSERT_TRUE(host.Start([&](const shm::Message& m, shm::MutableBytes out) {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait_for(lock, kLong, [&] { return release; });
+    std::memcpy(out.data(), m.data.data(), m.data.size());
+    return shm::Reply{static_cast<int32_t>(m.data.size()), m.type};
+  }));
+  Process guest = SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "one", "--payload", "held"});
+  ASSERT_TRUE(guest.started()) << guest.error();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, kLong, [&] { return entered; })) << "the guest call never reached the host";
+  }
+  InspectRun r = WaitForSlotState(name.str(), 1, "SERVING");
+  EXPECT_EQ(SlotField(r.out, 1, "kind"), "\"guest\"");
+  EXPECT_EQ(SlotField(r.out, 1, "holder"), "\"server\"");
+  EXPECT_EQ(SlotField(r.out, 1, "holder_side"), "\"host\"");
+  EXPECT_EQ(SlotField(r.out, 1, "req_size"), "4");
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(GetLine(guest, "RESULT"));
+  EXPECT_TRUE(ExitsWith(guest, kExitOk));
+  host.Stop();  // nobody serves guest calls any more
+  Process queued = SpawnPeer(
+      {"guest-call", "--name", name.str(), "--scenario", "one", "--payload", "waits", "--timeout-ms", "60000"});
+  ASSERT_TRUE(queued.started()) << queued.error();
+  r = WaitForSlotState(name.str(), 1, "REQUEST");
+  EXPECT_EQ(SlotField(r.out, 1, "holder"), "\"queued\"");
+  const size_t dirs = r.out.find("\"guest_to_host\"");
+  EXPECT_EQ(Field(r.out, "calls", dirs), "0") << "the new guest's own counters start at zero";
+  EXPECT_EQ(Field(r.out, "served", r.out.find("\"server\"", dirs)), "1") << "the host served one guest call";
+  queued.Kill();
 }
 
 // A host that does not answer (stopped) is reported within the tool's own deadline, never waited for; a
