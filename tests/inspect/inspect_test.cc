@@ -3,11 +3,14 @@
 // guest (or a second host), and shm-inspect is run as its own process and its --json output read. The slots
 // are driven through every state (a slot held by a dead guest included), and the tool is shown to change
 // nothing in the segment, never to take the guest seat, and not to hang on a host that does not answer.
+#include <dirent.h>
 #include <signal.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -134,12 +137,34 @@ TEST_F(InspectLive, ShowsEveryStateOfEverySlotAsTheProcessesDriveThem) {
   EXPECT_EQ(SlotField(r.out, 2, "holder_side"), "\"guest\"");
   EXPECT_EQ(SlotField(r.out, 2, "req_type"), std::to_string(kTypeBlock));
 
-  // Idle (every call either finished or blocked): shm-inspect changes no byte of the memory.
+  // Idle: every thread that waits on a host slot sleeps (its W bit is set: the four guest workers, the host
+  // caller of slot 2), so nothing but shm-inspect could write now, and it changes no byte of the memory.
+  {
+    SegmentMapping m(::getpid(), name, false);
+    ASSERT_TRUE(m.ok());
+    auto all_asleep = [&] {
+      for (uint32_t i = 0; i < 4; ++i) {
+        const auto* ctl = reinterpret_cast<const std::atomic<uint32_t>*>(m.base() + shm::wire::kSegmentHeaderSize +
+                                                                         uint64_t{shm::wire::kSlotHeaderSize} * i);
+        if ((ctl->load() & shm::wire::kWaiting) == 0) return false;
+      }
+      return true;
+    };
+    const auto until = Clock::now() + kLong;
+    while (!all_asleep() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(2));
+    ASSERT_TRUE(all_asleep()) << "a waiter never went to sleep";
+  }
   const std::vector<uint8_t> before = AllBytes(name);
   r = Inspect({name});
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("SERVING"), std::string::npos) << r.out;
-  EXPECT_TRUE(before == AllBytes(name)) << "shm-inspect changed the segment";
+  const std::vector<uint8_t> after = AllBytes(name);
+  ASSERT_EQ(before.size(), after.size());
+  size_t changed = before.size();
+  for (size_t i = 0; i < before.size() && changed == before.size(); ++i) {
+    if (before[i] != after[i]) changed = i;
+  }
+  EXPECT_EQ(changed, before.size()) << "the byte at offset " << changed << " changed";
 
   ASSERT_TRUE(guest_.WriteLine("go"));
   caller.join();
@@ -259,10 +284,30 @@ TEST(Inspect, StoppedHostIsReportedAndLiveNamesAreNeverCleaned) {
   SegmentName name("insp-stop");
   Process host = SpawnPeer({"host", "--name", name.str()});
   ASSERT_TRUE(host.started()) << host.error();
-  ASSERT_TRUE(GetLine(host, "INIT OK"));
+  std::string init;
+  ASSERT_TRUE(GetLine(host, "INIT OK", &init));
+  const std::string pid = init.substr(std::string("INIT OK ").size());
   InspectRun r = Inspect({"--list", "--json"});
   EXPECT_NE(r.out.find("\"name\":\"" + name.str() + "\",\"alive\":true,\"answered\":true"), std::string::npos) << r.out;
   host.Signal(SIGSTOP);
+  // The signal stops the process asynchronously: wait until every thread of it is stopped ('T').
+  auto all_stopped = [&] {
+    DIR* d = ::opendir(("/proc/" + pid + "/task").c_str());
+    if (d == nullptr) return false;
+    bool stopped = true;
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream f("/proc/" + pid + "/task/" + e->d_name + "/stat");
+      std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      const size_t paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') stopped = false;
+    }
+    ::closedir(d);
+    return stopped;
+  };
+  const auto until = Clock::now() + kLong;
+  while (!all_stopped() && Clock::now() < until) std::this_thread::sleep_for(milliseconds(2));
+  ASSERT_TRUE(all_stopped()) << "host pid " << pid << " did not stop";
   const auto t0 = Clock::now();
   r = Inspect({name.str(), "--timeout-ms", "300"});
   EXPECT_EQ(r.code, 1) << r.out;
