@@ -193,9 +193,12 @@ inline std::string RenderText(const std::string& name, const HostView& h, const 
         rr += std::string(" ") + internal::WireErrorName(slot.resp_error);
       }
     }
-    o += Fmt("  %4u  %-5s  %-10s %5u %s  %-14s %8s %7" PRIu64 " %7" PRIu64 " %5" PRIu64 "  %s\n", slot.index,
-             slot.host_slot ? "host" : "guest", StateName(slot.state()).c_str(), slot.seq(), slot.waiting() ? "W" : ".",
-             held.c_str(), age.c_str(), cb[wire::kCalls], errors, slot.server_block()[wire::kLate], rr.c_str());
+    std::string line =
+        Fmt("  %4u  %-5s  %-10s %5u %s  %-14s %8s %7" PRIu64 " %7" PRIu64 " %5" PRIu64 "  %s", slot.index,
+            slot.host_slot ? "host" : "guest", StateName(slot.state()).c_str(), slot.seq(), slot.waiting() ? "W" : ".",
+            held.c_str(), age.c_str(), cb[wire::kCalls], errors, slot.server_block()[wire::kLate], rr.c_str());
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    o += line + "\n";
   }
   if (s.slots.size() > 0) {
     o += "\n  held by: caller/server of the slot; queued = a request no server took yet; GONE = no guest is\n"
