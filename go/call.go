@@ -104,10 +104,18 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	if c.seg.hostShuttingDown() {
 		return a, true, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
 	}
+	cnt := &c.seg.blocks[s.index]
+	var started int64
+	if c.latency != nil {
+		started = monoNow()
+	}
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
+	_, reqLen, _ := placement(size, s.capacity)
+	count(cnt, cntCallBytesOut, uint64(reqLen))
 	tx, wokeHost, ok := publish(s.h, *seq)
 	if !ok {
+		countShared(cnt, cntProtocol, 1)
 		return a, false, newErr(ErrProtocol, "guest slot %d was taken from its caller", s.index)
 	}
 	*seq = tx
@@ -158,9 +166,18 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 			cause = newErr(ErrTimeout, "guest call on slot %d did not finish in time", s.index)
 		}
 		if errorIs(cause, ErrHostGone) {
+			countShared(cnt, cntPeerDead, 1)
 			return a, false, cause // the segment is dead: nothing to give back
 		}
-		switch cancel(s.h, tx) {
+		outcome := cancel(s.h, tx)
+		if outcome != cancelAnswered {
+			if errorIs(cause, ErrTimeout) {
+				countShared(cnt, cntTimeouts, 1)
+			} else {
+				countShared(cnt, cntEnded, 1)
+			}
+		}
+		switch outcome {
 		case cancelWithdrawn:
 			return a, true, cause
 		case cancelAbandoned, cancelLost:
@@ -170,10 +187,23 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 		}
 	}
 	if ctlState(w) != stateResponse || ctlSeq(w) != tx {
+		countShared(cnt, cntProtocol, 1)
 		return a, false, newErr(ErrProtocol, "guest slot %d left its transaction (word %#x, expected seq %d)",
 			s.index, w, tx)
 	}
 	a, err = readAnswer(s)
+	switch e := err.(type) {
+	case nil:
+		count(cnt, cntCalls, 1)
+		count(cnt, cntCallBytesIn, uint64(len(a.data)))
+		if c.latency != nil {
+			c.latency.add(uint64(monoNow() - started))
+		}
+	case *RemoteError:
+		countRemote(cnt, e.Code)
+	default:
+		countShared(cnt, cntProtocol, 1)
+	}
 	return a, true, err
 }
 

@@ -392,14 +392,23 @@ type fakeHost struct {
 func newFakeHost(t *testing.T, g geometry) *fakeHost {
 	t.Helper()
 	name := uniqueName(t)
-	f := newMemfd(t, name, nil, int64(g.totalSize()), 0)
-	mem, err := syscall.Mmap(int(f.Fd()), 0, int(g.totalSize()), syscall.PROT_READ|syscall.PROT_WRITE,
-		syscall.MAP_SHARED)
+	// The segment, then its counters region (§5.4), as a host makes them.
+	size := g.totalSize() + g.countersSize()
+	f := newMemfd(t, name, nil, int64(size), 0)
+	mem, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &fakeHost{t: t, name: name, memfd: f, mem: mem, geo: g, stop: make(chan struct{})}
 	copy(mem[8:], headerBytes(g)[8:]) // everything but the magic
+	cnt := mem[g.totalSize():]
+	le := binary.LittleEndian
+	le.PutUint64(cnt[0:], countersMagic)
+	le.PutUint32(cnt[8:], countersVersion)
+	le.PutUint32(cnt[12:], countersHeaderSize)
+	le.PutUint32(cnt[16:], counterBlockSize)
+	le.PutUint32(cnt[20:], g.slotCount())
+	le.PutUint64(cnt[24:], g.countersSize())
 	h.hdr = (*segmentHeader)(unsafe.Pointer(&mem[0]))
 	for i := uint32(0); i < g.slotCount(); i++ {
 		c := uint64(g.capacity(i))

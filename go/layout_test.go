@@ -141,6 +141,36 @@ func goLayout() map[string]string {
 	put("futex.FUTEX_WAIT", futexWaitOp)
 	put("futex.FUTEX_WAKE", futexWakeOp)
 
+	var ch countersHeader
+	put("counters_header.size", uint64(unsafe.Sizeof(ch)))
+	for name, off := range map[string]uintptr{
+		"magic": unsafe.Offsetof(ch.magic), "version": unsafe.Offsetof(ch.version),
+		"header_size": unsafe.Offsetof(ch.headerSize), "block_size": unsafe.Offsetof(ch.blockSize),
+		"slot_count": unsafe.Offsetof(ch.slotCount), "counters_size": unsafe.Offsetof(ch.countersSize),
+		"host_since_ns": unsafe.Offsetof(ch.hostSinceNs), "guest_attached": unsafe.Offsetof(ch.guestAttached),
+		"reserved0":      unsafe.Offsetof(ch.reserved0),
+		"guest_since_ns": unsafe.Offsetof(ch.guestSinceNs), "reserved1": unsafe.Offsetof(ch.reserved1),
+	} {
+		put("counters_header."+name+".offset", uint64(off))
+	}
+	put("counters_header.reserved0.size", uint64(len(ch.reserved0)))
+	put("counters_header.reserved1.size", uint64(len(ch.reserved1)))
+	put("counter_block.size", uint64(unsafe.Sizeof(counterBlock{})))
+	put("counters.version", uint64(countersVersion))
+	put("counters.magic", countersMagic)
+	put("counters.per_block", countersPerBlock)
+	put("counters.counted_wire_errors", uint64(countedWireErrors))
+	for name, v := range map[string]int{"calls": cntCalls, "bytes_out": cntCallBytesOut, "bytes_in": cntCallBytesIn,
+		"timeouts": cntTimeouts, "peer_dead": cntPeerDead, "protocol": cntProtocol, "ended": cntEnded,
+		"remote_base": cntRemoteBase} {
+		put("counter.caller."+name, uint64(v))
+	}
+	for name, v := range map[string]int{"served": cntServed, "bytes_in": cntServeBytesIn,
+		"bytes_out": cntServeBytesOut, "late": cntLate, "lost": cntLost, "heartbeats": cntHeartbeats,
+		"answered_base": cntAnsweredBase} {
+		put("counter.server."+name, uint64(v))
+	}
+
 	for _, size := range []int32{0, 1, 64, 127, 128, 129, -1, -64, -128, -129, -1 << 31, -1<<31 + 1, 1<<31 - 1} {
 		off, length, ok := placement(size, 128)
 		key := fmt.Sprintf("placement.128.%d", size)
@@ -200,7 +230,10 @@ func goLayout() map[string]string {
 			}
 			put(fmt.Sprintf("%s.slot%d.request_offset", key, i), g.requestOffset(i))
 			put(fmt.Sprintf("%s.slot%d.capacity", key, i), uint64(g.capacity(i)))
+			put(fmt.Sprintf("%s.slot%d.host_block_offset", key, i), g.hostBlockOffset(i))
+			put(fmt.Sprintf("%s.slot%d.guest_block_offset", key, i), g.guestBlockOffset(i))
 		}
+		put(key+".counters_size", g.countersSize())
 	}
 	return m
 }

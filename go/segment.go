@@ -20,6 +20,10 @@ type segment struct {
 	geo   geometry
 	hdr   *segmentHeader
 	slots []slotView // host slots first, then guest slots
+	// blocks are this guest's counter blocks, by slot (§5.4): in the mapping when the host made a counters
+	// region (sharedCounters), else in this process's memory.
+	blocks         []counterBlock
+	sharedCounters bool
 }
 
 // errRetry marks an attach attempt that may succeed later: no host listens (yet), the host closed the
@@ -381,9 +385,31 @@ func attachOnce(name string, deadline int64) (seg *segment, err error) {
 			index:    idx,
 		}
 	}
+	// The counters region after the segment, if the host made one: its header copied once and checked. This
+	// guest's blocks start at zero: they count its session, the recovery below included (§4.2 step 6).
+	var cnt [32]byte
+	if uint64(size) >= geo.totalSize()+uint64(len(cnt)) {
+		copy(cnt[:], mem[geo.totalSize():geo.totalSize()+uint64(len(cnt))])
+	}
+	if countersPresent(cnt[:], geo, size) {
+		seg.sharedCounters = true
+		seg.blocks = unsafe.Slice((*counterBlock)(unsafe.Pointer(&mem[geo.guestBlockOffset(0)])), geo.slotCount())
+		for i := range seg.blocks {
+			for j := range seg.blocks[i] {
+				atomic.StoreUint64(&seg.blocks[i][j], 0)
+			}
+		}
+		ch := (*countersHeader)(unsafe.Pointer(&mem[geo.totalSize()]))
+		atomic.StoreUint64(&ch.guestSinceNs, uint64(monoNow()))
+	} else {
+		seg.blocks = make([]counterBlock, geo.slotCount())
+	}
 	// This connection is the guest seat: every earlier guest is dead or gone. Inherit what they left (§10.2).
 	for i := uint32(0); i < geo.hostSlots; i++ {
-		sweepHostSlot(seg.slots[i].h)
+		if sweepHostSlot(seg.slots[i].h) {
+			countAnswered(&seg.blocks[i], WireErrPeerRestarted)
+			count(&seg.blocks[i], cntServed, 1)
+		}
 	}
 	for i := geo.hostSlots; i < geo.slotCount(); i++ {
 		sweepGuestSlot(seg.slots[i].h)

@@ -157,17 +157,19 @@ func writeErrorResponse(h *slotHeader, e WireError) {
 
 // sweepHostSlot is recovery of a host slot by a guest that has just taken the guest seat (SPECIFICATION.md
 // §10.2): every earlier guest is dead or gone, so this one answers what a dead guest was serving and frees what it
-// had left abandoned.
-func sweepHostSlot(h *slotHeader) {
+// had left abandoned. It reports whether it answered one.
+func sweepHostSlot(h *slotHeader) bool {
 	cur := atomic.LoadUint32(&h.ctl)
 	seq := ctlSeq(cur)
 	switch ctlState(cur) {
 	case stateServing:
 		writeErrorResponse(h, WireErrPeerRestarted)
 		complete(h, seq)
+		return true
 	case stateAbandoned:
 		transition(h, stateAbandoned, seq, stateFree, seq)
 	}
+	return false
 }
 
 // sweepGuestSlot is recovery of a guest slot: whatever a dead guest held is given back (T8, T11); a call the

@@ -6,7 +6,7 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ clang libgtest-dev libgmock-dev libbenchmark-dev
           libflatbuffers-dev flatbuffers-compiler libcli11-dev golang-go libclang-rt-14-dev strace linux-perf
-          pkg-config clang-format clang-tidy doxygen spin "$@")
+          pkg-config clang-format clang-tidy doxygen spin tmux "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -22,6 +22,7 @@
 #include "shm/error.h"
 #include "shm/handler.h"
 #include "shm/log.h"
+#include "shm/stats.h"
 #include "shm/zero_copy_slot.h"
 
 namespace shm {
@@ -232,6 +233,17 @@ class DirectGuest {
     auto ep = endpoint();
     return ep ? ep->segment().geometry().guest_payload : 0;
   }
+  /// This guest's counters (SPECIFICATION.md §5.4): its serving of host calls (served, serve_slots: host slot i
+  /// at [i]) and its guest calls (calls, call_slots: guest slot j at [j]), counted since it attached to the
+  /// current segment (a reconnect starts them anew); the latency histogram of guest calls if
+  /// GuestConfig::latency_histogram. StatsSnapshot::shared says whether they live in the segment, where shm-inspect
+  /// reads them. Empty when not connected. Thread-safe, any time: each counter is read once with an atomic
+  /// load, so the set is not one consistent snapshot while calls run.
+  StatsSnapshot Stats() const {
+    auto ep = endpoint();
+    if (!ep) return StatsSnapshot();
+    return ep->ReadStats();
+  }
   /// How many times this guest attached to a new host by itself (GuestConfig::reconnect).
   uint32_t reconnects() const { return reconnects_.load(); }
 
@@ -278,6 +290,8 @@ class DirectGuest {
     if (!attached) return std::move(attached).error();
     auto ep = std::make_shared<detail::Endpoint>(std::move(attached->segment), detail::Role::kGuest,
                                                  config.default_timeout, std::move(attached->link));
+    if (config.latency_histogram) ep->EnableLatencyHistogram();
+    ep->ResetOwnCounters();  // they count this guest's session, its recovery included
     Recover(*ep);
     ep->header().guest_pid.store(platform::ProcessId(), std::memory_order_relaxed);
     ep->header().guest_session.fetch_add(1, std::memory_order_acq_rel);
@@ -287,7 +301,12 @@ class DirectGuest {
   // This guest just took the guest seat, so every earlier guest is dead or gone: answer or free what they left.
   static void Recover(detail::Endpoint& ep) {
     const auto& g = ep.segment().geometry();
-    for (uint32_t i = 0; i < g.host_slots; ++i) detail::SweepAsNewServer(*ep.segment().Slot(i).header);
+    for (uint32_t i = 0; i < g.host_slots; ++i) {
+      if (detail::SweepAsNewServer(*ep.segment().Slot(i).header)) {
+        detail::Endpoint::CountAnswered(ep.block(i), wire::WireError::kPeerRestarted);
+        detail::Endpoint::Count(ep.block(i), wire::kServed);
+      }
+    }
     for (uint32_t i = 0; i < g.guest_slots; ++i) {
       detail::SweepAsNewCaller(*ep.segment().Slot(g.host_slots + i).header);
     }

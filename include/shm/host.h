@@ -18,6 +18,7 @@
 #include "shm/detail/segment.h"
 #include "shm/error.h"
 #include "shm/handler.h"
+#include "shm/stats.h"
 #include "shm/zero_copy_slot.h"
 
 namespace shm {
@@ -71,6 +72,7 @@ class DirectHost {
       return std::move(segment).error();
     }
     auto ep = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
+    if (config.latency_histogram) ep->EnableLatencyHistogram();
     doorman_.Open(ep);
     ep_ = std::move(ep);
     name_ = config.name;
@@ -223,6 +225,15 @@ class DirectHost {
   uint32_t guest_slots() const noexcept { return ep_ ? ep_->segment().geometry().guest_slots : 0; }
   /// Capacity of each host slot's request and response buffer (payload_size rounded up to 64).
   uint32_t payload_capacity() const noexcept { return ep_ ? ep_->segment().geometry().host_payload : 0; }
+  /// This host's counters (SPECIFICATION.md §5.4): its calls to the guest (calls, call_slots: host slot i at
+  /// [i]) and its serving of guest calls (served, serve_slots: guest slot j at [j]), counted since Init(); the
+  /// latency histogram if HostConfig::latency_histogram. They live in the segment, where shm-inspect reads
+  /// them. Empty before Init(); after Shutdown() the counts of the last segment. Thread-safe, any time: each
+  /// counter is read once with an atomic load, so the set is not one consistent snapshot while calls run.
+  StatsSnapshot Stats() const {
+    if (!ep_) return StatsSnapshot();
+    return ep_->ReadStats();
+  }
   /// The current spin budget before sleeping, learned from measured wake-up costs (ns).
   int64_t spin_budget_ns() const noexcept { return ep_ ? ep_->spin().budget_ns() : 0; }
 

@@ -182,6 +182,11 @@ class RawSegment {
   uint8_t* request(uint32_t i) { return base_ + shm::wire::RequestBufferOffset(g_, i); }
   uint8_t* response(uint32_t i) { return request(i) + shm::wire::SlotCapacity(g_, i); }
   uint32_t state(uint32_t i) { return shm::wire::CtlState(slot(i).ctl.load()); }
+  /// Counter `c` of the guest's block of slot `i` (SPECIFICATION.md §5.4), as the Go guest wrote it.
+  uint64_t guest_counter(uint32_t i, uint32_t c) {
+    if (shm::wire::GuestBlockOffset(g_, i) + shm::wire::kCounterBlockSize > size_) return ~uint64_t{0};
+    return reinterpret_cast<const shm::wire::CounterBlock*>(base_ + shm::wire::GuestBlockOffset(g_, i))->c[c].load();
+  }
   /// Whether guest `pid` has attached: a guest stores its pid and counts its session once it holds the seat.
   bool attached_by(pid_t pid) {
     return header().guest_pid.load() == static_cast<uint32_t>(pid) && header().guest_session.load() != 0;
@@ -466,6 +471,48 @@ TEST_F(CrossLang, HostileRequestsAreRefusedByTheGoServer) {
   std::mt19937_64 rng(3);
   EXPECT_EQ(CheckedEcho(0, 500, MsgType::NORMAL, false, rng), "");
   EXPECT_EQ(Stats()[0], 2u) << "no hostile request reached the handler";
+}
+
+// The Go guest keeps the counters of §5.4 in its own blocks of the memfd, where the host (and shm-inspect)
+// read them; the C++ host counts the same calls in its blocks.
+TEST_F(CrossLang, GoGuestCountsWhatItServesAndCallsInTheSegment) {
+  InitHost(2, 1);
+  StartPeer();
+  std::mt19937_64 rng(5);
+  for (uint32_t s = 0; s < 2; ++s) {
+    EXPECT_EQ(CheckedEcho(s, 100, MsgType::NORMAL, false, rng), "");
+    std::vector<uint8_t> out;
+    auto r = host_.SendToSlot(s, "", kCmdPanic, out);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().remote(), WireError::kHandlerFailed) << r.error().ToString();
+  }
+  std::vector<uint8_t> p(16, 0);
+  const uint32_t n = 10, goroutines = 1;
+  const uint64_t seed = 3;
+  std::memcpy(p.data(), &n, 4);
+  std::memcpy(p.data() + 4, &goroutines, 4);
+  std::memcpy(p.data() + 8, &seed, 8);
+  ASSERT_EQ(Command(kCmdGuestCalls, p), "OK");
+  namespace w = shm::wire;
+  RawSegment seg(name_);
+  uint64_t served = 0, failed = 0, bytes_in = 0;
+  for (uint32_t s = 0; s < 2; ++s) {
+    served += seg.guest_counter(s, w::kServed);
+    failed += seg.guest_counter(s, w::kAnsweredBase + static_cast<uint32_t>(WireError::kHandlerFailed));
+    bytes_in += seg.guest_counter(s, w::kServeBytesIn);
+  }
+  // The two echoes, the two panics and the guest-calls command itself (its answer is counted before it is
+  // published, so it is in by the time the host has it).
+  EXPECT_EQ(served, 5u);
+  EXPECT_EQ(failed, 2u);
+  EXPECT_EQ(bytes_in, 200u + 16u);
+  // 10 guest calls, of which i % 4 = 2 or 3 (i = 2, 3, 6, 7) send twice on a held zero-copy slot: 14.
+  EXPECT_EQ(seg.guest_counter(2, w::kCalls), 14u) << "the Go guest's guest calls";
+  const shm::StatsSnapshot st = host_.Stats();
+  EXPECT_EQ(st.served.served, 14u) << "the host served them";
+  EXPECT_EQ(st.served.bytes_in, seg.guest_counter(2, w::kCallBytesOut));
+  EXPECT_EQ(st.calls.remote[static_cast<int>(WireError::kHandlerFailed)], 2u);
+  EXPECT_EQ(st.calls.calls, 3u) << "two echoes and the command";
 }
 
 TEST_F(CrossLang, GuestCallsRoundTripWithChecksums) {

@@ -14,6 +14,7 @@
 #include "shm/detail/slot.h"
 #include "shm/detail/wait.h"
 #include "shm/platform/platform.h"
+#include "shm/wire/counters.h"
 #include "shm/wire/layout.h"
 #include "shm/wire/protocol.h"
 
@@ -42,7 +43,10 @@ void PutGeometry(const std::string& key, const Geometry& g) {
     if (i >= n) continue;
     Put(key + ".slot" + std::to_string(i) + ".request_offset", shm::wire::RequestBufferOffset(g, i));
     Put(key + ".slot" + std::to_string(i) + ".capacity", shm::wire::SlotCapacity(g, i));
+    Put(key + ".slot" + std::to_string(i) + ".host_block_offset", shm::wire::HostBlockOffset(g, i));
+    Put(key + ".slot" + std::to_string(i) + ".guest_block_offset", shm::wire::GuestBlockOffset(g, i));
   }
+  Put(key + ".counters_size", shm::wire::CountersSize(g));
 }
 
 }  // namespace
@@ -173,6 +177,45 @@ int main() {
   Put("const.max_name_length", shm::platform::kMaxNameLength);
   Put("futex.FUTEX_WAIT", FUTEX_WAIT);
   Put("futex.FUTEX_WAKE", FUTEX_WAKE);
+
+  // The counters region (SPECIFICATION.md §5.4).
+  using shm::wire::CountersHeader;
+#define CNT_FIELD(f) Put("counters_header." #f ".offset", offsetof(CountersHeader, f))
+  Put("counters_header.size", sizeof(CountersHeader));
+  CNT_FIELD(magic);
+  CNT_FIELD(version);
+  CNT_FIELD(header_size);
+  CNT_FIELD(block_size);
+  CNT_FIELD(slot_count);
+  CNT_FIELD(counters_size);
+  CNT_FIELD(host_since_ns);
+  CNT_FIELD(guest_attached);
+  CNT_FIELD(reserved0);
+  CNT_FIELD(guest_since_ns);
+  CNT_FIELD(reserved1);
+#undef CNT_FIELD
+  Put("counters_header.reserved0.size", sizeof(CountersHeader::reserved0));
+  Put("counters_header.reserved1.size", sizeof(CountersHeader::reserved1));
+  Put("counter_block.size", sizeof(shm::wire::CounterBlock));
+  Put("counters.version", w::kCountersVersion);
+  Put("counters.magic", w::kCountersMagic);
+  Put("counters.per_block", w::kCountersPerBlock);
+  Put("counters.counted_wire_errors", w::kCountedWireErrors);
+  Put("counter.caller.calls", w::kCalls);
+  Put("counter.caller.bytes_out", w::kCallBytesOut);
+  Put("counter.caller.bytes_in", w::kCallBytesIn);
+  Put("counter.caller.timeouts", w::kTimeouts);
+  Put("counter.caller.peer_dead", w::kPeerDead);
+  Put("counter.caller.protocol", w::kProtocol);
+  Put("counter.caller.ended", w::kEnded);
+  Put("counter.caller.remote_base", w::kRemoteBase);
+  Put("counter.server.served", w::kServed);
+  Put("counter.server.bytes_in", w::kServeBytesIn);
+  Put("counter.server.bytes_out", w::kServeBytesOut);
+  Put("counter.server.late", w::kLate);
+  Put("counter.server.lost", w::kLost);
+  Put("counter.server.heartbeats", w::kHeartbeats);
+  Put("counter.server.answered_base", w::kAnsweredBase);
 
   // Size placement (negative = end-aligned) against a 128-byte buffer.
   for (int32_t size : {0, 1, 64, 127, 128, 129, -1, -64, -128, -129, INT32_MIN, INT32_MIN + 1, INT32_MAX}) {

@@ -198,7 +198,9 @@ TEST(ValidateHostConfig, RejectsSegmentOverTheSizeLimit) {
   c.host_slots = shm::wire::kMaxSlots;
   c.guest_slots = 0;
   c.payload_size = shm::wire::kMaxPayload;  // 4096 * 2 GiB = 8 TiB > 1 TiB
-  const uint64_t size = shm::wire::SegmentSize({c.host_slots, 0, c.payload_size, 0});
+  // The memfd: the segment and its counters region (SPECIFICATION.md §5.4).
+  const shm::wire::Geometry g{c.host_slots, 0, c.payload_size, 0};
+  const uint64_t size = shm::wire::SegmentSize(g) + shm::wire::CountersSize(g);
   auto r = shm::ValidateHostConfig(c);
   ExpectInvalid(r, "host_slots x payload_size");
   ExpectInvalid(r, "segment of " + std::to_string(size) + " bytes; the limit is 1099511627776");
@@ -215,7 +217,9 @@ TEST(ValidateHostConfig, RejectsSegmentLargerThanTheAvailableMemory) {
   c.host_slots = static_cast<uint32_t>(slots);
   c.guest_slots = 0;
   c.payload_size = shm::wire::kMaxPayload;
-  const uint64_t size = shm::wire::SegmentSize({c.host_slots, 0, c.payload_size, 0});
+  // The memfd: the segment and its counters region (SPECIFICATION.md §5.4).
+  const shm::wire::Geometry g{c.host_slots, 0, c.payload_size, 0};
+  const uint64_t size = shm::wire::SegmentSize(g) + shm::wire::CountersSize(g);
   auto r = shm::ValidateHostConfig(c);
   ExpectInvalid(r, "host_slots x payload_size");
   ExpectInvalid(r, "segment of " + std::to_string(size) + " bytes but only");

@@ -967,7 +967,9 @@ TEST(HostName, SegmentIsSealedAndItsHeaderValidates) {
   EXPECT_EQ(g.guest_slots, 1u);
   EXPECT_EQ(g.host_payload, 128u);
   EXPECT_EQ(g.guest_payload, 128u);
-  EXPECT_EQ(seg->size(), shm::wire::SegmentSize(g));
+  // The memfd holds the segment, then the counters region (SPECIFICATION.md §5.4).
+  EXPECT_EQ(seg->size(), shm::wire::SegmentSize(g) + shm::wire::CountersSize(g));
+  EXPECT_TRUE(seg->has_counters());
   EXPECT_EQ(seg->header().host_pid.load(), static_cast<uint32_t>(::getpid()));
   // The host's own read-write descriptor cannot resize it either.
   const int rw = shm_test::OpenSegmentOf(::getpid(), name, O_RDWR);

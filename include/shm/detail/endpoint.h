@@ -23,6 +23,8 @@
 #include "shm/handler.h"
 #include "shm/log.h"
 #include "shm/platform/platform.h"
+#include "shm/stats.h"
+#include "shm/wire/counters.h"
 
 namespace shm {
 namespace detail {
@@ -52,7 +54,17 @@ class Endpoint {
         default_timeout_ns_(default_timeout.count()),
         id_(NextEndpointId()),
         parked_(new ParkedWord[segment_.slot_count()]()),
-        quarantine_(new QuarantinedSlot[segment_.slot_count()]) {}
+        quarantine_(new QuarantinedSlot[segment_.slot_count()]) {
+    // This side's counter blocks: in the segment when it has a counters region (SPECIFICATION.md §5.4),
+    // where shm-inspect reads them, else in this process's memory.
+    if (segment_.has_counters() && (role_ == Role::kHost || segment_.writable())) {
+      blocks_ = segment_.counter_blocks(role_ == Role::kHost);
+    } else {
+      local_blocks_.reset(new wire::CounterBlock[segment_.slot_count()]);
+      for (uint32_t i = 0; i < segment_.slot_count(); ++i) ResetBlock(local_blocks_[i]);
+      blocks_ = local_blocks_.get();
+    }
+  }
 
   /// Frees the slots still parked: a Park() that raced with closing may have come after its sweep. Nothing
   /// else can use the endpoint now.
@@ -62,6 +74,81 @@ class Endpoint {
 
   /// Unique for the life of the process (never reused, unlike an address).
   uint64_t id() const noexcept { return id_; }
+
+  // ---- Counters (SPECIFICATION.md §5.4) ------------------------------------------------------------------
+  // Each side writes its own blocks only, one per slot, so counting adds no line shared with the peer. The
+  // side that holds a slot updates that slot's block with a relaxed load and store (no locked instruction: no
+  // other thread of this side writes it meanwhile, and the slot's control-word CAS orders the handoffs); a
+  // count made after the slot was given up, and every error count, is an atomic add.
+
+  /// Keep a latency histogram of successful calls from now on. Before the endpoint is shared.
+  void EnableLatencyHistogram() { latency_.reset(new LatencyHistogram()); }
+
+  /// Zero this side's blocks (a guest taking the seat, SPECIFICATION.md §4.2 step 6), and stamp the start.
+  void ResetOwnCounters() noexcept {
+    for (uint32_t i = 0; i < segment_.slot_count(); ++i) ResetBlock(blocks_[i]);
+    if (role_ == Role::kGuest && segment_.has_counters() && segment_.writable()) {
+      segment_.counters_header().guest_since_ns.store(static_cast<uint64_t>(platform::MonotonicNs()),
+                                                      std::memory_order_relaxed);
+    }
+  }
+
+  /// This side's block of slot `index`.
+  wire::CounterBlock& block(uint32_t index) noexcept { return blocks_[index]; }
+
+  /// Add `n` to a counter of a slot this thread holds.
+  static void Count(wire::CounterBlock& b, uint32_t counter, uint64_t n = 1) noexcept {
+    b.c[counter].store(b.c[counter].load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  /// Add `n` to a counter of a slot this thread may no longer hold.
+  static void CountShared(wire::CounterBlock& b, uint32_t counter, uint64_t n = 1) noexcept {
+    b.c[counter].fetch_add(n, std::memory_order_relaxed);
+  }
+  /// A SYSTEM_ERROR answer this side, as server, is about to publish.
+  static void CountAnswered(wire::CounterBlock& b, wire::WireError e) noexcept {
+    const auto v = static_cast<uint32_t>(e);
+    if (v >= 1 && v <= wire::kCountedWireErrors) Count(b, wire::kAnsweredBase + v);
+  }
+
+  /// This side's counters, read once each (see StatsSnapshot).
+  StatsSnapshot ReadStats() const {
+    StatsSnapshot st;
+    st.shared = blocks_ != local_blocks_.get();
+    const uint32_t h = segment_.geometry().host_slots, g = segment_.geometry().guest_slots;
+    const bool host = role_ == Role::kHost;
+    const uint32_t call_first = host ? 0 : h, call_n = host ? h : g;
+    const uint32_t serve_first = host ? h : 0, serve_n = host ? g : h;
+    auto ld = [](const wire::CounterBlock& b, uint32_t i) { return b.c[i].load(std::memory_order_relaxed); };
+    for (uint32_t i = call_first; i < call_first + call_n; ++i) {
+      const wire::CounterBlock& b = blocks_[i];
+      CallStats c;
+      c.calls = ld(b, wire::kCalls);
+      c.bytes_out = ld(b, wire::kCallBytesOut);
+      c.bytes_in = ld(b, wire::kCallBytesIn);
+      c.timeouts = ld(b, wire::kTimeouts);
+      c.peer_dead = ld(b, wire::kPeerDead);
+      c.protocol = ld(b, wire::kProtocol);
+      c.ended = ld(b, wire::kEnded);
+      for (uint32_t e = 0; e < 8; ++e) c.remote[e] = ld(b, wire::kRemoteBase + e);
+      st.calls.Add(c);
+      st.call_slots.push_back(c);
+    }
+    for (uint32_t i = serve_first; i < serve_first + serve_n; ++i) {
+      const wire::CounterBlock& b = blocks_[i];
+      ServeStats v;
+      v.served = ld(b, wire::kServed);
+      v.bytes_in = ld(b, wire::kServeBytesIn);
+      v.bytes_out = ld(b, wire::kServeBytesOut);
+      v.late = ld(b, wire::kLate);
+      v.lost = ld(b, wire::kLost);
+      v.heartbeats = ld(b, wire::kHeartbeats);
+      for (uint32_t e = 1; e < 8; ++e) v.answered_errors[e] = ld(b, wire::kAnsweredBase + e);
+      st.served.Add(v);
+      st.serve_slots.push_back(v);
+    }
+    if (latency_) st.latency = latency_->Read();
+    return st;
+  }
 
   Segment& segment() noexcept { return segment_; }
   Role role() const noexcept { return role_; }
@@ -105,11 +192,13 @@ class Endpoint {
   void OnGuestAttached() noexcept {
     guest_sessions_.fetch_add(1, std::memory_order_seq_cst);
     guest_present_.store(true, std::memory_order_seq_cst);
+    if (segment_.has_counters()) segment_.counters_header().guest_attached.store(1, std::memory_order_relaxed);
   }
   /// Host: the guest's connection closed: it died or left. Wakes every sleeper so that callers waiting on it
   /// notice at once. Called by the Doorman.
   void OnGuestGone() noexcept {
     guest_present_.store(false, std::memory_order_seq_cst);
+    if (segment_.has_counters()) segment_.counters_header().guest_attached.store(0, std::memory_order_relaxed);
     // Wake every word, W or not: a guest that died between its transition (which cleared W) and its
     // FUTEX_WAKE left a sleeper that only a wake reaches (SPECIFICATION.md §6.1).
     for (uint32_t i = 0; i < segment_.slot_count(); ++i) {
@@ -287,13 +376,17 @@ class Endpoint {
     if (closing()) return ClosedError();
     if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
+    wire::CounterBlock& counters = block(s.index);
+    const int64_t started = latency_ ? platform::MonotonicNs() : 0;
     h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
     h.req_size.store(static_cast<uint32_t>(size), std::memory_order_relaxed);  // two's complement on the wire
+    Count(counters, wire::kCallBytesOut, req.length);
     uint32_t tx = 0;
     bool woke_server = false;
     if (!Publish(h, *seq, &tx, &woke_server)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
       *owned = false;
       Quarantine(s.index, h.ctl.load(std::memory_order_acquire));
+      CountShared(counters, wire::kProtocol);
       return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " was taken from its caller");
     }
     *seq = tx;
@@ -348,9 +441,11 @@ class Endpoint {
     if (st != WaitStatus::kReady) {
       if (abort_code == ErrorCode::kHostGone) {
         *owned = false;  // the segment is dead; nothing to give back
+        CountShared(counters, wire::kPeerDead);
         return Error(ErrorCode::kHostGone, "the host died during the call");
       }
       if (abort_code == ErrorCode::kPeerDead && RecoverFromDeadServer(h, tx)) {
+        CountShared(counters, wire::kPeerDead);
         return Error(ErrorCode::kPeerDead, "the guest serving slot " + std::to_string(s.index) + " died");
       }
       switch (Cancel(h, tx)) {
@@ -362,6 +457,9 @@ class Endpoint {
           Quarantine(s.index, h.ctl.load(std::memory_order_acquire));
           break;
       }
+      CountShared(counters, abort_code == ErrorCode::kTimeout    ? wire::kTimeouts
+                            : abort_code == ErrorCode::kPeerDead ? wire::kPeerDead
+                                                                 : wire::kEnded);
       if (abort_code == ErrorCode::kTimeout) {
         return Error(ErrorCode::kTimeout, "call on slot " + std::to_string(s.index) + " did not finish in time" +
                                               (PeerAlive() ? "" : " (no peer is attached)"));
@@ -378,10 +476,22 @@ class Endpoint {
     if (!wire::CtlIs(v, SlotState::kResponse) || wire::CtlSeq(v) != tx) {
       *owned = false;
       Quarantine(s.index, v);
+      CountShared(counters, wire::kProtocol);
       return Error(ErrorCode::kProtocol, "slot " + std::to_string(s.index) + " left its transaction (state " +
                                              std::to_string(wire::CtlState(v)) + ")");
     }
-    return ReadAnswer(s);
+    auto answer = ReadAnswer(s);
+    if (answer) {
+      Count(counters, wire::kCalls);
+      Count(counters, wire::kCallBytesIn, answer->length);
+      if (latency_) latency_->Add(static_cast<uint64_t>(platform::MonotonicNs() - started));
+    } else if (answer.error().code() == ErrorCode::kRemote) {
+      const auto e = static_cast<uint32_t>(answer.error().remote());
+      CountShared(counters, wire::kRemoteBase + (e >= 1 && e <= wire::kCountedWireErrors ? e : 0));
+    } else {
+      CountShared(counters, wire::kProtocol);
+    }
+    return answer;
   }
 
   /// A zero-copy caller wrote its request at the start or the end of the request buffer: one of at most
@@ -415,27 +525,33 @@ class Endpoint {
   CompleteOutcome Serve(const SlotView& s, uint32_t seq, const Handler* handler, bool refuse,
                         bool* woke_caller = nullptr) {
     SlotHeader& h = *s.header;
+    wire::CounterBlock& counters = block(s.index);
     // Read once into locals; only the locals are used from here on.
     const int32_t size = static_cast<int32_t>(h.req_size.load(std::memory_order_relaxed));
     const MsgType type = static_cast<MsgType>(h.req_type.load(std::memory_order_relaxed));
     uint32_t req_length = 0;
     const uint8_t* req = MessageBytes(h, s.request, s.capacity, size, &req_length);
     if (req == nullptr) {
-      WriteErrorResponse(h, wire::WireError::kRequestTooLarge);
+      AnswerError(h, counters, wire::WireError::kRequestTooLarge);
     } else if (!IsUserRequestType(type)) {
-      WriteErrorResponse(h, wire::WireError::kReservedType);
+      AnswerError(h, counters, wire::WireError::kReservedType);
     } else if (type == MsgType::HEARTBEAT_REQ) {
       h.resp_type.store(static_cast<uint32_t>(MsgType::HEARTBEAT_RESP), std::memory_order_relaxed);
       h.resp_size.store(0, std::memory_order_relaxed);
       h.resp_error.store(0, std::memory_order_relaxed);
+      Count(counters, wire::kHeartbeats);
     } else if (refuse) {
-      WriteErrorResponse(h, wire::WireError::kShuttingDown);
+      AnswerError(h, counters, wire::WireError::kShuttingDown);
     } else if (handler == nullptr || !*handler) {
-      WriteErrorResponse(h, wire::WireError::kNoHandler);
+      AnswerError(h, counters, wire::WireError::kNoHandler);
     } else {
-      RunHandler(s, Bytes(req, req_length), size < 0, type, *handler);
+      RunHandler(s, Bytes(req, req_length), size < 0, type, *handler, counters);
     }
-    return Complete(h, seq, woke_caller);  // SYNC POINT WRITE: ctl (response bytes and fields)
+    Count(counters, wire::kServed);
+    const CompleteOutcome out = Complete(h, seq, woke_caller);  // SYNC POINT WRITE: ctl (response bytes, fields)
+    if (out == CompleteOutcome::kDiscarded) CountShared(counters, wire::kLate);
+    if (out == CompleteOutcome::kLost) CountShared(counters, wire::kLost);
+    return out;
   }
 
   /// Guest side: announce a published guest-slot request to the host's processors.
@@ -474,8 +590,16 @@ class Endpoint {
     return a;
   }
 
-  void RunHandler(const SlotView& s, Bytes req, bool end_aligned, MsgType type, const Handler& handler) {
+  // An error answer's fields, counted.
+  static void AnswerError(SlotHeader& h, wire::CounterBlock& counters, wire::WireError e) noexcept {
+    WriteErrorResponse(h, e);
+    CountAnswered(counters, e);
+  }
+
+  void RunHandler(const SlotView& s, Bytes req, bool end_aligned, MsgType type, const Handler& handler,
+                  wire::CounterBlock& counters) {
     SlotHeader& h = *s.header;
+    Count(counters, wire::kServeBytesIn, req.size());
     Message m;
     m.data = req;
     m.type = type;
@@ -487,11 +611,11 @@ class Endpoint {
       r = handler(m, MutableBytes(s.response, s.capacity));
     } catch (const std::exception& e) {
       Log(LogLevel::kWarn, std::string("handler threw on slot ") + std::to_string(s.index) + ": " + e.what());
-      WriteErrorResponse(h, wire::WireError::kHandlerFailed);
+      AnswerError(h, counters, wire::WireError::kHandlerFailed);
       return;
     } catch (...) {
       Log(LogLevel::kWarn, "handler threw a non-std exception on slot " + std::to_string(s.index));
-      WriteErrorResponse(h, wire::WireError::kHandlerFailed);
+      AnswerError(h, counters, wire::WireError::kHandlerFailed);
       return;
     }
 #else
@@ -501,11 +625,11 @@ class Endpoint {
 #endif
     Placement out;
     if (r.type == MsgType::SYSTEM_ERROR) {
-      WriteErrorResponse(h, wire::WireError::kHandlerFailed);
+      AnswerError(h, counters, wire::WireError::kHandlerFailed);
     } else if (!IsUserResponseType(r.type)) {
-      WriteErrorResponse(h, wire::WireError::kReservedType);
+      AnswerError(h, counters, wire::WireError::kReservedType);
     } else if (!ResolveSize(r.size, s.capacity, &out)) {
-      WriteErrorResponse(h, wire::WireError::kResponseTooLarge);
+      AnswerError(h, counters, wire::WireError::kResponseTooLarge);
     } else {
       // A small answer travels in the header (SPECIFICATION.md §8.1). The handler is done with the request,
       // whose inline bytes this overwrites.
@@ -516,6 +640,7 @@ class Endpoint {
       h.resp_type.store(static_cast<uint32_t>(r.type), std::memory_order_relaxed);
       h.resp_size.store(static_cast<uint32_t>(r.size), std::memory_order_relaxed);
       h.resp_error.store(0, std::memory_order_relaxed);
+      Count(counters, wire::kServeBytesOut, out.length);
     }
   }
 
@@ -582,6 +707,10 @@ class Endpoint {
     return freed;
   }
 
+  static void ResetBlock(wire::CounterBlock& b) noexcept {
+    for (auto& c : b.c) c.store(0, std::memory_order_relaxed);
+  }
+
   Segment segment_;
   platform::File link_;                      // guest: the connection to the host
   std::atomic<bool> guest_present_{false};   // host: a guest holds the seat
@@ -605,6 +734,9 @@ class Endpoint {
   std::unique_ptr<QuarantinedSlot[]> quarantine_;
   std::atomic<uint32_t> quarantined_{0};  // how many are held: claims skip the array while 0
   std::mutex reclaim_mu_;
+  wire::CounterBlock* blocks_ = nullptr;                // this side's counter blocks, by slot
+  std::unique_ptr<wire::CounterBlock[]> local_blocks_;  // they, when the segment has no counters region
+  std::unique_ptr<LatencyHistogram> latency_;           // set by EnableLatencyHistogram()
 };
 
 }  // namespace detail

@@ -11,6 +11,7 @@
 #include "shm/detail/slot.h"
 #include "shm/error.h"
 #include "shm/platform/platform.h"
+#include "shm/wire/counters.h"
 #include "shm/wire/layout.h"
 
 namespace shm {
@@ -74,6 +75,27 @@ inline Result<wire::Geometry> ValidateHeader(const uint8_t* bytes, size_t n, uin
   return g;
 }
 
+/// Whether a segment of validated geometry `g` in memory of `file_size` bytes has a counters region
+/// (SPECIFICATION.md §5.4). `bytes` holds a copy of the first `n` bytes at offset total_size (n may be short).
+/// Pure function, like ValidateHeader. A segment without one is valid: it just has no shared counters.
+inline bool CountersPresent(const uint8_t* bytes, size_t n, const wire::Geometry& g, uint64_t file_size) noexcept {
+  const uint64_t need = wire::SegmentSize(g) + wire::CountersSize(g);
+  if (file_size < need || n < 32) return false;
+  auto u32 = [&](size_t off) {
+    uint32_t v;
+    std::memcpy(&v, bytes + off, 4);
+    return v;
+  };
+  uint64_t magic, size;
+  std::memcpy(&magic, bytes + offsetof(wire::CountersHeader, magic), 8);
+  std::memcpy(&size, bytes + offsetof(wire::CountersHeader, counters_size), 8);
+  return magic == wire::kCountersMagic && u32(offsetof(wire::CountersHeader, version)) == wire::kCountersVersion &&
+         u32(offsetof(wire::CountersHeader, header_size)) == wire::kCountersHeaderSize &&
+         u32(offsetof(wire::CountersHeader, block_size)) == wire::kCounterBlockSize &&
+         u32(offsetof(wire::CountersHeader, slot_count)) == g.host_slots + g.guest_slots &&
+         size == wire::CountersSize(g);
+}
+
 /// A segment mapped into this process: the memfd and its mapping. Move-only; not thread-safe to move or
 /// destroy while in use, but header() and Slot() may be used from any thread once built.
 class Segment {
@@ -88,6 +110,7 @@ class Segment {
       size_ = std::exchange(o.size_, 0);
       geometry_ = o.geometry_;
       writable_ = o.writable_;
+      has_counters_ = o.has_counters_;
     }
     return *this;
   }
@@ -98,7 +121,7 @@ class Segment {
   /// Host: create the memory of segment `name`, build the layout, write magic last, seal it
   /// (SPECIFICATION.md §3 steps 3–5). The caller has taken the name first (the rendezvous).
   static Result<Segment> Create(const std::string& name, const wire::Geometry& g) {
-    const uint64_t size = wire::SegmentSize(g);
+    const uint64_t size = wire::SegmentSize(g) + wire::CountersSize(g);
     auto f = platform::CreateSharedMemory(platform::SegmentLabel(name), size);
     if (!f) return std::move(f).error();
     auto base = platform::Map(*f, size);
@@ -109,6 +132,7 @@ class Segment {
     s.size_ = size;
     s.geometry_ = g;
     s.writable_ = true;
+    s.has_counters_ = true;
     s.Initialise();
     if (auto r = platform::Seal(s.file_); !r) return std::move(r).error();
     return s;
@@ -150,6 +174,16 @@ class Segment {
     auto g = ValidateHeader(header, sizeof header, *file_size);
     if (!g) return std::move(g).error();
     s.geometry_ = *g;
+    // The counters region after the segment, if the host made one: its header copied once and checked.
+    uint8_t counters[32] = {};
+    if (*file_size >= wire::SegmentSize(*g) + sizeof counters) {
+      const auto* src = static_cast<const uint8_t*>(s.base_) + wire::SegmentSize(*g);
+      for (size_t i = 0; i < sizeof counters; i += 4) {
+        const uint32_t w = reinterpret_cast<const std::atomic<uint32_t>*>(src + i)->load(std::memory_order_relaxed);
+        std::memcpy(counters + i, &w, 4);
+      }
+    }
+    s.has_counters_ = CountersPresent(counters, sizeof counters, *g, *file_size);
     return s;
   }
 
@@ -161,6 +195,18 @@ class Segment {
   uint64_t size() const noexcept { return size_; }
   bool valid() const noexcept { return base_ != nullptr; }
   uint32_t slot_count() const noexcept { return geometry_.host_slots + geometry_.guest_slots; }
+  /// Whether the memfd has a valid counters region after the segment (SPECIFICATION.md §5.4).
+  bool has_counters() const noexcept { return has_counters_; }
+  /// The counters region's header. Precondition: has_counters().
+  wire::CountersHeader& counters_header() const noexcept {
+    return *reinterpret_cast<wire::CountersHeader*>(static_cast<uint8_t*>(base_) + wire::SegmentSize(geometry_));
+  }
+  /// The counter blocks of one side, indexed by slot (host slots first). Precondition: has_counters().
+  wire::CounterBlock* counter_blocks(bool host_side) const noexcept {
+    auto* base = static_cast<uint8_t*>(base_);
+    return reinterpret_cast<wire::CounterBlock*>(
+        base + (host_side ? wire::HostBlockOffset(geometry_, 0) : wire::GuestBlockOffset(geometry_, 0)));
+  }
 
   /// Slot `index` (host slots first). Precondition: index < slot_count().
   SlotView Slot(uint32_t index) const noexcept {
@@ -196,7 +242,7 @@ class Segment {
     h.host_payload.store(geometry_.host_payload, std::memory_order_relaxed);
     h.guest_payload.store(geometry_.guest_payload, std::memory_order_relaxed);
     h.flags.store(0, std::memory_order_relaxed);
-    h.total_size.store(size_, std::memory_order_relaxed);
+    h.total_size.store(wire::SegmentSize(geometry_), std::memory_order_relaxed);
     h.host_state.store(static_cast<uint32_t>(wire::HostState::kRunning), std::memory_order_relaxed);
     h.guest_pid.store(0, std::memory_order_relaxed);
     h.guest_session.store(0, std::memory_order_relaxed);
@@ -211,6 +257,18 @@ class Segment {
       s.header->resp_error.store(0, std::memory_order_relaxed);
       s.header->wake_stamp_ns.store(0, std::memory_order_relaxed);
     }
+    // The counters region's header (the blocks are zero, as new memory is). Plain information for readers:
+    // published with the rest by the release store of magic below.
+    wire::CountersHeader& c = counters_header();
+    c.version.store(wire::kCountersVersion, std::memory_order_relaxed);
+    c.header_size.store(wire::kCountersHeaderSize, std::memory_order_relaxed);
+    c.block_size.store(wire::kCounterBlockSize, std::memory_order_relaxed);
+    c.slot_count.store(slot_count(), std::memory_order_relaxed);
+    c.counters_size.store(wire::CountersSize(geometry_), std::memory_order_relaxed);
+    c.host_since_ns.store(static_cast<uint64_t>(platform::MonotonicNs()), std::memory_order_relaxed);
+    c.guest_attached.store(0, std::memory_order_relaxed);
+    c.guest_since_ns.store(0, std::memory_order_relaxed);
+    c.magic.store(wire::kCountersMagic, std::memory_order_relaxed);
     // SYNC POINT WRITE: magic. Pairs with the guest's acquire load of magic through its mapping.
     h.magic.store(wire::kMagic, std::memory_order_release);
   }
@@ -220,6 +278,7 @@ class Segment {
   uint64_t size_ = 0;
   wire::Geometry geometry_;
   bool writable_ = false;
+  bool has_counters_ = false;
 };
 
 }  // namespace detail

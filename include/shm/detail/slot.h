@@ -228,16 +228,19 @@ inline void WriteErrorResponse(SlotHeader& h, wire::WireError e) noexcept {
 // A guest that has just taken the guest seat knows every earlier guest is dead, so it inherits their roles.
 
 /// Host slot (this guest is the server): a transaction the dead guest was serving is answered with
-/// SYSTEM_ERROR kPeerRestarted; one it had abandoned is freed.
-inline void SweepAsNewServer(SlotHeader& h) noexcept {
+/// SYSTEM_ERROR kPeerRestarted (then it returns true); one it had abandoned is freed.
+inline bool SweepAsNewServer(SlotHeader& h) noexcept {
   const uint32_t cur = h.ctl.load(std::memory_order_acquire);
   const uint32_t seq = wire::CtlSeq(cur);
   if (wire::CtlIs(cur, SlotState::kServing)) {
     WriteErrorResponse(h, wire::WireError::kPeerRestarted);
     (void)Complete(h, seq);
-  } else if (wire::CtlIs(cur, SlotState::kAbandoned)) {
+    return true;
+  }
+  if (wire::CtlIs(cur, SlotState::kAbandoned)) {
     (void)Transition(h, SlotState::kAbandoned, seq, SlotState::kFree, seq);
   }
+  return false;
 }
 
 /// Guest slot (this guest is the caller): whatever the dead guest held is given back; a call the host is
