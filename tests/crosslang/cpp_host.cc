@@ -145,7 +145,7 @@ class Peer {
 
 // Replaces a slot word the way no valid transition would, waking whoever sleeps on it.
 void HostileStore(SlotHeader& h, uint32_t word) {
-  if (h.ctl.exchange(word) & shm::wire::kWaiting) shm::platform::FutexWakeAll(&h.ctl);
+  if (const uint32_t old = h.ctl.exchange(word); old & shm::wire::kWaiting) shm::platform::FutexWakeAll(&h.ctl, old);
 }
 
 // A second mapping of a host's segment (the memfd of process `host`, by default this process's own host), for
