@@ -13,6 +13,10 @@
 // (descriptors are created close-on-exec, so one child never inherits another's pipe).
 #pragma once
 
+#if defined(_WIN32)
+#include "child_process_windows.h"
+#else
+
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -336,3 +340,5 @@ class ChildProcess {
 };
 
 }  // namespace shm_tools
+
+#endif  // !_WIN32
