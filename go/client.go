@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//go:build linux
+//go:build linux || windows
 
 package shm
 
@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -108,6 +107,7 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		cfg.DefaultTimeout = 10 * time.Second
 	}
 	deadline := deadlineAfter(cfg.ConnectionTimeout)
+	var busy *errRetry // the last BUSY answer: it names the guest, even if a later attempt only ran out of time
 	for {
 		seg, err := attachOnce(cfg.ShmName, deadline)
 		if err == nil {
@@ -120,11 +120,14 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		if !ok {
 			return nil, err
 		}
+		if retry.busy {
+			busy = retry
+		}
 		left := time.Duration(deadline - monoNow())
 		if left <= 0 {
-			if retry.busy {
+			if busy != nil {
 				return nil, newErr(ErrGuestAlreadyConnected, "segment %s kept its guest (pid %d) for %v",
-					cfg.ShmName, retry.busyPID, cfg.ConnectionTimeout)
+					cfg.ShmName, busy.busyPID, cfg.ConnectionTimeout)
 			}
 			return nil, newErr(ErrNotFound, "no live host of %s took this guest within %v (%s)", cfg.ShmName,
 				cfg.ConnectionTimeout, retry.reason)
@@ -306,7 +309,7 @@ func (c *Client) Close() error {
 // onWorkerThread reports whether the caller runs on one of this Client's worker threads (inside a handler):
 // each worker is locked to its OS thread for its whole life.
 func (c *Client) onWorkerThread() bool {
-	tid := syscall.Gettid()
+	tid := currentThreadID()
 	c.tidsMu.Lock()
 	defer c.tidsMu.Unlock()
 	_, ok := c.tids[tid]
@@ -339,7 +342,7 @@ func (c *Client) work(s *slotView, h Handler) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer c.workers.Done()
-	tid := syscall.Gettid()
+	tid := currentThreadID()
 	c.setWorkerThread(tid, true)
 	defer c.setWorkerThread(tid, false)
 	hostGone := false
