@@ -755,6 +755,29 @@ TEST_F(CrossLang, GoGuestSeesTheHostDie) {
 
 #endif
 
+#if defined(_WIN32) && defined(SHM_WIN_PEER)
+// The host is another process (shm_win_peer), killed with TerminateProcess once the Go guest has attached: the
+// Go guest's Wait and a guest call must both end with ErrHostGone.
+TEST_F(CrossLang, GoGuestSeesTheHostDie) {
+  shm_tools::ChildProcess host;
+  shm_tools::SpawnOptions o;
+  o.pipe_stdin = true;
+  o.pipe_stdout = true;
+  ASSERT_EQ(host.Start({SHM_WIN_PEER, "host", name_}, o), 0);
+  std::string buffer;
+  auto line = shm_tools::ReadLine(host.stdout_handle(), &buffer, shm::platform::DeadlineAfter(60'000'000'000));
+  ASSERT_TRUE(line && line->rfind("INIT OK", 0) == 0) << (line ? *line : std::string("no line"));
+  Peer peer("expect-host-gone", name_);
+  line = shm_tools::ReadLine(host.stdout_handle(), &buffer, shm::platform::DeadlineAfter(60'000'000'000));
+  ASSERT_TRUE(line && *line == "GUEST ATTACHED") << (line ? *line : std::string("no line"));
+  const int64_t killed = shm::platform::MonotonicNs();
+  host.Kill();
+  EXPECT_EQ(peer.WaitExit(), 0) << "the Go guest did not see its host die";
+  std::printf("the Go guest saw its host die and exited %.1f ms after TerminateProcess\n",
+              static_cast<double>(shm::platform::MonotonicNs() - killed) / 1e6);
+}
+#endif
+
 TEST_F(CrossLang, RestartedGoGuestAnswersForItsDeadPredecessor) {
   InitHost();
   StartPeer();

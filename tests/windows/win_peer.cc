@@ -9,17 +9,19 @@
 //                     segment mapped until stdin reaches end of file, then close.
 //   guest-call NAME C Connect and make C guest calls, checking the host's "host:<request>" answers; then one
 //                     of type kFail, which the host's handler fails. "CALLS OK" or "CALLS ERR <why>".
-//   host NAME         Init a host ("INIT OK <pid>" or "INIT ERR <code> <message>"), answer guest calls,
-//                     hold it until stdin reaches end of file.
+//   host NAME         Init a host ("INIT OK <pid>" or "INIT ERR <code> <message>"), answer guest calls, print
+//                     "GUEST ATTACHED" once a guest has attached, hold it until stdin reaches end of file.
 // Exit codes: 0 done as asked, 1 failed, 2 bad command line, 3 the host went away (guest).
 #include <windows.h>
 
 #include <shm/shm.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "win_peer_protocol.h"
@@ -144,7 +146,15 @@ int Host(const char* name) {
     return 1;
   }
   Say("INIT OK " + std::to_string(GetCurrentProcessId()));
+  // Say when a guest has attached, for tests that must not kill this host before.
+  std::atomic<bool> done{false};
+  std::thread watch([&] {
+    while (!done.load() && !host.GuestAttached()) Sleep(1);
+    if (!done.load()) Say("GUEST ATTACHED");
+  });
   WaitForStdinEof();
+  done.store(true);
+  watch.join();
   return 0;
 }
 
