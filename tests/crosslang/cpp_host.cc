@@ -64,7 +64,8 @@ constexpr uint32_t kPayload = 4096;
 
 std::string UniqueName(const char* what) {
   static std::atomic<uint32_t> counter{0};
-  return std::string("shm-xl-") + what + "-" + std::to_string(shm::platform::ProcessId()) + "-" + std::to_string(++counter);
+  return std::string("shm-xl-") + what + "-" + std::to_string(shm::platform::ProcessId()) + "-" +
+         std::to_string(++counter);
 }
 
 uint64_t Fnv64(const uint8_t* p, size_t n) {

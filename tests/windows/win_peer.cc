@@ -12,9 +12,8 @@
 //   host NAME         Init a host ("INIT OK <pid>" or "INIT ERR <code> <message>"), answer guest calls, print
 //                     "GUEST ATTACHED" once a guest has attached, hold it until stdin reaches end of file.
 // Exit codes: 0 done as asked, 1 failed, 2 bad command line, 3 the host went away (guest).
-#include <windows.h>
-
 #include <shm/shm.h>
+#include <windows.h>
 
 #include <atomic>
 #include <cstdio>
@@ -118,8 +117,7 @@ int GuestCall(const char* name, int count) {
     }
   }
   auto t = guest.SendGuestCall("fail", static_cast<shm::MsgType>(shm_win::kFail), answer);
-  if (t || t.error().code() != shm::ErrorCode::kRemote ||
-      t.error().remote() != shm::wire::WireError::kHandlerFailed) {
+  if (t || t.error().code() != shm::ErrorCode::kRemote || t.error().remote() != shm::wire::WireError::kHandlerFailed) {
     Say("CALLS ERR a failing host handler did not give SYSTEM_ERROR HandlerFailed: " +
         (t ? std::string("success") : t.error().ToString()));
     return 1;

@@ -2,10 +2,9 @@
 // The Windows binding (SPECIFICATION.md §W) between real processes: the test process and shm_win_peer,
 // started with CreateProcessW. Peer death is TerminateProcess. Every wait has a generous deadline and waits
 // for an event (a line, an exit, a call's end); the only timing bound is the 200 ms detection of a dead peer.
-#include <windows.h>
-
 #include <gtest/gtest.h>
 #include <shm/shm.h>
+#include <windows.h>
 
 #include <atomic>
 #include <chrono>
@@ -132,7 +131,7 @@ TEST(WindowsWake, EverySleeperOnOneWordIsWoken) {
   }
   while (entered.load() < kSleepers) std::this_thread::yield();
   // Each sleeper has created the event before it re-reads the word: wait until the event exists.
-  const std::wstring ev = L"Local\\shm-" + std::wstring(name.begin(), name.end()) + L"-" ;
+  const std::wstring ev = L"Local\\shm-" + std::wstring(name.begin(), name.end()) + L"-";
   const int64_t t0 = shm::platform::MonotonicNs();
   const uint32_t old = word->exchange(0x0C, std::memory_order_seq_cst);
   shm::platform::FutexWakeAll(word, old);
@@ -331,7 +330,9 @@ TEST(WindowsPeerDeath, AKilledHostIsSeenByItsGuestWithin200ms) {
     cfg.name = name;
     cfg.connect_timeout = std::chrono::seconds(60);
     ASSERT_TRUE(guest.Connect(cfg));
-    ASSERT_TRUE(guest.Start([](const shm::Message&, shm::MutableBytes) { return shm::Reply{0, shm::MsgType::NORMAL}; }));
+    ASSERT_TRUE(guest.Start([](const shm::Message&, shm::MutableBytes) {
+      return shm::Reply{0, shm::MsgType::NORMAL};
+    }));
     std::vector<uint8_t> answer;
     ASSERT_TRUE(guest.SendGuestCall("up", shm::MsgType::GUEST_CALL, answer));
     const int64_t killed = shm::platform::MonotonicNs();

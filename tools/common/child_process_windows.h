@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Child processes on Windows: the CreateProcessW form of child_process.h, with the same names where they
+// Child processes on Windows: the CreateProcessW form of child_process_posix.h, with the same names where they
 // apply. A child starts in a job that kills it when this process ends (die_with_parent is always on), with
 // optional stdin/stdout pipes; it is waited for with a deadline, killed with TerminateProcess, and its exit
 // reported as a POSIX-style wait status (exit code c as c << 8) so that callers read it the same way.
@@ -9,9 +9,8 @@
 // inherits another's pipe.
 #pragma once
 
-#include <windows.h>
-
 #include <shm/platform/platform.h>
+#include <windows.h>
 
 #include <cstdint>
 #include <mutex>
@@ -24,10 +23,10 @@ namespace shm_tools {
 
 /// How to start a child (the fields of the POSIX SpawnOptions that apply on Windows).
 struct SpawnOptions {
-  std::string path;               ///< The file to run, if not args[0].
-  bool pipe_stdin = false;        ///< The child's stdin is a pipe: ChildProcess::stdin_handle() writes to it.
-  bool pipe_stdout = false;       ///< The child's stdout is a pipe: ChildProcess::stdout_handle() reads it.
-  bool die_with_parent = true;    ///< The child is killed when this process ends (a job object).
+  std::string path;             ///< The file to run, if not args[0].
+  bool pipe_stdin = false;      ///< The child's stdin is a pipe: ChildProcess::stdin_handle() writes to it.
+  bool pipe_stdout = false;     ///< The child's stdout is a pipe: ChildProcess::stdout_handle() reads it.
+  bool die_with_parent = true;  ///< The child is killed when this process ends (a job object).
 };
 
 namespace detail {
@@ -181,7 +180,9 @@ class ChildProcess {
     if (s_.reaped) return true;
     if (s_.process == nullptr) return false;
     const int64_t left = deadline_ns - shm::platform::MonotonicNs();
-    const DWORD ms = left <= 0 ? 0 : left / 1000000 > 0x7FFFFFFE ? 0x7FFFFFFEu : static_cast<DWORD>((left + 999999) / 1000000);
+    const DWORD ms = left <= 0                     ? 0
+                     : left / 1000000 > 0x7FFFFFFE ? 0x7FFFFFFEu
+                                                   : static_cast<DWORD>((left + 999999) / 1000000);
     if (WaitForSingleObject(s_.process, ms) != WAIT_OBJECT_0) return false;
     DWORD code = 0;
     GetExitCodeProcess(s_.process, &code);

@@ -342,8 +342,9 @@ int RunHost(Options o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
-  std::printf("shm-demo: host pid %d, guest pid %d (%s), segment %s, %u CPUs\n", static_cast<int>(shm::platform::ProcessId()),
-              static_cast<int>(guest.pid()), o.guest_cmd.empty() ? "built-in guest" : o.guest_cmd.c_str(), o.name.c_str(),
+  std::printf("shm-demo: host pid %d, guest pid %d (%s), segment %s, %u CPUs\n",
+              static_cast<int>(shm::platform::ProcessId()), static_cast<int>(guest.pid()),
+              o.guest_cmd.empty() ? "built-in guest" : o.guest_cmd.c_str(), o.name.c_str(),
               std::thread::hardware_concurrency());
   std::printf("  %u caller thread%s, %u-byte messages, %s; 0.2 s warm-up, then %.1f s%s\n", o.threads,
               o.threads == 1 ? "" : "s", o.payload, o.zero_copy ? "zero-copy (in place)" : "copying Send", o.seconds,

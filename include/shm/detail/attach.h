@@ -174,7 +174,8 @@ class Doorman {
     for (;;) {
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline || stop_.load(std::memory_order_seq_cst)) return false;
-      const platform::Handle fds[3] = {wake_.file().fd(), conn.fd(), guest_.valid() ? guest_.fd() : platform::kNoHandle};
+      const platform::Handle fds[3] = {wake_.file().fd(), conn.fd(),
+                                       guest_.valid() ? guest_.fd() : platform::kNoHandle};
       short revents[3] = {0, 0, 0};
       platform::PollFiles(fds, revents, 3, static_cast<int>((deadline - now + 999999) / 1000000));
       if (revents[0] != 0) return false;

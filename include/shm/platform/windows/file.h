@@ -55,18 +55,18 @@ namespace internal {
 /// A pipe end's overlapped state. Heap-allocated so that its OVERLAPPED and buffer keep their address while
 /// the kernel owns them, whatever happens to the File that holds it.
 struct PipeState {
-  HANDLE pipe = nullptr;    ///< The pipe instance (host) or the client end (guest).
-  HANDLE event = nullptr;   ///< Manual-reset: signalled while a connect or a read has completed.
-  HANDLE lock = nullptr;    ///< Listener only: the host lock, Local\shm-<name> (SPECIFICATION.md §W2).
+  HANDLE pipe = nullptr;   ///< The pipe instance (host) or the client end (guest).
+  HANDLE event = nullptr;  ///< Manual-reset: signalled while a connect or a read has completed.
+  HANDLE lock = nullptr;   ///< Listener only: the host lock, Local\shm-<name> (SPECIFICATION.md §W2).
   OVERLAPPED ov{};
-  bool server = false;      ///< The host's end (or the listener); false: a guest's end.
-  bool listener = false;    ///< Waiting for a client in ConnectNamedPipe, not reading.
-  bool pending = false;     ///< The kernel owns ov and buf.
-  bool done = false;        ///< A read or connect completed and is not consumed yet.
-  bool broken = false;      ///< The read completed with an error: the peer is gone (it stays gone).
-  bool truncated = false;   ///< The message was longer than buf.
-  DWORD got = 0;            ///< Bytes of the completed message in buf.
-  std::string name;         ///< The segment name.
+  bool server = false;     ///< The host's end (or the listener); false: a guest's end.
+  bool listener = false;   ///< Waiting for a client in ConnectNamedPipe, not reading.
+  bool pending = false;    ///< The kernel owns ov and buf.
+  bool done = false;       ///< A read or connect completed and is not consumed yet.
+  bool broken = false;     ///< The read completed with an error: the peer is gone (it stays gone).
+  bool truncated = false;  ///< The message was longer than buf.
+  DWORD got = 0;           ///< Bytes of the completed message in buf.
+  std::string name;        ///< The segment name.
   unsigned char buf[256];
 
   ~PipeState() {
@@ -246,8 +246,8 @@ inline Result<void*> Map(const File& f, uint64_t size, bool writable = true) {
   if (p == nullptr) return SysError("MapViewOfFile", GetLastError());
   auto& m = internal::AllMappings();
   std::lock_guard<std::mutex> lock(m.mu);
-  m.list.push_back({static_cast<const unsigned char*>(p), size,
-                    internal::SectionName(f.segment_name(), f.instance()) + L"-"});
+  m.list.push_back(
+      {static_cast<const unsigned char*>(p), size, internal::SectionName(f.segment_name(), f.instance()) + L"-"});
   return p;
 }
 
@@ -256,9 +256,9 @@ inline void Unmap(void* p, uint64_t) noexcept {
   {
     auto& m = internal::AllMappings();
     std::lock_guard<std::mutex> lock(m.mu);
-    m.list.erase(std::remove_if(m.list.begin(), m.list.end(),
-                                [p](const internal::MappedSegment& s) { return s.base == p; }),
-                 m.list.end());
+    m.list.erase(
+        std::remove_if(m.list.begin(), m.list.end(), [p](const internal::MappedSegment& s) { return s.base == p; }),
+        m.list.end());
   }
   UnmapViewOfFile(p);
 }

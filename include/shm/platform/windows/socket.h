@@ -37,9 +37,9 @@ struct PeerCredentials {
   std::vector<uint32_t> groups;
 };
 
-constexpr uint32_t kThisUser = 1;           ///< EffectiveUserId() on Windows.
+constexpr uint32_t kThisUser = 1;             ///< EffectiveUserId() on Windows.
 constexpr uint32_t kOtherUser = 0xFFFFFFFEu;  ///< Any other user.
-constexpr uint32_t kNoGroup = 0xFFFFFFFDu;   ///< EffectiveGroupId() on Windows: a group no peer is in.
+constexpr uint32_t kNoGroup = 0xFFFFFFFDu;    ///< EffectiveGroupId() on Windows: a group no peer is in.
 
 inline uint32_t EffectiveUserId() noexcept { return kThisUser; }
 inline uint32_t EffectiveGroupId() noexcept { return kNoGroup; }
@@ -224,8 +224,8 @@ inline Result<PeerCredentials> PeerCredentialsOf(const File& conn, bool /*with_g
 /// Connect to the rendezvous of `name` (§W4 guest step 1). kNotFound when no instance listens there (yet).
 inline Result<File> ConnectRendezvous(std::string_view name) {
   const std::wstring pipe = internal::PipeName(name);
-  HANDLE h = CreateFileW(pipe.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr, OPEN_EXISTING,
-                         FILE_FLAG_OVERLAPPED, nullptr);
+  HANDLE h =
+      CreateFileW(pipe.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr, OPEN_EXISTING, FILE_FLAG_OVERLAPPED, nullptr);
   if (h == INVALID_HANDLE_VALUE) {
     const DWORD err = GetLastError();
     if (err == ERROR_FILE_NOT_FOUND || err == ERROR_PIPE_BUSY || err == ERROR_PATH_NOT_FOUND) {
@@ -387,8 +387,8 @@ inline Result<Record> ReceiveRecord(const File& conn, void* buf, size_t n) {
     if (h == nullptr) {
       const DWORD err = GetLastError();
       internal::StartRead(*p);
-      return Error(ErrorCode::kProtocol, "the host named a segment section that cannot be opened: " +
-                                             ErrnoText(static_cast<int>(err)));
+      return Error(ErrorCode::kProtocol,
+                   "the host named a segment section that cannot be opened: " + ErrnoText(static_cast<int>(err)));
     }
     File f(h);
     f.set_section(p->name, instance);
