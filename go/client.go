@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//go:build linux
+//go:build linux || windows
 
 package shm
 
@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -325,7 +324,7 @@ func (c *Client) Close() error {
 // onWorkerThread reports whether the caller runs on one of this Client's worker threads (inside a handler):
 // each worker is locked to its OS thread for its whole life.
 func (c *Client) onWorkerThread() bool {
-	tid := syscall.Gettid()
+	tid := currentThreadID()
 	c.tidsMu.Lock()
 	defer c.tidsMu.Unlock()
 	_, ok := c.tids[tid]
@@ -358,7 +357,7 @@ func (c *Client) work(s *slotView, h Handler) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer c.workers.Done()
-	tid := syscall.Gettid()
+	tid := currentThreadID()
 	c.setWorkerThread(tid, true)
 	defer c.setWorkerThread(tid, false)
 	hostGone := false

@@ -4,7 +4,9 @@
 // abstract Unix socket "\0shm/<name>"; this package connects there, receives the memfd after the handshake,
 // maps it, serves the host's requests on one worker goroutine per host slot, and calls the host back through
 // guest slots. It implements SPECIFICATION.md (wire protocol version 3) with the standard library only: no
-// cgo; futexes, the socket handshake, seals and mmap through the syscall package.
+// cgo; futexes, the socket handshake, seals and mmap through the syscall package. On Windows (the binding of
+// SPECIFICATION.md §W) the host listens on the pipe \\.\pipe\shm-<name> instead, and this package opens the
+// section it names and sleeps on named events.
 //
 // A complete guest, serving until the host shuts down:
 //

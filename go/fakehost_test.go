@@ -539,7 +539,7 @@ func (h *fakeHost) shutdown() {
 	for {
 		d := atomic.LoadUint32(&h.hdr.doorbell)
 		if atomic.CompareAndSwapUint32(&h.hdr.doorbell, d, (d+doorbellIncrement)&^doorbellWaiting) {
-			futexWakeAll(&h.hdr.doorbell)
+			futexWakeAll(&h.hdr.doorbell, d)
 			return
 		}
 	}

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//go:build linux && !amd64
+//go:build (linux || windows) && !amd64
 
 package shm
 

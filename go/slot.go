@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//go:build linux
+//go:build linux || windows
 
 package shm
 
@@ -23,10 +23,11 @@ type slotView struct {
 	index    uint32
 }
 
-// wakeSleepers stamps the moment (advisory, for the peer's spin tuning) and wakes every sleeper on the word.
-func wakeSleepers(h *slotHeader) {
+// wakeSleepers stamps the moment (advisory, for the peer's spin tuning) and wakes every sleeper on the word
+// whose value replaced (waiting bit set) the caller's change has just replaced.
+func wakeSleepers(h *slotHeader, replaced uint32) {
 	atomic.StoreUint64(&h.wakeStampNs, uint64(monoNow()))
-	futexWakeAll(&h.ctl)
+	futexWakeAll(&h.ctl, replaced)
 }
 
 // transition moves the word from (from, seq) to (to, toSeq). It fails, returning the word it saw, when the
@@ -40,7 +41,7 @@ func transition(h *slotHeader, from, seq, to, toSeq uint32) (ok bool, observed u
 		}
 		if atomic.CompareAndSwapUint32(&h.ctl, cur, next) {
 			if cur&ctlWaiting != 0 {
-				wakeSleepers(h)
+				wakeSleepers(h, cur)
 			}
 			return true, cur
 		}
@@ -196,7 +197,7 @@ func nudge(word *uint32) {
 			return
 		}
 		if atomic.CompareAndSwapUint32(word, v, v&^ctlWaiting) {
-			futexWakeAll(word)
+			futexWakeAll(word, v)
 			return
 		}
 	}

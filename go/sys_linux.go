@@ -56,8 +56,9 @@ func futexWait(addr *uint32, val uint32, timeoutNs int64) futexResult {
 	return futexWoken // EINTR (the Go runtime signals its threads): spurious
 }
 
-// futexWakeAll wakes every thread of any process sleeping in futexWait on addr.
-func futexWakeAll(addr *uint32) {
+// futexWakeAll wakes every thread of any process sleeping in futexWait on addr. replaced, the value the
+// caller's change replaced, is for the Windows binding, which wakes by value; Linux does not need it.
+func futexWakeAll(addr *uint32, replaced uint32) {
 	_, _, _ = syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakeOp, math.MaxInt32, 0, 0, 0)
 }
 
@@ -137,6 +138,9 @@ func closeAll(fds []int) {
 		_ = syscall.Close(fd)
 	}
 }
+
+// currentThreadID identifies the calling OS thread (the workers are locked to theirs).
+func currentThreadID() int { return syscall.Gettid() }
 
 // Clock. Deadlines and wake stamps are CLOCK_MONOTONIC nanoseconds (comparable across processes). Reading
 // that clock from Go without cgo is a system call, so it is read once here and advanced with Go's own

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//go:build linux
+//go:build linux || windows
 
 package shm
 

@@ -140,13 +140,13 @@ class LatencyHistogram {
     }
     if (s.count == 0) return s;
     s.max_ns = max_.load(std::memory_order_relaxed);
-    s.min_ns = std::min(min_.load(std::memory_order_relaxed), s.max_ns);
+    s.min_ns = (std::min)(min_.load(std::memory_order_relaxed), s.max_ns);
     auto at = [&](uint64_t per_mille_tenths) {  // quantile in units of 1/10000
       const uint64_t rank = std::max<uint64_t>(1, (s.count * per_mille_tenths + 9999) / 10000);
       uint64_t seen = 0;
       for (size_t i = 0; i < kBuckets; ++i) {
         seen += counts[i];
-        if (seen >= rank) return std::min(UpperBound(i), s.max_ns);
+        if (seen >= rank) return (std::min)(UpperBound(i), s.max_ns);
       }
       return s.max_ns;
     };

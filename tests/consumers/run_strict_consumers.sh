@@ -22,7 +22,8 @@ done
 rm -rf "${work}"
 mkdir -p "${work}/tu" "${work}/log"
 
-headers=$(cd "${src}/include" && find shm -name '*.h' | LC_ALL=C sort)
+# Another platform's layer compiles only there (the Windows build compiles platform/windows/ in every test).
+headers=$(cd "${src}/include" && find shm -name '*.h' -not -path 'shm/platform/windows/*' | LC_ALL=C sort)
 jobs_file="${work}/jobs"
 : >"${jobs_file}"
 alone_stds="c++17"

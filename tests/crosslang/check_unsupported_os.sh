@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The Go guest builds only for Linux, and says so: for another OS, `go vet` and `go build` must fail, and every
-# compiler error must be the one unsupported.go raises (the identifier shm_supports_only_linux_for_now), not the
-# undefined Linux-only helpers a missing //go:build linux line would expose.
+# The Go guest builds only for Linux and Windows, and says so: for another OS, `go vet` and `go build` must fail,
+# and every compiler error must be the one unsupported.go raises (the identifier
+# shm_supports_only_linux_and_windows), not the undefined helpers a missing //go:build line would expose.
 # Usage (in go/, with the build's Go environment): check_unsupported_os.sh <go>
 set -uo pipefail
 go=$1
-marker=shm_supports_only_linux_for_now
+marker=shm_supports_only_linux_and_windows
 failed=0
 check() {  # GOOS, go arguments...
   local goos=$1
@@ -24,14 +24,14 @@ check() {  # GOOS, go arguments...
     echo "FAIL: GOOS=${goos} go $* succeeded; the guest cannot work there"
     failed=1
   elif [ -n "${others}" ]; then
-    echo "FAIL: GOOS=${goos} go $* reports errors other than ${marker}: a Linux-only file lacks //go:build linux"
+    echo "FAIL: GOOS=${goos} go $* reports errors other than ${marker}: a platform file lacks its //go:build line"
     failed=1
   elif ! echo "${errors}" | grep -q "${marker}"; then
     echo "FAIL: GOOS=${goos} go $* did not fail with ${marker} (is unsupported.go there?)"
     failed=1
   fi
 }
-check windows vet ./...
+check freebsd vet ./...
 check darwin build ./...
 [ "${failed}" -eq 0 ] && echo "other OSes get the one clear error"
 exit "${failed}"

@@ -5,14 +5,18 @@
 //
 // The Go peer's behaviour by request type, and the guest-call types this host's handler treats specially,
 // are listed in go/internal/crosspeer/main.go; the constants below mirror that table.
+#if defined(_WIN32)
+#include <windows.h>
+#else
 #include <fcntl.h>
-#include <gtest/gtest.h>
-#include <shm/shm.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
+#include <gtest/gtest.h>
+#include <shm/shm.h>
 
 #include <atomic>
 #include <chrono>
@@ -22,6 +26,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -31,7 +36,9 @@
 #include <vector>
 
 #include "../../tools/common/child_process.h"
+#if !defined(_WIN32)
 #include "../common/segment_access.h"
+#endif
 #include "shm/detail/slot.h"
 
 namespace {
@@ -57,7 +64,8 @@ constexpr uint32_t kPayload = 4096;
 
 std::string UniqueName(const char* what) {
   static std::atomic<uint32_t> counter{0};
-  return std::string("shm-xl-") + what + "-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+  return std::string("shm-xl-") + what + "-" + std::to_string(shm::platform::ProcessId()) + "-" +
+         std::to_string(++counter);
 }
 
 uint64_t Fnv64(const uint8_t* p, size_t n) {
@@ -132,7 +140,11 @@ class Peer {
       return -1;
     }
     const int status = proc_.status();
+#if defined(_WIN32)
+    return shm_tools::ExitCode(status);
+#else
     return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+#endif
   }
 
   void Kill() { proc_.Kill(); }
@@ -145,9 +157,35 @@ class Peer {
 
 // Replaces a slot word the way no valid transition would, waking whoever sleeps on it.
 void HostileStore(SlotHeader& h, uint32_t word) {
-  if (h.ctl.exchange(word) & shm::wire::kWaiting) shm::platform::FutexWakeAll(&h.ctl);
+  if (const uint32_t old = h.ctl.exchange(word); old & shm::wire::kWaiting) shm::platform::FutexWakeAll(&h.ctl, old);
 }
 
+#if defined(_WIN32)
+// A host's segment as this process's own host maps it (the Windows binding's mapping registry: the host is this
+// process), for the raw protocol steps a well-behaved host never takes (hostile requests and answers) and for
+// observing slot states.
+class RawSegment {
+ public:
+  explicit RawSegment(const std::string& name) {
+    const std::wstring prefix = L"Local\\shm-" + std::wstring(name.begin(), name.end()) + L"-";
+    auto& m = shm::platform::internal::AllMappings();
+    std::lock_guard<std::mutex> lock(m.mu);
+    for (const auto& seg : m.list) {
+      if (seg.prefix.rfind(prefix, 0) == 0 && seg.prefix.size() == prefix.size() + 17) {
+        base_ = const_cast<uint8_t*>(seg.base);
+        size_ = static_cast<size_t>(seg.size);
+      }
+    }
+    if (base_ == nullptr) throw std::runtime_error("cannot find the segment");
+    auto& h = *reinterpret_cast<shm::wire::SegmentHeader*>(base_);
+    g_.host_slots = h.host_slots.load();
+    g_.guest_slots = h.guest_slots.load();
+    g_.host_payload = h.host_payload.load();
+    g_.guest_payload = h.guest_payload.load();
+  }
+  RawSegment(const RawSegment&) = delete;
+  RawSegment& operator=(const RawSegment&) = delete;
+#else
 // A second mapping of a host's segment (the memfd of process `host`, by default this process's own host), for
 // the raw protocol steps a well-behaved host never takes (hostile requests and answers) and for observing slot
 // states.
@@ -169,10 +207,13 @@ class RawSegment {
   }
   RawSegment(const RawSegment&) = delete;
   RawSegment& operator=(const RawSegment&) = delete;
+#if !defined(_WIN32)
   ~RawSegment() {
     munmap(base_, size_);
     close(fd_);
   }
+#endif
+#endif
   const shm::wire::Geometry& geometry() const { return g_; }
   shm::wire::SegmentHeader& header() { return *reinterpret_cast<shm::wire::SegmentHeader*>(base_); }
   SlotHeader& slot(uint32_t i) {
@@ -193,7 +234,9 @@ class RawSegment {
   }
 
  private:
+#if !defined(_WIN32)
   int fd_ = -1;
+#endif
   uint8_t* base_ = nullptr;
   size_t size_ = 0;
   shm::wire::Geometry g_;
@@ -204,9 +247,16 @@ class RawSegment {
 class SignalDir {
  public:
   SignalDir() {
+#if defined(_WIN32)
+    static std::atomic<uint32_t> counter{0};
+    dir_ = std::filesystem::temp_directory_path() /
+           ("shm-xl-" + std::to_string(shm::platform::ProcessId()) + "-" + std::to_string(++counter));
+    std::filesystem::create_directory(dir_);  // throws if it exists: never another run's directory
+#else
     std::string t = (std::filesystem::temp_directory_path() / "shm-xl-XXXXXX").string();
     if (mkdtemp(t.data()) == nullptr) throw std::runtime_error("mkdtemp");
     dir_ = t;
+#endif
   }
   SignalDir(const SignalDir&) = delete;
   SignalDir& operator=(const SignalDir&) = delete;
@@ -575,11 +625,9 @@ TEST_F(CrossLang, HostCallTimeoutDiscardsTheGoHandlersLateAnswer) {
     const bool was_abandoned = raw.state(1) == static_cast<uint32_t>(SlotState::kAbandoned);
     abandoned += was_abandoned;
     // Let the handler answer late, then call the same slot: the answer must be this call's own.
-    const int fd = open(release.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-    ASSERT_GE(fd, 0);
-    close(fd);
+    ASSERT_TRUE(std::ofstream(release).good());
     for (int i = 0; i < 3; ++i) EXPECT_EQ(CheckedEcho(1, 64 + static_cast<size_t>(i), MsgType::NORMAL, false, rng), "");
-    unlink(release.c_str());
+    std::filesystem::remove(release);
   }
   EXPECT_EQ(abandoned, 3) << "the Go worker never took a request within 300 ms";
   EXPECT_EQ(Stats()[2], static_cast<uint64_t>(abandoned)) << "every blocked handler answered (late)";
@@ -715,6 +763,7 @@ TEST_F(CrossLang, SecondGoGuestIsRefused) {
   EXPECT_EQ(CheckedEcho(-1, 100, MsgType::NORMAL, false, rng), "") << "the first guest still serves";
 }
 
+#if !defined(_WIN32)  // a plain fork; on Windows the host's death is tested in tests/windows
 TEST_F(CrossLang, GoGuestSeesTheHostDie) {
   // The host is a child process that dies without shutting down: the kernel closes its sockets. A plain fork,
   // not shm_tools::SpawnProcess: the child runs this test's own host code and ends with _exit, skipping
@@ -752,6 +801,31 @@ TEST_F(CrossLang, GoGuestSeesTheHostDie) {
   EXPECT_EQ(peer.WaitExit(), 0) << "the Go guest did not report ErrHostGone";
   close(ready[0]);
 }
+
+#endif
+
+#if defined(_WIN32) && defined(SHM_WIN_PEER)
+// The host is another process (shm_win_peer), killed with TerminateProcess once the Go guest has attached: the
+// Go guest's Wait and a guest call must both end with ErrHostGone.
+TEST_F(CrossLang, GoGuestSeesTheHostDie) {
+  shm_tools::ChildProcess host;
+  shm_tools::SpawnOptions o;
+  o.pipe_stdin = true;
+  o.pipe_stdout = true;
+  ASSERT_EQ(host.Start({SHM_WIN_PEER, "host", name_}, o), 0);
+  std::string buffer;
+  auto line = shm_tools::ReadLine(host.stdout_handle(), &buffer, shm::platform::DeadlineAfter(60'000'000'000));
+  ASSERT_TRUE(line && line->rfind("INIT OK", 0) == 0) << (line ? *line : std::string("no line"));
+  Peer peer("expect-host-gone", name_);
+  line = shm_tools::ReadLine(host.stdout_handle(), &buffer, shm::platform::DeadlineAfter(60'000'000'000));
+  ASSERT_TRUE(line && *line == "GUEST ATTACHED") << (line ? *line : std::string("no line"));
+  const int64_t killed = shm::platform::MonotonicNs();
+  host.Kill();
+  EXPECT_EQ(peer.WaitExit(), 0) << "the Go guest did not see its host die";
+  std::printf("the Go guest saw its host die and exited %.1f ms after TerminateProcess\n",
+              static_cast<double>(shm::platform::MonotonicNs() - killed) / 1e6);
+}
+#endif
 
 TEST_F(CrossLang, RestartedGoGuestAnswersForItsDeadPredecessor) {
   InitHost();

@@ -373,7 +373,7 @@ int GuestCallCrafted(shm::DirectGuest& g, const Args& a) {
   while (!bell.compare_exchange_weak(old, (old + shm::wire::kDoorbellIncrement) & ~shm::wire::kDoorbellWaiting,
                                      std::memory_order_seq_cst, std::memory_order_relaxed)) {
   }
-  if (old & shm::wire::kDoorbellWaiting) shm::platform::FutexWakeAll(&bell);
+  if (old & shm::wire::kDoorbellWaiting) shm::platform::FutexWakeAll(&bell, old);
   shm::detail::SpinPolicy spin;
   uint32_t v = 0;
   const int64_t until = shm::platform::MonotonicNs() + 60000000000LL;

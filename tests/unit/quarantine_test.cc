@@ -65,8 +65,8 @@ class FakeGuest {
   }
   /// Overwrite the control word, as a broken guest would, and wake whoever sleeps on it.
   void Write(uint32_t i, uint32_t word) {
-    slot(i).ctl.store(word, std::memory_order_seq_cst);
-    shm::detail::WakeSleepers(slot(i));
+    const uint32_t old = slot(i).ctl.exchange(word, std::memory_order_seq_cst);
+    shm::detail::WakeSleepers(slot(i), old);
   }
 
  private:

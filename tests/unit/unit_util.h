@@ -2,8 +2,12 @@
 // Helpers shared by the unit tests.
 #pragma once
 
+#if defined(_WIN32)
+#include <windows.h>
+#else
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -11,7 +15,9 @@
 #include <string>
 #include <thread>
 
+#if !defined(_WIN32)
 #include "../common/segment_access.h"
+#endif
 #include "shm/detail/wait.h"
 #include "shm/platform/platform.h"
 #include "shm/wire/protocol.h"
@@ -21,11 +27,23 @@ namespace shm_unit {
 /// A segment name no other test, build or concurrent ctest process uses: tag, pid and a per-process counter.
 inline std::string UniqueName(const std::string& tag) {
   static std::atomic<int> counter{0};
-  return "shm-unit-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+  return "shm-unit-" + tag + "-" + std::to_string(shm::platform::ProcessId()) + "-" +
+         std::to_string(counter.fetch_add(1));
 }
 
+#if defined(_WIN32)
+/// Whether a host holds segment name `name` (its host lock Local\shm-<name> exists, SPECIFICATION.md §W2).
+inline bool NameHeld(const std::string& name) {
+  const std::wstring w = L"Local\\shm-" + std::wstring(name.begin(), name.end());
+  HANDLE h = OpenEventW(SYNCHRONIZE, FALSE, w.c_str());
+  if (h == nullptr) return false;
+  CloseHandle(h);
+  return true;
+}
+#else
 /// Whether a host holds segment name `name` (its rendezvous address is bound).
 inline bool NameHeld(const std::string& name) { return shm_test::NameHeld(name); }
+#endif
 
 /// Poll `cond` until it holds or `timeout` passes (a generous bound for conditions another thread sets).
 template <typename Cond>

@@ -8,7 +8,8 @@
 //   shm-demo --guest NAME          (the built-in guest; the host starts it)
 //
 // The guest contract, for programs plugged in with --guest-cmd (the built-in guest follows it):
-//  * The host runs `/bin/sh -c 'COMMAND "$@"' shm-demo-guest NAME`: the segment name is the last argument.
+//  * The host runs `/bin/sh -c 'COMMAND "$@"' shm-demo-guest NAME` (on Windows `cmd.exe /c COMMAND NAME`): the
+//    segment name is the last argument.
 //  * A request of type NORMAL is answered with type NORMAL and the same bytes (echo).
 //  * A request of type 129 (probe) carries a little-endian uint32 N: make N guest calls of type GUEST_CALL
 //    with 64-byte payloads (the host echoes them), time each with a monotonic clock, and answer type 129 with
@@ -16,8 +17,11 @@
 //    A guest that does not implement it answers SYSTEM_ERROR (Reply::Failure()); the host then says so.
 //  * Exit with status 0 once the host sends shutdown.
 #include <shm/shm.h>
-#include <sys/wait.h>
+#if defined(_WIN32)
+#include <windows.h>
+#else
 #include <unistd.h>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -249,31 +253,53 @@ void RunCaller(shm::DirectHost& host, const Options& o, uint32_t index, StartLin
   }
 }
 
-// Starts the guest process with the segment name as its last argument.
-int SpawnGuest(const Options& o, pid_t* pid) {
-  std::vector<std::string> args;
-  if (o.guest_cmd.empty()) {
-    char self[PATH_MAX];
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return errno;
-    args = {std::string(self, static_cast<size_t>(n)), "--guest", o.name};
-  } else {
-    args = {"/bin/sh", "-c", o.guest_cmd + " \"$@\"", "shm-demo-guest", o.name};
-  }
-  return shm_tools::SpawnProcess(args, pid);
+// The path of this program.
+std::string SelfPath() {
+#if defined(_WIN32)
+  char self[MAX_PATH + 1] = {};
+  const DWORD n = GetModuleFileNameA(nullptr, self, MAX_PATH);
+  return std::string(self, n);
+#else
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  return n > 0 ? std::string(self, static_cast<size_t>(n)) : std::string();
+#endif
 }
 
-// Waits until `pid` exits or the deadline passes (then kills it). Returns its wait status, or -1.
-int ReapGuest(pid_t pid, int64_t deadline) {
-  int status = 0;
-  if (shm_tools::WaitExit(pid, deadline, &status)) return status;
-  shm_tools::KillAndReap(pid);
+// Starts the guest process with the segment name as its last argument.
+int SpawnGuest(const Options& o, shm_tools::ChildProcess* guest) {
+  std::vector<std::string> args;
+  if (o.guest_cmd.empty()) {
+    const std::string self = SelfPath();
+    if (self.empty()) return errno != 0 ? errno : EINVAL;
+    args = {self, "--guest", o.name};
+  } else {
+#if defined(_WIN32)
+    args = {"cmd.exe", "/c", o.guest_cmd + " " + o.name};
+    shm_tools::SpawnOptions opt;
+    char dir[MAX_PATH + 1] = {};
+    const UINT n = GetSystemDirectoryA(dir, MAX_PATH);
+    opt.path = std::string(dir, n) + "\\cmd.exe";
+    return guest->Start(args, opt);
+#else
+    args = {"/bin/sh", "-c", o.guest_cmd + " \"$@\"", "shm-demo-guest", o.name};
+#endif
+  }
+  return guest->Start(args);
+}
+
+// Waits until the guest exits or the deadline passes (then kills it). Returns its wait status, or -1.
+int ReapGuest(shm_tools::ChildProcess* guest, int64_t deadline) {
+  if (guest->Wait(deadline)) return guest->status();
+  guest->Kill();
   return -1;
 }
 
 int RunHost(Options o) {
   static std::atomic<uint32_t> counter{0};
-  if (o.name.empty()) o.name = "shm-demo-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+  if (o.name.empty()) {
+    o.name = "shm-demo-" + std::to_string(shm::platform::ProcessId()) + "-" + std::to_string(++counter);
+  }
   shm::HostConfig config;
   config.name = o.name;
   config.host_slots = o.threads;  // one slot per caller thread
@@ -296,29 +322,29 @@ int RunHost(Options o) {
     return 1;
   }
 
-  pid_t guest_pid = 0;
-  if (int err = SpawnGuest(o, &guest_pid); err != 0) {
+  shm_tools::ChildProcess guest;
+  if (int err = SpawnGuest(o, &guest); err != 0) {
     std::fprintf(stderr, "shm-demo: cannot start the guest: %s\n", std::strerror(err));
     return 1;
   }
   const int64_t attach_deadline = shm::platform::MonotonicNs() + kGuestStartNs;
   while (!host.GuestAttached()) {
-    int status = 0;
-    if (shm_tools::WaitExit(guest_pid, 0, &status)) {
-      std::fprintf(stderr, "shm-demo: the guest %s before attaching\n", DescribeExit(status).c_str());
+    if (guest.Wait(0)) {
+      std::fprintf(stderr, "shm-demo: the guest %s before attaching\n", DescribeExit(guest.status()).c_str());
       return 1;
     }
     if (shm::platform::MonotonicNs() >= attach_deadline) {
       std::fprintf(stderr, "shm-demo: the guest did not attach within %lld s\n",
                    static_cast<long long>(kGuestStartNs / 1'000'000'000));
-      ReapGuest(guest_pid, 0);
+      ReapGuest(&guest, 0);
       return 1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
-  std::printf("shm-demo: host pid %d, guest pid %d (%s), segment %s, %u CPUs\n", static_cast<int>(getpid()),
-              static_cast<int>(guest_pid), o.guest_cmd.empty() ? "built-in guest" : o.guest_cmd.c_str(), o.name.c_str(),
+  std::printf("shm-demo: host pid %d, guest pid %d (%s), segment %s, %u CPUs\n",
+              static_cast<int>(shm::platform::ProcessId()), static_cast<int>(guest.pid()),
+              o.guest_cmd.empty() ? "built-in guest" : o.guest_cmd.c_str(), o.name.c_str(),
               std::thread::hardware_concurrency());
   std::printf("  %u caller thread%s, %u-byte messages, %s; 0.2 s warm-up, then %.1f s%s\n", o.threads,
               o.threads == 1 ? "" : "s", o.payload, o.zero_copy ? "zero-copy (in place)" : "copying Send", o.seconds,
@@ -376,8 +402,8 @@ int RunHost(Options o) {
               FormatNs(static_cast<uint64_t>(host.spin_budget_ns())).c_str());
 
   (void)host.SendShutdown();
-  const int guest_status = ReapGuest(guest_pid, shm::platform::MonotonicNs() + kGuestStartNs);
-  const bool guest_ok = guest_status != -1 && WIFEXITED(guest_status) && WEXITSTATUS(guest_status) == 0;
+  const int guest_status = ReapGuest(&guest, shm::platform::MonotonicNs() + kGuestStartNs);
+  const bool guest_ok = guest_status != -1 && shm_tools::ExitCode(guest_status) == 0;
   host.Shutdown();
   std::printf("errors           %s%s\n", Thousands(errors).c_str(),
               errors ? (" (first: " + first_error + ")").c_str() : "");

@@ -92,7 +92,8 @@ class Doorman {
  private:
   void Run() {
     while (!stop_.load(std::memory_order_seq_cst)) {
-      const int fds[3] = {wake_.file().fd(), listener_.fd(), guest_.valid() ? guest_.fd() : -1};
+      const platform::Handle fds[3] = {wake_.file().fd(), listener_.fd(),
+                                       guest_.valid() ? guest_.fd() : platform::kNoHandle};
       short revents[3] = {0, 0, 0};
       platform::PollFiles(fds, revents, 3, -1);
       if (stop_.load(std::memory_order_seq_cst)) break;
@@ -157,12 +158,13 @@ class Doorman {
     }
   }
 
-  void Reply(const platform::File& conn, wire::AttachStatus status, uint32_t detail, int fd = -1) {
+  void Reply(const platform::File& conn, wire::AttachStatus status, uint32_t detail,
+             const platform::File* attach = nullptr) {
     wire::AttachReply r;
     r.status = static_cast<uint32_t>(status);
     r.host_pid = platform::ProcessId();
     r.detail = detail;
-    (void)platform::SendRecord(conn, &r, sizeof r, fd);
+    (void)platform::SendRecord(conn, &r, sizeof r, attach);
   }
 
   // Wait for `conn`'s hello (at most kHelloTimeoutNs) while still watching the guest's connection, so a
@@ -172,7 +174,8 @@ class Doorman {
     for (;;) {
       const int64_t now = platform::MonotonicNs();
       if (now >= deadline || stop_.load(std::memory_order_seq_cst)) return false;
-      const int fds[3] = {wake_.file().fd(), conn.fd(), guest_.valid() ? guest_.fd() : -1};
+      const platform::Handle fds[3] = {wake_.file().fd(), conn.fd(),
+                                       guest_.valid() ? guest_.fd() : platform::kNoHandle};
       short revents[3] = {0, 0, 0};
       platform::PollFiles(fds, revents, 3, static_cast<int>((deadline - now + 999999) / 1000000));
       if (revents[0] != 0) return false;
@@ -209,7 +212,7 @@ class Doorman {
     if (role == wire::AttachRole::kObserver) {
       auto ro = platform::ReopenReadOnly(ep_->segment().file());
       if (!ro) return Reply(conn, wire::AttachStatus::kDenied, 0);
-      return Reply(conn, wire::AttachStatus::kAccepted, 0, ro->fd());
+      return Reply(conn, wire::AttachStatus::kAccepted, 0, &*ro);
     }
     if (guest_.valid()) CheckGuest();
     if (guest_.valid()) {
@@ -224,7 +227,7 @@ class Doorman {
     // host does not know of yet (it would take it for dead).
     guest_pid_ = peer->pid;
     ep_->OnGuestAttached();
-    if (!platform::SendRecord(conn, &r, sizeof r, ep_->segment().file().fd())) {
+    if (!platform::SendRecord(conn, &r, sizeof r, &ep_->segment().file())) {
       GuestGone();
       return;
     }

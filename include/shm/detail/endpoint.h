@@ -204,7 +204,7 @@ class Endpoint {
     for (uint32_t i = 0; i < segment_.slot_count(); ++i) {
       std::atomic<uint32_t>& w = segment_.Slot(i).header->ctl;
       Nudge(w);
-      platform::FutexWakeAll(&w);
+      platform::FutexWakeAll(&w, w.load(std::memory_order_seq_cst));
     }
   }
   /// Which server session this side's calls are served by: it changes when a new server takes over. The host's
@@ -561,7 +561,7 @@ class Endpoint {
     while (!bell.compare_exchange_weak(old, (old + wire::kDoorbellIncrement) & ~wire::kDoorbellWaiting,
                                        std::memory_order_seq_cst, std::memory_order_relaxed)) {
     }
-    if (old & wire::kDoorbellWaiting) platform::FutexWakeAll(&bell);
+    if (old & wire::kDoorbellWaiting) platform::FutexWakeAll(&bell, old);
   }
 
  private:
@@ -678,7 +678,7 @@ class Endpoint {
       if (round < 16) {
         platform::YieldThread();
       } else {
-        platform::SleepNs(std::min(backoff_ns, deadline - now));
+        platform::SleepNs((std::min)(backoff_ns, deadline - now));
         backoff_ns = std::min<int64_t>(backoff_ns * 2, 1000000);
       }
     }

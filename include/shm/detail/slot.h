@@ -74,10 +74,11 @@ inline uint8_t* MessageBytes(SlotHeader& h, uint8_t* buffer, uint32_t capacity, 
   return buffer + p.offset;
 }
 
-/// Wake every sleeper on a word, stamping the moment for spin tuning (advisory).
-inline void WakeSleepers(SlotHeader& h) noexcept {
+/// Wake every sleeper on a word whose value `replaced` (waiting bit set) the caller has just replaced, stamping
+/// the moment for spin tuning (advisory).
+inline void WakeSleepers(SlotHeader& h, uint32_t replaced) noexcept {
   h.wake_stamp_ns.store(static_cast<uint64_t>(platform::MonotonicNs()), std::memory_order_relaxed);
-  platform::FutexWakeAll(&h.ctl);
+  platform::FutexWakeAll(&h.ctl, replaced);
 }
 
 /// CAS the control word from (from, seq) to (to, to_seq). Returns false, with *observed set, when the word is
@@ -96,7 +97,7 @@ inline bool Transition(SlotHeader& h, SlotState from, uint32_t seq, SlotState to
     if (h.ctl.compare_exchange_weak(cur, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
   }
   if (cur & wire::kWaiting) {
-    WakeSleepers(h);
+    WakeSleepers(h, cur);
     if (woke) *woke = true;
   }
   return true;
@@ -182,7 +183,7 @@ inline bool ReclaimQuarantined(SlotHeader& h, uint32_t seen, bool server_dead) n
   while ((cur & ~wire::kWaiting) == (seen & ~wire::kWaiting)) {
     if (h.ctl.compare_exchange_weak(cur, wire::MakeCtl(SlotState::kFree, wire::CtlSeq(cur)), std::memory_order_acq_rel,
                                     std::memory_order_acquire)) {
-      if (cur & wire::kWaiting) WakeSleepers(h);
+      if (cur & wire::kWaiting) WakeSleepers(h, cur);
       return true;
     }
   }

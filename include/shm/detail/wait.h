@@ -172,17 +172,17 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
           // hand this CPU to whatever else runs here rather than to the peer.
           // A waiter that has just woken its peer sleeps at once: the answer is a wake-up away.
           spin_end = pure_end =
-              start == WaitStart::kYield ? now : std::min(now + SpinPolicy::kCrowdedSpinNs, deadline_ns);
+              start == WaitStart::kYield ? now : (std::min)(now + SpinPolicy::kCrowdedSpinNs, deadline_ns);
         } else {
-          spin_end = std::min(now + policy.budget_ns(), deadline_ns);
+          spin_end = (std::min)(now + policy.budget_ns(), deadline_ns);
           // Only a wait that would pure-spin looks for a peer on its CPU (a waiter that woke its peer yields
           // at once anyway): the switch counts cost system calls around its yields.
           detect_shared = start == WaitStart::kSpin && !SharedCpu::Holds(now);
-          pure_end = detect_shared ? std::min(now + kPureSpinNs, spin_end) : now;
+          pure_end = detect_shared ? (std::min)(now + kPureSpinNs, spin_end) : now;
         }
       } else if (now - last > SpinPolicy::kPreemptedNs) {
         policy.NoteCrowded(now);  // this spin lost its CPU (or its yield gave it away) for that long
-        spin_end = std::min(spin_end, now);
+        spin_end = (std::min)(spin_end, now);
       }
       last = now;
       if (now >= spin_end) break;
@@ -235,7 +235,7 @@ WaitStatus WaitFor(std::atomic<uint32_t>& word, std::atomic<uint64_t>* stamp, in
       (void)word.compare_exchange_strong(v, v | waiting_bit, std::memory_order_seq_cst, std::memory_order_acquire);
       continue;
     }
-    const int64_t sleep_ns = std::max<int64_t>(1000, std::min(deadline_ns, next_slow) - now);
+    const int64_t sleep_ns = std::max<int64_t>(1000, (std::min)(deadline_ns, next_slow) - now);
     if (platform::FutexWait(&word, v, sleep_ns) == platform::WaitResult::kWoken && stamp != nullptr) {
       const int64_t woke = platform::MonotonicNs();
       const int64_t stamped = static_cast<int64_t>(stamp->load(std::memory_order_relaxed));
@@ -254,7 +254,7 @@ inline void Nudge(std::atomic<uint32_t>& word) noexcept {
   uint32_t v = word.load(std::memory_order_seq_cst);
   while (v & wire::kWaiting) {
     if (word.compare_exchange_weak(v, v & ~wire::kWaiting, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      platform::FutexWakeAll(&word);
+      platform::FutexWakeAll(&word, v);
       return;
     }
   }

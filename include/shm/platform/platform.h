@@ -15,6 +15,11 @@
 #include "shm/platform/linux/file.h"
 #include "shm/platform/linux/futex.h"
 #include "shm/platform/linux/socket.h"
+#elif defined(_WIN32)
+#include "shm/platform/windows/clock.h"
+#include "shm/platform/windows/file.h"
+#include "shm/platform/windows/futex.h"
+#include "shm/platform/windows/socket.h"
 #else
 #error "shm: no platform layer for this OS yet (see include/shm/platform/platform.h)"
 #endif

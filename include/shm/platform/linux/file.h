@@ -33,6 +33,10 @@ namespace platform {
 /// Longest segment name: the abstract socket address "\0shm/<name>" must fit sun_path (108 bytes).
 constexpr size_t kMaxNameLength = 100;
 
+/// What PollFiles() waits on: a descriptor. kNoHandle is ignored.
+using Handle = int;
+constexpr Handle kNoHandle = -1;
+
 /// The seals a segment must carry before it is mapped by a peer, and those it must not carry.
 constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 constexpr unsigned kForbiddenSeals = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;

@@ -33,8 +33,9 @@ inline WaitResult FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int6
   return WaitResult::kWoken;  // EINTR: treat as spurious
 }
 
-/// Wake every thread sleeping in FutexWait on `word`, in any process. Thread-safe.
-inline void FutexWakeAll(std::atomic<uint32_t>* word) noexcept {
+/// Wake every thread sleeping in FutexWait on `word`, in any process. `replaced` (the value the caller's change
+/// of the word replaced) is not needed on Linux; the Windows binding wakes by value. Thread-safe.
+inline void FutexWakeAll(std::atomic<uint32_t>* word, uint32_t /*replaced*/) noexcept {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 

@@ -222,8 +222,10 @@ inline Result<Record> ReceiveRecord(const File& conn, void* buf, size_t n) {
   return rec;
 }
 
-/// Send one record, with descriptor `fd` attached unless it is negative. Never blocks, never raises SIGPIPE.
-inline Result<void> SendRecord(const File& conn, const void* buf, size_t n, int fd = -1) {
+/// Send one record, with the descriptor of `attach` attached unless it is null. Never blocks, never raises
+/// SIGPIPE.
+inline Result<void> SendRecord(const File& conn, const void* buf, size_t n, const File* attach = nullptr) {
+  const int fd = attach != nullptr ? attach->fd() : -1;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
   iovec iov{const_cast<void*>(buf), n};
   msghdr msg{};
@@ -294,7 +296,7 @@ class Wakeup {
 
 /// Sleep until one of `fds` has an event (POLLIN, hang-up, error), at most timeout_ms (-1: no limit).
 /// `revents[i]` gets the events of fds[i] (0 if none). Negative fds are ignored.
-inline void PollFiles(const int* fds, short* revents, size_t n, int timeout_ms) {
+inline void PollFiles(const Handle* fds, short* revents, size_t n, int timeout_ms) {
   pollfd p[4];
   const size_t k = n < 4 ? n : 4;
   for (size_t i = 0; i < k; ++i) p[i] = pollfd{fds[i], static_cast<short>(POLLIN | POLLRDHUP), 0};
