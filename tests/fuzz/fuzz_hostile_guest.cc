@@ -237,7 +237,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         h->req_type.store(req_type);
         uint8_t* req = base + shm::wire::RequestBufferOffset(g, i);
         std::memset(req, fill, kPayload);
-        std::memcpy(req, &req_size, 4);  // the handler answers with these bytes as its size
+        std::memcpy(req, &req_size, 4);                             // the handler answers with these bytes as its size
         std::memset(h->inline_data, fill, sizeof(h->inline_data));  // ... when the request lies in the header
         std::memcpy(h->inline_data, &req_size, 4);
         h->ctl.store(shm::wire::MakeCtl(shm::wire::SlotState::kRequest, shm::wire::CtlSeq(cur) + 1 + (seq_skew & 3)));

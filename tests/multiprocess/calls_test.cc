@@ -188,8 +188,8 @@ TEST_F(Calls, SmallPayloadsTravelInTheSlotHeaderLargerOnesInTheBuffers) {
       SCOPED_TRACE("copying, " + std::to_string(n) + " bytes" + (end_aligned ? ", end-aligned" : ""));
       std::vector<uint8_t> req(n), out;
       for (uint32_t i = 0; i < n; ++i) req[i] = static_cast<uint8_t>(i + 1);
-      auto c = host_->SendToSlot(index, req, end_aligned ? MsgType::FLATBUFFER : MsgType::NORMAL, out,
-                                 {kLong, end_aligned});
+      auto c =
+          host_->SendToSlot(index, req, end_aligned ? MsgType::FLATBUFFER : MsgType::NORMAL, out, {kLong, end_aligned});
       ASSERT_TRUE(c) << Describe(c);
       EXPECT_EQ(out, req);
     }

@@ -162,7 +162,8 @@ int Flipper(const std::string& name, uint64_t seed) {
 }
 
 // Serves and calls while a flipper rewrites sizes and types. Every request the handler sees must lie inside its
-// area (its slot's request buffer, or its header for a small one) and every answer must fit the response buffer; every call must end in time.
+// area (its slot's request buffer, or its header for a small one) and every answer must fit the response buffer; every
+// call must end in time.
 int FlippedGuest(const std::string& name, long calls, uint64_t seed) {
   shm::GuestConfig c;
   c.name = name;

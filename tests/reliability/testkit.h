@@ -42,8 +42,8 @@ inline std::string UniqueName(const std::string& tag) {
 /// Whether the request a handler was given lies where SPECIFICATION.md §8.1 puts it: inside its slot's request
 /// buffer, or, for at most wire::kInlineSize bytes, inside the inline area of its slot's header. `response` is
 /// the response buffer the handler was given (the request buffer precedes it); `g` the segment's geometry.
-inline bool RequestInItsArea(const uint8_t* data, size_t size, uint32_t slot, const uint8_t* response,
-                             size_t capacity, const shm::wire::Geometry& g) {
+inline bool RequestInItsArea(const uint8_t* data, size_t size, uint32_t slot, const uint8_t* response, size_t capacity,
+                             const shm::wire::Geometry& g) {
   const uint8_t* request = response - capacity;
   if (size <= capacity && data >= request && data + size <= response) return true;
   const uint8_t* base = request - shm::wire::RequestBufferOffset(g, slot);

@@ -104,13 +104,13 @@ static_assert(offsetof(SegmentHeader, doorbell) == 128, "layout");
 /// A slot's header as it lies in shared memory (SPECIFICATION.md): the control word and the fields of the
 /// transaction in flight. Every field is read once into a local and validated before use.
 struct alignas(kCacheLine) SlotHeader {
-  A32 ctl;               ///< control word: state | kWaiting | seq (protocol.h). The futex word.
-  A32 req_type;          ///< MsgType of the request. Written by the caller before publishing.
-  A32 req_size;          ///< int32 request size; negative = end-aligned. Written by the caller.
-  A32 resp_type;         ///< MsgType of the response. Written by the server before publishing.
-  A32 resp_size;         ///< int32 response size; negative = end-aligned. 0 with SYSTEM_ERROR.
-  A32 resp_error;        ///< WireError when resp_type == SYSTEM_ERROR, else 0.
-  A64 wake_stamp_ns;     ///< CLOCK_MONOTONIC ns at which a notifier issued FUTEX_WAKE; advisory, for spin tuning
+  A32 ctl;            ///< control word: state | kWaiting | seq (protocol.h). The futex word.
+  A32 req_type;       ///< MsgType of the request. Written by the caller before publishing.
+  A32 req_size;       ///< int32 request size; negative = end-aligned. Written by the caller.
+  A32 resp_type;      ///< MsgType of the response. Written by the server before publishing.
+  A32 resp_size;      ///< int32 response size; negative = end-aligned. 0 with SYSTEM_ERROR.
+  A32 resp_error;     ///< WireError when resp_type == SYSTEM_ERROR, else 0.
+  A64 wake_stamp_ns;  ///< CLOCK_MONOTONIC ns at which a notifier issued FUTEX_WAKE; advisory, for spin tuning
   /// The bytes of a request or response of at most kInlineSize bytes (SPECIFICATION.md §8.1): written by the
   /// caller before it publishes, then by the server before it completes. Plain bytes, ordered by ctl.
   uint8_t inline_data[kInlineSize];
