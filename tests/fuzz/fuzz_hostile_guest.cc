@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "shm/shm.h"
+#include "shm/wire/counters.h"
 
 namespace {
 
@@ -177,7 +178,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   shm::platform::File seat = std::move(attached->link);
   const shm::wire::Geometry g{kHostSlots, kGuestSlots, kPayload, kPayload};
   const size_t seg_size = shm::wire::SegmentSize(g);
-  if (segment.size() != seg_size) Fail("the segment has an unexpected size");
+  // The memory is the segment and its counters region after it (SPECIFICATION.md §5.4).
+  if (segment.size() != seg_size + shm::wire::CountersSize(g)) Fail("the segment has an unexpected size");
   auto* base = reinterpret_cast<uint8_t*>(&segment.header());
   auto* seg = &segment.header();
   auto slot = [&](uint32_t i) {
