@@ -444,10 +444,7 @@ func (h *fakeHost) call(i uint32, req []byte, size int32, t MsgType, timeout tim
 	defer func() { release(s.h, seq) }()
 	// req is laid out as the buffer would hold it; a small request travels in the header (§8.1).
 	copy(s.req, req)
-	if off, n, ok := placement(size, s.capacity); ok && n <= inlineSize {
-		dst, _ := messageBytes(s.h, s.req, s.capacity, size)
-		copy(dst, s.req[off:off+n])
-	}
+	stageInline(s, size)
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
 	tx, _, ok := publish(s.h, seq)

@@ -137,12 +137,7 @@ func (g *GuestSlot) sendable() error {
 // sendLocked makes the call. The caller holds g.c.mu for reading and checked sendable.
 func (g *GuestSlot) sendLocked(size int32, t MsgType, timeout time.Duration) error {
 	g.answered = false
-	// A request of at most inlineSize bytes travels in the slot header (§8.1): move it there from the start or
-	// the end of the request buffer, where it was written. An invalid size is left for call to refuse.
-	if off, length, ok := placement(size, g.s.capacity); ok && length != 0 && length <= inlineSize {
-		dst, _ := messageBytes(g.s.h, g.s.req, g.s.capacity, size)
-		copy(dst, g.s.req[off:off+length])
-	}
+	stageInline(g.s, size) // a small request travels in the slot header (§8.1)
 	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout))
 	g.held = owned
 	if err != nil {
