@@ -202,3 +202,13 @@ func nudge(word *uint32) {
 		}
 	}
 }
+
+// stageInline moves a request of at most inlineSize bytes, written at the start or the end of s's request
+// buffer, into the header, where §8.1 says it travels (as the C++ Endpoint::StageInline). An invalid size is
+// left for the call to refuse.
+func stageInline(s *slotView, size int32) {
+	if off, length, ok := placement(size, s.capacity); ok && length != 0 && length <= inlineSize {
+		dst, _ := messageBytes(s.h, s.req, s.capacity, size)
+		copy(dst, s.req[off:off+length])
+	}
+}
