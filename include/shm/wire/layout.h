@@ -126,6 +126,26 @@ static_assert(offsetof(SlotHeader, resp_error) == 20, "layout");
 static_assert(offsetof(SlotHeader, wake_stamp_ns) == 24, "layout");
 static_assert(offsetof(SlotHeader, inline_data) == 32 && kInlineSize == kSlotHeaderSize - 32, "layout");
 
+/// The chunk header of a CHUNK message, in SlotHeader::inline_data (SPECIFICATION.md §8.5). Plain bytes in shared
+/// memory: a receiver copies it out once (ReadChunkHeader) and validates the copy.
+struct ChunkHeader {
+  uint64_t stream_id;  ///< Names the transfer, != 0.
+  uint64_t total;      ///< The whole message's size, 1..kMaxMessageSize.
+  uint64_t offset;     ///< Where this chunk's data lies in the message.
+  uint32_t msg_type;   ///< The whole message's MsgType.
+  uint32_t reserved;   ///< Written as 0, ignored.
+};
+static_assert(sizeof(ChunkHeader) == kInlineSize, "a chunk header fills the inline field");
+static_assert(offsetof(ChunkHeader, stream_id) == 0, "layout");
+static_assert(offsetof(ChunkHeader, total) == 8, "layout");
+static_assert(offsetof(ChunkHeader, offset) == 16, "layout");
+static_assert(offsetof(ChunkHeader, msg_type) == 24, "layout");
+static_assert(offsetof(ChunkHeader, reserved) == 28, "layout");
+/// The largest message a transfer can carry (SPECIFICATION.md §8.5).
+constexpr uint64_t kMaxMessageSize = uint64_t{1} << 40;
+/// The size of a CHUNK_NEXT request: stream_id u64, offset u64, in the inline field.
+constexpr uint32_t kChunkNextSize = 16;
+
 /// The numbers that define a segment. Everything else (offsets, total size) derives from them.
 struct Geometry {
   uint32_t host_slots = 0;     ///< Host-to-guest slots, 1..kMaxSlots.

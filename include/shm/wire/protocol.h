@@ -16,6 +16,9 @@ enum class MsgType : uint32_t {
   HEARTBEAT_REQ = 1,   ///< Liveness probe; the serving runtime answers it, the handler never sees it.
   HEARTBEAT_RESP = 2,  ///< The answer to HEARTBEAT_REQ (size 0).
   SHUTDOWN = 3,        ///< Reserved: shutdown is signalled through the segment header, not as a message.
+  CHUNK = 4,           ///< Runtime only: a piece of a message larger than the slot (SPECIFICATION.md §8.5).
+  CHUNK_ACK = 5,       ///< Runtime only: a chunk of a large request was taken; send the next.
+  CHUNK_NEXT = 6,      ///< Runtime only: asks for the next chunk of a large response.
   FLATBUFFER = 10,     ///< A FlatBuffer, usually end-aligned (negative size).
   GUEST_CALL = 11,     ///< A guest-to-host call.
   SYSTEM_ERROR = 127,  ///< A protocol-level error answer; the slot's resp_error holds a WireError.
@@ -44,6 +47,8 @@ enum class WireError : uint32_t {
   kShuttingDown = 5,      ///< The server is shutting down and did not run the handler.
   kNoHandler = 6,         ///< Nobody is registered to serve this kind of call.
   kPeerRestarted = 7,     ///< The server died while serving; its successor answered for it.
+  kStreamInvalid = 8,     ///< A chunk of a large message broke the rules of SPECIFICATION.md §8.5.
+  kTooManyTransfers = 9,  ///< The server already holds as many partial large requests as it allows.
 };
 
 /// Name of a wire error ("RequestTooLarge"); "Unknown" for values this version does not define.
@@ -57,6 +62,8 @@ inline const char* ToString(WireError e) noexcept {
     case WireError::kShuttingDown: return "ShuttingDown";
     case WireError::kNoHandler: return "NoHandler";
     case WireError::kPeerRestarted: return "PeerRestarted";
+    case WireError::kStreamInvalid: return "StreamInvalid";
+    case WireError::kTooManyTransfers: return "TooManyTransfers";
   }
   return "Unknown";
 }
