@@ -4,9 +4,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
+#include "shm/bytes.h"
 #include "shm/error.h"
 #include "shm/platform/platform.h"
 #include "shm/wire/counters.h"
@@ -22,6 +24,27 @@ constexpr Duration kUseDefault{-1};  ///< "Use the configured default_timeout" (
 struct CallOptions {
   Duration timeout = kUseDefault;  ///< How long the whole call may take, slot acquisition included.
   bool end_aligned = false;        ///< Place the request at the end of the slot buffer (negative wire size).
+  /// The largest answer this call accepts (kTooLarge beyond it); 0 = the configured
+  /// TransferLimits::max_message_size.
+  uint64_t max_response_size = 0;
+};
+
+/// What one side accepts of messages larger than a slot (SPECIFICATION.md §8.5): the bound on the memory a
+/// peer can make it hold. Plain value.
+struct TransferLimits {
+  /// The largest large request this side's servers assemble (RequestTooLarge beyond it), and the default
+  /// largest answer its calls accept. At most 2^40.
+  uint64_t max_message_size = uint64_t{1} << 30;
+  /// Partial large requests this side's servers hold at once (TooManyTransfers beyond). At most one per
+  /// slot is possible anyway; the memory a peer can pin is at most max_transfers × max_message_size.
+  uint32_t max_transfers = 16;
+  /// A transfer (an incoming request, or an answer the caller stopped fetching) with no chunk for this long
+  /// is dropped and its memory freed.
+  Duration idle_timeout = std::chrono::seconds(30);
+  /// Optional: memory for a large request of `size` bytes and `type` arriving on `slot`, instead of the
+  /// library's own (never zeroed either way). A view shorter than `size` means "use the library's". The
+  /// memory must stay valid until the handler for that request returns. Called on a serving thread.
+  std::function<MutableBytes(uint64_t size, MsgType type, uint32_t slot)> receive_buffer{};
 };
 
 /// Configuration of a DirectHost. Plain value.
@@ -51,6 +74,8 @@ struct HostConfig {
   /// Keep a histogram of the latency of this host's successful calls, for Stats().latency. Off by default:
   /// it costs two clock reads and a few atomic operations per call.
   bool latency_histogram = false;
+  /// Messages larger than a slot: what the host's guest-call servers accept, and its calls' answer limit.
+  TransferLimits transfers{};
 };
 
 /// Configuration of a DirectGuest. Plain value.
@@ -66,6 +91,8 @@ struct GuestConfig {
   /// Keep a histogram of the latency of this guest's successful guest calls, for Stats().latency. Off by
   /// default: it costs two clock reads and a few atomic operations per call.
   bool latency_histogram = false;
+  /// Messages larger than a slot: what the guest's workers accept, and its guest calls' answer limit.
+  TransferLimits transfers{};
 };
 
 /// Check a segment name. Thread-safe.
@@ -95,8 +122,19 @@ inline Result<void> ValidateTimeout(Duration d, const char* what) {
 
 /// Check a host configuration and derive the segment geometry. Every failure is kInvalidArgs with a message
 /// naming the field. Thread-safe.
+/// Check the limits on large messages; kInvalidArgs naming the field otherwise. Thread-safe.
+inline Result<void> ValidateTransferLimits(const TransferLimits& t) {
+  if (t.max_message_size == 0 || t.max_message_size > wire::kMaxMessageSize) {
+    return Error(ErrorCode::kInvalidArgs, "transfers.max_message_size is " + std::to_string(t.max_message_size) +
+                                              "; it must be 1.." + std::to_string(wire::kMaxMessageSize));
+  }
+  if (t.max_transfers == 0) return Error(ErrorCode::kInvalidArgs, "transfers.max_transfers is 0; it must be >= 1");
+  return ValidateTimeout(t.idle_timeout, "transfers.idle_timeout");
+}
+
 inline Result<wire::Geometry> ValidateHostConfig(const HostConfig& c) {
   if (auto r = ValidateName(c.name); !r) return std::move(r).error();
+  if (auto r = ValidateTransferLimits(c.transfers); !r) return std::move(r).error();
   if (auto r = ValidateTimeout(c.default_timeout, "default_timeout"); !r) return std::move(r).error();
   auto bad = [](const std::string& m) { return Error(ErrorCode::kInvalidArgs, m); };
   if (c.host_slots == 0) return bad("host_slots is 0; a host needs at least one slot");

@@ -60,6 +60,7 @@ class DirectGuest {
     if (auto r = ValidateTimeout(config.connect_timeout, "connect_timeout"); !r) return r;
     if (auto r = ValidateTimeout(config.default_timeout, "default_timeout"); !r) return r;
     if (auto r = ValidateTimeout(config.retry_interval, "retry_interval"); !r) return r;
+    if (auto r = ValidateTransferLimits(config.transfers); !r) return r;
     const int64_t deadline = platform::DeadlineAfter(config.connect_timeout.count());
     std::optional<Error> busy, last;
     for (;;) {
@@ -177,7 +178,8 @@ class DirectGuest {
   }
 
   /// Call the host on any free guest slot; the answer's bytes are copied into `response`; returns its type.
-  /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Errors: kTimeout,
+  /// The slot stays parked for this thread's next guest call (see ReleaseParkedSlots). Requests and answers
+  /// larger than a slot travel in chunks (see GuestCall). Errors: kTimeout,
   /// kNoFreeSlot, kTooLarge, kInvalidArgs (reserved type, no guest slots, a null request with a non-zero size),
   /// kRemote (SYSTEM_ERROR answer), kHostGone, kShuttingDown (the host sent shutdown), kProtocol, kClosed (not
   /// connected, or Close(): a call in flight then ends with it too). Thread-safe. A calling thread keeps a
@@ -187,6 +189,19 @@ class DirectGuest {
     detail::Endpoint* ep = EndpointForCall();
     if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
     return detail::CopyCall(*ep, -1, request, type, response, options);
+  }
+
+  /// A guest call of any size: the request read from `request` (chunk by chunk, straight into the slot), the
+  /// answer put where `response` says (not zeroed). Small messages take the same single transaction as
+  /// SendGuestCall. Requests and answers larger than a slot travel in chunks (SPECIFICATION.md §8.5), up to the
+  /// host's limit for requests and options.max_response_size or GuestConfig::transfers.max_message_size for
+  /// answers. Errors: those of SendGuestCall; kInvalidArgs also when the Source fails; kTooLarge when the
+  /// Sink gives no room. Thread-safe.
+  Result<Received> GuestCall(const Source& request, MsgType type, const Sink& response,
+                             const CallOptions& options = {}) {
+    detail::Endpoint* ep = EndpointForCall();
+    if (!ep) return Error(ErrorCode::kClosed, "DirectGuest is not connected");
+    return detail::MessageCall(*ep, -1, request, type, response, options);
   }
 
   /// Free the guest slots that SendGuestCall keeps parked for its threads' next call. Never needed for
@@ -291,6 +306,7 @@ class DirectGuest {
     auto ep = std::make_shared<detail::Endpoint>(std::move(attached->segment), detail::Role::kGuest,
                                                  config.default_timeout, std::move(attached->link));
     if (config.latency_histogram) ep->EnableLatencyHistogram();
+    ep->SetTransferLimits(config.transfers);
     ep->ResetOwnCounters();  // they count this guest's session, its recovery included
     Recover(*ep);
     ep->header().guest_pid.store(platform::ProcessId(), std::memory_order_relaxed);
@@ -342,6 +358,7 @@ class DirectGuest {
           [&](bool slow) {
             if (ep.closing() || ep.host_shutting_down()) return true;
             if (slow && !ep.PeerAlive()) return host_gone = true;
+            if (slow) ep.transfers().Sweep(index, 1, false);  // a large transfer the host stopped sending
             return false;
           },
           &v, wire::kWaiting, start);

@@ -73,6 +73,7 @@ class DirectHost {
     }
     auto ep = std::make_shared<detail::Endpoint>(std::move(*segment), detail::Role::kHost, config.default_timeout);
     if (config.latency_histogram) ep->EnableLatencyHistogram();
+    ep->SetTransferLimits(config.transfers);
     doorman_.Open(ep);
     ep_ = std::move(ep);
     name_ = config.name;
@@ -82,7 +83,11 @@ class DirectHost {
 
   /// Call the guest on any free host slot: copy `request` in, wait for the answer, copy its bytes into
   /// `response`. Returns the answer's type. The slot stays parked for this thread's next Send, which then
-  /// skips claiming one (see ReleaseParkedSlots). Errors: kTimeout, kNoFreeSlot, kTooLarge, kInvalidArgs
+  /// skips claiming one (see ReleaseParkedSlots). A request or answer larger than the slot travels in chunks
+  /// on that one slot (SPECIFICATION.md §8.5), up to the guest's limit for requests (kRemote RequestTooLarge
+  /// beyond it) and options.max_response_size or HostConfig::transfers.max_message_size for answers
+  /// (kTooLarge beyond it); see Call for messages that should not be held twice in memory. Errors: kTimeout
+  /// (the deadline covers every chunk), kNoFreeSlot, kTooLarge, kInvalidArgs
   /// (reserved type, or a null request with a non-zero size), kRemote (the guest answered SYSTEM_ERROR: see
   /// Error::remote()), kPeerDead, kShuttingDown (after SendShutdown), kProtocol, kClosed (not initialised, or
   /// Shutdown: a call in flight then ends with it too). Thread-safe.
@@ -100,6 +105,22 @@ class DirectHost {
                                                 std::to_string(ep_->segment().geometry().host_slots));
     }
     return SendOn(slot, request, type, response, options);
+  }
+
+  /// Call the guest with a request of any size read from `request` (written chunk by chunk straight into the
+  /// slot) and put the answer where `response` says (the caller's own memory: copied straight from the slot,
+  /// never zeroed). Small messages take the same single transaction as Send. Returns the answer's type and
+  /// size. `slot` < 0: any free slot, else that one (as SendToSlot). Errors: those of Send and SendToSlot;
+  /// kInvalidArgs also when the Source fails; kTooLarge when the Sink gives no room. Thread-safe.
+  Result<Received> Call(const Source& request, MsgType type, const Sink& response, const CallOptions& options = {},
+                        int64_t slot = -1) {
+    auto ep = Live();
+    if (!ep) return std::move(ep).error();
+    if (slot >= 0 && slot >= static_cast<int64_t>((*ep)->segment().geometry().host_slots)) {
+      return Error(ErrorCode::kInvalidArgs, "slot " + std::to_string(slot) + " does not exist; there are " +
+                                                std::to_string((*ep)->segment().geometry().host_slots));
+    }
+    return detail::MessageCall(**ep, slot, request, type, response, options);
   }
 
   /// Free the host slots that copying Sends keep parked for their threads' next call. Never needed for
@@ -299,6 +320,7 @@ class DirectHost {
 
   static size_t ProcessOn(detail::Endpoint& ep, const Handler& handler, size_t limit) {
     const uint32_t first = ep.first_slot(detail::Role::kGuest), n = ep.slot_count(detail::Role::kGuest);
+    ep.transfers().Sweep(first, n, false);  // large guest calls the guest stopped sending (one load when none)
     size_t served = 0;
     bool progress = true;
     while (progress && served < limit) {

@@ -23,6 +23,7 @@
 #include "shm/handler.h"
 #include "shm/host.h"
 #include "shm/log.h"
+#include "shm/transfer.h"
 #include "shm/version.h"
 #include "shm/wire/layout.h"
 #include "shm/wire/protocol.h"

@@ -68,10 +68,10 @@ class ZeroCopySlot {
   /// last -size bytes (end-aligned). Blocks until the answer, an error, or the deadline. On success the
   /// answer is readable through Response*(). A timeout while the peer was serving loses the slot
   /// (kSlotLost on the next call); a timeout before it took the request keeps it. Errors: kTimeout,
-  /// kTooLarge (size outside the buffer), kInvalidArgs (reserved type), kRemote, kPeerDead (host slot) or
-  /// kHostGone (guest slot), kShuttingDown (the host is shutting down), kProtocol, kSlotLost, kClosed (the
-  /// owner was shut down, closed or destroyed: a call in flight then ends with it too); kInvalidArgs also
-  /// when another thread is in Send on this object.
+  /// kTooLarge (size outside the buffer, or an answer larger than the slot: the slot stays held), kInvalidArgs
+  /// (reserved type), kRemote, kPeerDead (host slot) or kHostGone (guest slot), kShuttingDown (the host is shutting
+  /// down), kProtocol, kSlotLost, kClosed (the owner was shut down, closed or destroyed: a call in flight then ends
+  /// with it too); kInvalidArgs also when another thread is in Send on this object.
   Result<void> Send(int32_t size, MsgType type = MsgType::NORMAL, Duration timeout = kUseDefault) {
     // A second thread would publish over the first's transaction, which would then look like the peer
     // breaking the protocol. A plain flag on this object's own line (relaxed load and store, no
@@ -96,6 +96,12 @@ class ZeroCopySlot {
     auto a = ep_->Call(view_, &seq_, size, type, ep_->Deadline(timeout), &owned);
     held_ = owned;
     if (!a) return std::move(a).error();
+    if (a->type == MsgType::CHUNK) {
+      // A large answer (SPECIFICATION.md §8.5) cannot be shown in place: the server drops it with the slot's
+      // next request.
+      return Error(ErrorCode::kTooLarge, "the answer is larger than the slot; receive it with a copying call");
+    }
+    if (a->type == MsgType::CHUNK_ACK) return Error(ErrorCode::kProtocol, "peer acknowledged a chunk never sent");
     answer_ = *a;
     answered_ = true;
     return Ok();

@@ -43,6 +43,7 @@
 
 #include "../../tools/common/child_process.h"
 #include "../common/segment_access.h"
+#include "large_messages.h"
 #include "peer_protocol.h"
 #include "shm/detail/segment.h"
 #include "shm/detail/slot.h"
@@ -153,6 +154,9 @@ struct ServeState {
 
 Reply Serve(ServeState& st, const Message& m, MutableBytes out) {
   const uint64_t call = st.calls.fetch_add(1) + 1;
+  bool large = false;
+  Reply r = ServeLarge(m, out, &large);
+  if (large) return r;
   const std::string payload(m.data.as_string_view());
   switch (static_cast<uint32_t>(m.type)) {
     case kTypeSlot: return Text(out, std::to_string(m.slot));
@@ -212,11 +216,18 @@ int AnswerWithTheWrongSeq(const std::string& name) {
   return kExitOk;
 }
 
+// --max-message and --max-transfers: the guest's limits on large messages.
+void ApplyTransferLimits(const Args& a, shm::GuestConfig* cfg) {
+  cfg->transfers.max_message_size = static_cast<uint64_t>(a.Int("max-message", 1LL << 30));
+  cfg->transfers.max_transfers = static_cast<uint32_t>(a.Int("max-transfers", 16));
+}
+
 int RunGuest(const Args& a) {
   const std::string mode = a.Get("mode", "serve");
   shm::GuestConfig cfg;
   cfg.name = a.Get("name");
   cfg.connect_timeout = std::chrono::milliseconds(a.Int("connect-timeout-ms", 60000));
+  ApplyTransferLimits(a, &cfg);
   Say("CONNECTING");
   shm::DirectGuest guest;
   if (auto r = guest.Connect(cfg); !r) return Failed("CONNECT_FAILED", r.error());
@@ -388,10 +399,30 @@ int GuestCallCrafted(shm::DirectGuest& g, const Args& a) {
   return kExitOk;
 }
 
+// Large guest calls (--sizes a,b,...): for each size, the three kinds of large_messages.h, each checked.
+int GuestCallsLarge(shm::DirectGuest& g, const Args& a) {
+  const std::string sizes = a.Get("sizes");
+  const shm::CallOptions o{std::chrono::milliseconds(a.Int("timeout-ms", 120000))};
+  auto call = [&](const shm::Source& src, MsgType type, const shm::Sink& sink) {
+    return g.GuestCall(src, type, sink, o);
+  };
+  size_t from = 0;
+  while (from < sizes.size()) {
+    size_t comma = sizes.find(',', from);
+    if (comma == std::string::npos) comma = sizes.size();
+    const uint64_t size = std::stoull(sizes.substr(from, comma - from));
+    if (const std::string bad = CheckLargeCalls(call, size, size * 7 + 1); !bad.empty()) return Fail(bad);
+    from = comma + 1;
+  }
+  Say("LARGE OK");
+  return kExitOk;
+}
+
 int RunGuestCall(const Args& a) {
   shm::GuestConfig cfg;
   cfg.name = a.Get("name");
   cfg.connect_timeout = std::chrono::milliseconds(a.Int("connect-timeout-ms", 60000));
+  ApplyTransferLimits(a, &cfg);
   shm::DirectGuest guest;
   if (auto r = guest.Connect(cfg); !r) return Failed("CONNECT_FAILED", r.error());
   Say("CONNECTED pid=" + std::to_string(::getpid()));
@@ -400,6 +431,7 @@ int RunGuestCall(const Args& a) {
   if (scenario == "ids") return GuestCallsIds(guest, a);
   if (scenario == "one") return GuestCallOne(guest, a);
   if (scenario == "crafted") return GuestCallCrafted(guest, a);
+  if (scenario == "large") return GuestCallsLarge(guest, a);
   return kExitUsage;
 }
 

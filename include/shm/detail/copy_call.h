@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The copying call used by DirectHost::Send/SendToSlot and DirectGuest::SendGuestCall: claim, copy the request
-// in, call, copy the answer out, release.
+// The copying calls used by DirectHost::Send/SendToSlot/Call and DirectGuest::SendGuestCall/GuestCall: own a
+// slot, copy the request in, call, copy the answer out, park or release the slot.
 #pragma once
 
 #include <cstring>
@@ -10,6 +10,8 @@
 #include "shm/bytes.h"
 #include "shm/config.h"
 #include "shm/detail/endpoint.h"
+#include "shm/detail/transfer_call.h"
+#include "shm/transfer.h"
 
 namespace shm {
 namespace detail {
@@ -24,9 +26,72 @@ inline ParkedByThread& ThisThreadsParkedSlot() noexcept {
   return parked;
 }
 
-/// `slot` < 0: any free slot of the caller's kind, the thread's parked slot first; `slot` >= 0: that slot,
-/// parked or free. After a successful call the slot is parked for the thread's next call (Endpoint: parked
-/// slots). The answer's bytes are copied into `out` (resized).
+/// Own a slot for a call: `slot` < 0: any free slot of the caller's kind, the thread's parked slot first;
+/// `slot` >= 0: that slot, parked or free. *seq gets the slot's seq.
+inline Result<uint32_t> OwnSlotForCall(Endpoint& ep, int64_t slot, int64_t deadline, uint32_t* seq) {
+  ParkedByThread& parked = ThisThreadsParkedSlot();
+  if (ep.closing()) {
+    // Free the slot a racing Park() left behind (Endpoint::Park), then fail as Call would.
+    if (parked.endpoint == ep.id()) ep.ReleaseParked(parked.index);
+    return Endpoint::ClosedError();
+  }
+  if (slot < 0 && parked.endpoint == ep.id() && ep.Unpark(parked.index, seq)) return parked.index;
+  if (slot < 0) return ep.ClaimAny(deadline, seq);
+  const auto index = static_cast<uint32_t>(slot);
+  if (auto r = ep.ClaimOne(index, deadline, seq); !r) return std::move(r).error();
+  return index;
+}
+
+/// After a call on slot `index`: park it for the thread's next call if it went well and is still owned
+/// (Endpoint: parked slots), else free it if still owned.
+inline void EndCall(Endpoint& ep, uint32_t index, uint32_t seq, bool owned, bool ok) {
+  if (owned && ok) {
+    ep.Park(index, seq);
+    ThisThreadsParkedSlot() = ParkedByThread{ep.id(), index};
+  } else if (owned) {
+    ep.ReleaseOwned(index, seq);
+  }
+}
+
+/// The answer limit of a call: its own, else the endpoint's.
+inline uint64_t MaxResponse(Endpoint& ep, const CallOptions& options) {
+  return options.max_response_size != 0 ? options.max_response_size : ep.transfers().limits().max_message_size;
+}
+
+/// A call of any size (SPECIFICATION.md §8.5): the request from `source`, the answer into `sink`. `slot` as in
+/// OwnSlotForCall; after a successful call the slot is parked for the thread's next call.
+inline Result<Received> MessageCall(Endpoint& ep, int64_t slot, const Source& source, MsgType type, const Sink& sink,
+                                    const CallOptions& options) {
+  if (!source.fill && source.size != 0) {
+    return Error(ErrorCode::kInvalidArgs,
+                 "the request's Source has no fill function for its " + std::to_string(source.size) + " bytes");
+  }
+  const uint32_t capacity = ep.capacity(ep.role());
+  if (ep.slot_count(ep.role()) != 0) {
+    if (!IsUserRequestType(type) || (type == MsgType::HEARTBEAT_REQ && source.size > capacity)) {
+      return Endpoint::ReservedTypeError(type);
+    }
+    if (source.size > wire::kMaxMessageSize) {
+      return Error(ErrorCode::kTooLarge, "a message of " + std::to_string(source.size) + " bytes exceeds the " +
+                                             std::to_string(wire::kMaxMessageSize) + "-byte limit of a transfer");
+    }
+  }
+  const int64_t deadline = ep.Deadline(options.timeout);
+  uint32_t seq = 0;
+  auto index = OwnSlotForCall(ep, slot, deadline, &seq);
+  if (!index) return std::move(index).error();
+  const SlotView s = ep.segment().Slot(*index);
+  bool owned = true;
+  auto answer = SendMessage(ep, s, &seq, source, type, options.end_aligned, deadline, &owned);
+  Result<Received> got = answer ? ReceiveMessage(ep, s, &seq, *answer, sink, MaxResponse(ep, options), deadline, &owned)
+                                : Result<Received>(std::move(answer).error());
+  EndCall(ep, *index, seq, owned, static_cast<bool>(got));
+  return got;
+}
+
+/// The copying call of DirectHost::Send and DirectGuest::SendGuestCall: `request` in, the answer's bytes into
+/// `out` (resized). Requests and answers larger than the slot take MessageCall's transfer; the rest is one
+/// transaction, with no more work than the wire needs.
 inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgType type, std::vector<uint8_t>& out,
                                 const CallOptions& options) {
   if (request.data() == nullptr && request.size() != 0) {
@@ -37,28 +102,18 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   // to call on, claiming says so.)
   const uint32_t capacity = ep.capacity(ep.role());
   if (ep.slot_count(ep.role()) != 0) {
-    if (request.size() > capacity) return Endpoint::TooLargeError(static_cast<int64_t>(request.size()), capacity);
     if (!IsUserRequestType(type)) return Endpoint::ReservedTypeError(type);
+    if (request.size() > capacity) {
+      auto got = MessageCall(ep, slot, Source::Of(request), type, Sink::Into(out), options);
+      if (!got) return std::move(got).error();
+      return got->type;
+    }
   }
   const int64_t deadline = ep.Deadline(options.timeout);
-  uint32_t seq = 0, index = 0;
-  ParkedByThread& parked = ThisThreadsParkedSlot();
-  if (ep.closing()) {
-    // Free the slot a racing Park() left behind (Endpoint::Park), then fail as Call would.
-    if (parked.endpoint == ep.id()) ep.ReleaseParked(parked.index);
-    return Endpoint::ClosedError();
-  }
-  if (slot < 0 && parked.endpoint == ep.id() && ep.Unpark(parked.index, &seq)) {
-    index = parked.index;
-  } else if (slot < 0) {
-    auto claimed = ep.ClaimAny(deadline, &seq);
-    if (!claimed) return std::move(claimed).error();
-    index = *claimed;
-  } else {
-    index = static_cast<uint32_t>(slot);
-    if (auto r = ep.ClaimOne(index, deadline, &seq); !r) return std::move(r).error();
-  }
-  const SlotView s = ep.segment().Slot(index);
+  uint32_t seq = 0;
+  auto index = OwnSlotForCall(ep, slot, deadline, &seq);
+  if (!index) return std::move(index).error();
+  const SlotView s = ep.segment().Slot(*index);
   const uint32_t n = static_cast<uint32_t>(request.size());
   const int32_t wire_size = options.end_aligned ? -static_cast<int32_t>(n) : static_cast<int32_t>(n);
   // Straight into the request's area: the header for a small one, else the buffer (SPECIFICATION.md §8.1).
@@ -67,17 +122,19 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   if (n != 0) std::memcpy(to, request.data(), n);
   bool owned = true;
   auto answer = ep.Call(s, &seq, wire_size, type, deadline, &owned);
-  if (answer) {
+  Result<MsgType> result = MsgType::NORMAL;
+  if (!answer) {
+    result = std::move(answer).error();
+  } else if (answer->type == MsgType::CHUNK || answer->type == MsgType::CHUNK_ACK ||
+             (options.max_response_size != 0 && answer->length > options.max_response_size)) {
+    auto got = ReceiveMessage(ep, s, &seq, *answer, Sink::Into(out), MaxResponse(ep, options), deadline, &owned);
+    result = got ? Result<MsgType>(got->type) : Result<MsgType>(std::move(got).error());
+  } else {
     out.assign(answer->data, answer->data + answer->length);
+    result = answer->type;
   }
-  if (owned && answer) {
-    ep.Park(index, seq);
-    parked = ParkedByThread{ep.id(), index};
-  } else if (owned) {
-    ep.ReleaseOwned(index, seq);
-  }
-  if (!answer) return std::move(answer).error();
-  return answer->type;
+  EndCall(ep, *index, seq, owned, static_cast<bool>(result));
+  return result;
 }
 
 }  // namespace detail

@@ -18,6 +18,7 @@
 #include "shm/config.h"
 #include "shm/detail/segment.h"
 #include "shm/detail/slot.h"
+#include "shm/detail/transfer.h"
 #include "shm/detail/wait.h"
 #include "shm/error.h"
 #include "shm/handler.h"
@@ -55,6 +56,7 @@ class Endpoint {
         id_(NextEndpointId()),
         parked_(new ParkedWord[segment_.slot_count()]()),
         quarantine_(new QuarantinedSlot[segment_.slot_count()]) {
+    transfers_.Init(segment_.slot_count(), TransferLimits{});
     // This side's counter blocks: in the segment when it has a counters region (SPECIFICATION.md §5.4),
     // where shm-inspect reads them, else in this process's memory.
     if (segment_.has_counters() && (role_ == Role::kHost || segment_.writable())) {
@@ -83,6 +85,12 @@ class Endpoint {
 
   /// Keep a latency histogram of successful calls from now on. Before the endpoint is shared.
   void EnableLatencyHistogram() { latency_.reset(new LatencyHistogram()); }
+
+  /// What this side accepts of messages larger than a slot (SPECIFICATION.md §8.5). Before the endpoint is
+  /// shared.
+  void SetTransferLimits(const TransferLimits& limits) { transfers_.Init(segment_.slot_count(), limits); }
+  /// The transfers this side's servers hold. Thread-safe.
+  TransferTable& transfers() noexcept { return transfers_; }
 
   /// Zero this side's blocks (a guest taking the seat, SPECIFICATION.md §4.2 step 6), and stamp the start.
   void ResetOwnCounters() noexcept {
@@ -206,6 +214,8 @@ class Endpoint {
       Nudge(w);
       platform::FutexWakeAll(&w, w.load(std::memory_order_seq_cst));
     }
+    // The guest's large guest calls in progress will never go on (SPECIFICATION.md §8.5).
+    transfers_.Sweep(first_slot(Role::kGuest), slot_count(Role::kGuest), true);
   }
   /// Which server session this side's calls are served by: it changes when a new server takes over. The host's
   /// servers are the guests, counted by its Doorman as they take the seat (process-local: not the segment's
@@ -368,11 +378,20 @@ class Endpoint {
   /// StageInline). On return *seq is the transaction's seq and *owned says whether the caller
   /// still owns the slot (false: it is the server's until it finishes, or a broken peer moved it and it is
   /// quarantined).
+  /// The answer may be a CHUNK (the first piece of a large answer, SPECIFICATION.md §8.5: data in the response
+  /// buffer, its chunk header in the slot header) or CHUNK_ACK; callers that cannot take one refuse it.
   Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
+    *owned = true;
+    if (!IsUserRequestType(type)) return ReservedTypeError(type);
+    return Transact(s, seq, size, type, deadline, owned);
+  }
+
+  /// Call for any type, the transfer's CHUNK and CHUNK_NEXT included (transfer_call.h). A CHUNK's bytes are
+  /// at the start of the request buffer whatever its size, its chunk header in the slot header.
+  Result<Answer> Transact(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
     *owned = true;
     Placement req;
     if (!ResolveSize(size, s.capacity, &req)) return TooLargeError(size, s.capacity);
-    if (!IsUserRequestType(type)) return ReservedTypeError(type);
     if (closing()) return ClosedError();
     if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
@@ -529,6 +548,24 @@ class Endpoint {
     // Read once into locals; only the locals are used from here on.
     const int32_t size = static_cast<int32_t>(h.req_size.load(std::memory_order_relaxed));
     const MsgType type = static_cast<MsgType>(h.req_type.load(std::memory_order_relaxed));
+    if (type == MsgType::CHUNK || type == MsgType::CHUNK_NEXT) {
+      ServeTransfer(s, size, type, handler, refuse, counters);
+    } else {
+      if (transfers_.live_slots() != 0) transfers_.Drop(s.index);  // a plain request ends any transfer here
+      ServePlain(s, size, type, handler, refuse, counters);
+    }
+    Count(counters, wire::kServed);
+    const CompleteOutcome out = Complete(h, seq, woke_caller);  // SYNC POINT WRITE: ctl (response bytes, fields)
+    if (out == CompleteOutcome::kDiscarded) CountShared(counters, wire::kLate);
+    if (out == CompleteOutcome::kLost) CountShared(counters, wire::kLost);
+    return out;
+  }
+
+ private:
+  // §8.4 step 2-3 for a request of a plain type.
+  void ServePlain(const SlotView& s, int32_t size, MsgType type, const Handler* handler, bool refuse,
+                  wire::CounterBlock& counters) {
+    SlotHeader& h = *s.header;
     uint32_t req_length = 0;
     const uint8_t* req = MessageBytes(h, s.request, s.capacity, size, &req_length);
     if (req == nullptr) {
@@ -547,13 +584,36 @@ class Endpoint {
     } else {
       RunHandler(s, Bytes(req, req_length), size < 0, type, *handler, counters);
     }
-    Count(counters, wire::kServed);
-    const CompleteOutcome out = Complete(h, seq, woke_caller);  // SYNC POINT WRITE: ctl (response bytes, fields)
-    if (out == CompleteOutcome::kDiscarded) CountShared(counters, wire::kLate);
-    if (out == CompleteOutcome::kLost) CountShared(counters, wire::kLost);
-    return out;
   }
 
+  // A CHUNK or CHUNK_NEXT (SPECIFICATION.md §8.5): take the chunk, or answer the next one; run the handler once a
+  // large request is whole.
+  void ServeTransfer(const SlotView& s, int32_t size, MsgType type, const Handler* handler, bool refuse,
+                     wire::CounterBlock& counters) {
+    SlotHeader& h = *s.header;
+    ChunkVerdict v = type == MsgType::CHUNK ? transfers_.OnChunk(s, size) : transfers_.OnNext(s, size);
+    switch (v.kind) {
+      case ChunkVerdict::kAck:
+        h.resp_type.store(static_cast<uint32_t>(MsgType::CHUNK_ACK), std::memory_order_relaxed);
+        h.resp_size.store(0, std::memory_order_relaxed);
+        h.resp_error.store(0, std::memory_order_relaxed);
+        return;
+      case ChunkVerdict::kError: AnswerError(h, counters, v.error); return;
+      case ChunkVerdict::kAnswered:
+        Count(counters, wire::kServeBytesOut, h.resp_size.load(std::memory_order_relaxed));
+        return;
+      case ChunkVerdict::kRun: break;
+    }
+    if (refuse) {
+      AnswerError(h, counters, wire::WireError::kShuttingDown);
+    } else if (handler == nullptr || !*handler) {
+      AnswerError(h, counters, wire::WireError::kNoHandler);
+    } else {
+      RunHandler(s, v.message, false, v.type, *handler, counters);
+    }
+  }
+
+ public:
   /// Guest side: announce a published guest-slot request to the host's processors.
   void RingDoorbell() noexcept {
     auto& bell = header().doorbell;
@@ -577,6 +637,19 @@ class Endpoint {
                    std::string("peer answered SYSTEM_ERROR ") + wire::ToString(code) + " (" +
                        std::to_string(static_cast<uint32_t>(code)) + ")",
                    code);
+    }
+    if (a.type == MsgType::CHUNK || a.type == MsgType::CHUNK_ACK) {
+      // A transfer's answers (SPECIFICATION.md §8.5): a chunk's data always starts the buffer; an ack is empty.
+      const bool ok = a.type == MsgType::CHUNK ? a.wire_size >= 1 && static_cast<uint32_t>(a.wire_size) <= s.capacity
+                                               : a.wire_size == 0;
+      if (!ok) {
+        return Error(ErrorCode::kProtocol, "peer answered " +
+                                               std::string(a.type == MsgType::CHUNK ? "CHUNK" : "CHUNK_ACK") +
+                                               " with size " + std::to_string(a.wire_size));
+      }
+      a.data = s.response;
+      a.length = static_cast<uint32_t>(a.wire_size);
+      return a;
     }
     a.data = MessageBytes(h, s.response, s.capacity, a.wire_size, &a.length);
     if (a.data == nullptr) {
@@ -623,6 +696,37 @@ class Endpoint {
     // handler fails a call by returning Reply::Failure().
     r = handler(m, MutableBytes(s.response, s.capacity));
 #endif
+    if (r.large.fill && r.type != MsgType::SYSTEM_ERROR && IsUserResponseType(r.type)) {
+      // An answer from a Source: one that fits the buffer is read into it and sent as usual; a larger one is
+      // kept and sent chunk by chunk (SPECIFICATION.md §8.5).
+      if (r.large.size > s.capacity) {
+        const uint64_t total = r.large.size;
+        ChunkVerdict v = total <= wire::kMaxMessageSize ? transfers_.StartAnswer(s, std::move(r.large), r.type)
+                                                        : ErrorVerdict(wire::WireError::kResponseTooLarge);
+        if (v.kind == ChunkVerdict::kAnswered) {
+          Count(counters, wire::kServeBytesOut, h.resp_size.load(std::memory_order_relaxed));
+        } else {
+          AnswerError(h, counters, v.error);
+        }
+        return;
+      }
+      const uint32_t n = static_cast<uint32_t>(r.large.size);
+      bool filled = false;
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+      try {
+        filled = r.large.fill(0, MutableBytes(s.response, n));
+      } catch (...) {
+        filled = false;
+      }
+#else
+      filled = r.large.fill(0, MutableBytes(s.response, n));
+#endif
+      if (!filled) {
+        AnswerError(h, counters, wire::WireError::kHandlerFailed);
+        return;
+      }
+      r.size = static_cast<int32_t>(n);
+    }
     Placement out;
     if (r.type == MsgType::SYSTEM_ERROR) {
       AnswerError(h, counters, wire::WireError::kHandlerFailed);
@@ -737,6 +841,7 @@ class Endpoint {
   wire::CounterBlock* blocks_ = nullptr;                // this side's counter blocks, by slot
   std::unique_ptr<wire::CounterBlock[]> local_blocks_;  // they, when the segment has no counters region
   std::unique_ptr<LatencyHistogram> latency_;           // set by EnableLatencyHistogram()
+  TransferTable transfers_;                             // what this side's servers hold of large messages
 };
 
 }  // namespace detail
