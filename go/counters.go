@@ -93,7 +93,6 @@ func countersPresent(b []byte, g geometry, fileSize int64) bool {
 		le.u32(16) == counterBlockSize && le.u32(20) == g.slotCount() && le.u64(24) == g.countersSize()
 }
 
-
 // count adds n to a counter of a slot this goroutine holds (caller: CLAIMED or RESPONSE; server: SERVING or
 // ABANDONED). A plain add, no locked instruction (the hot path of §5.4): no other goroutine of this guest writes
 // the block meanwhile, and the slot's control-word CAS orders the handoffs between them. An aligned 8-byte
