@@ -252,7 +252,11 @@ func errorIs(err, kind error) bool {
 }
 
 // SendGuestCall calls the host with a copy of data and type t on any free guest slot, waiting up to the
-// configured DefaultTimeout, and returns a copy of the answer and its type. An answered call keeps its slot
+// configured DefaultTimeout, and returns a copy of the answer and its type. Both may be of any size: a
+// request larger than a guest slot is sent as a transfer of slot-sized chunks on one slot, and so comes an
+// answer larger than a slot, up to ClientConfig.MaxMessageSize (SPECIFICATION.md §8.5); a message that fits
+// a slot takes one transaction, as it always has. data is only read, and not after the call returns. An
+// answered call keeps its slot
 // parked for the next copying guest call, which then publishes at once without claiming one (see
 // ReleaseParkedSlots). See SendGuestCallWithTimeout for the errors. Safe for concurrent use (each call uses
 // its own slot).
@@ -261,19 +265,22 @@ func (c *Client) SendGuestCall(data []byte, t MsgType) ([]byte, MsgType, error) 
 }
 
 // SendGuestCallWithTimeout is SendGuestCall with its own deadline (timeout < 0: the default), slot
-// acquisition included. A MsgTypeSystemError answer is returned as a *RemoteError, never as data. Errors:
-// ErrTimeout, ErrNoFreeSlot, ErrTooLarge, ErrInvalidArgument (reserved type, no guest slots), *RemoteError
-// (ErrRemote), ErrHostGone, ErrShuttingDown, ErrProtocol, ErrClosed. The arguments are checked at once, in
-// this order, before any wait for a free slot: the client is open (ErrClosed), it has guest slots
-// (ErrInvalidArgument), data fits a guest slot (ErrTooLarge), t is a request type (ErrInvalidArgument).
-// Safe for concurrent use.
+// acquisition and every chunk of a transfer included. A MsgTypeSystemError answer is returned as a
+// *RemoteError, never as data (a request above the host's limit: WireErrRequestTooLarge). Errors:
+// ErrTimeout, ErrNoFreeSlot, ErrTooLarge (an answer above MaxMessageSize), ErrInvalidArgument (reserved
+// type, a MsgTypeHeartbeatReq larger than a slot, no guest slots), *RemoteError (ErrRemote), ErrHostGone,
+// ErrShuttingDown, ErrProtocol (also a transfer that breaks §8.5), ErrClosed. The arguments are checked at
+// once, in this order, before any wait for a free slot: the client is open (ErrClosed), it has guest slots
+// (ErrInvalidArgument), t is a request type (ErrInvalidArgument). A call that fails releases its slot, or
+// leaves it to the host while the host serves it, mid-transfer as for a plain call. Safe for concurrent use.
 func (c *Client) SendGuestCallWithTimeout(data []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
 	return c.sendCopy(data, t, timeout, nil)
 }
 
 // SendGuestCallBuffer is SendGuestCall that returns the answer in buf[:n] instead of a new slice, so a
 // caller that reuses buf does not allocate. Errors: those of SendGuestCallWithTimeout, and ErrBufferTooSmall
-// when the answer is longer than len(buf) (the answer is then dropped). Safe for concurrent use.
+// when the answer is longer than len(buf) (the answer is then dropped; a large one is refused when its first
+// chunk arrives). buf[:n] may have been partly written by a call that fails. Safe for concurrent use.
 func (c *Client) SendGuestCallBuffer(data []byte, buf []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
 	if buf == nil {
 		buf = []byte{}

@@ -132,7 +132,7 @@ func (c *Client) receiveBuf(s *slotView, size uint64, t MsgType) (b []byte, fail
 			return nil, true
 		}
 		if uint64(len(b)) >= size {
-			return b[:size], false
+			return b[:size:size], false
 		}
 	}
 	return make([]byte, size), false
