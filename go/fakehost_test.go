@@ -484,6 +484,7 @@ func (h *fakeHost) serveGuestCalls(answer func(s *slotView, req []byte, t MsgTyp
 	go func() {
 		defer h.wg.Done()
 		tr := make(map[uint32]*hostTransfer)
+		var scratch []byte // reused, so that allocation tests count the guest's allocations only
 		for {
 			select {
 			case <-h.stop:
@@ -516,7 +517,8 @@ func (h *fakeHost) serveGuestCalls(answer func(s *slotView, req []byte, t MsgTyp
 					tr[i].reply(s, pattern(int(binary.LittleEndian.Uint64(req))), t)
 				default:
 					delete(tr, i)
-					local := append([]byte(nil), req...) // a small answer overwrites the request (§8.1)
+					local := append(scratch[:0], req...) // a small answer overwrites the request (§8.1)
+					scratch = local
 					dst, _ := messageBytes(s.h, s.resp, s.capacity, int32(len(local)))
 					for j := range local {
 						dst[j] = ^local[j]
@@ -561,6 +563,7 @@ type hostTransfer struct {
 	sent     uint64
 	// Requests counts the chunks and CHUNK_NEXTs taken, for tests that look.
 	requests int
+	keep     []byte // the last request's memory, reused
 }
 
 var fakeStreamIDs uint64 = 1 << 32
@@ -569,7 +572,7 @@ var fakeStreamIDs uint64 = 1 << 32
 func (x *hostTransfer) serve(s *slotView, size int32, t MsgType) {
 	x.requests++
 	fail := func() {
-		*x = hostTransfer{requests: x.requests}
+		*x = hostTransfer{requests: x.requests, keep: x.keep}
 		writeErrorResponse(s.h, WireErrStreamInvalid)
 	}
 	if t == MsgTypeChunkNext {
@@ -591,11 +594,14 @@ func (x *hostTransfer) serve(s *slotView, size int32, t MsgType) {
 	}
 	if ck.offset == 0 {
 		if !IsResponseType(MsgType(ck.msgType)) {
-			*x = hostTransfer{requests: x.requests}
+			*x = hostTransfer{requests: x.requests, keep: x.keep}
 			writeErrorResponse(s.h, WireErrReservedType)
 			return
 		}
-		x.in, x.inID, x.inType, x.received = make([]byte, ck.total), ck.streamID, MsgType(ck.msgType), 0
+		if uint64(cap(x.keep)) < ck.total {
+			x.keep = make([]byte, ck.total)
+		}
+		x.in, x.inID, x.inType, x.received = x.keep[:ck.total], ck.streamID, MsgType(ck.msgType), 0
 	} else if x.in == nil || ck.streamID != x.inID || ck.total != uint64(len(x.in)) || MsgType(ck.msgType) != x.inType ||
 		ck.offset != x.received {
 		fail()

@@ -710,3 +710,33 @@ func TestLargeHostTimeoutThenNormalCall(t *testing.T) {
 		t.Fatalf("a large call after it: %v %v", code, err)
 	}
 }
+
+// Small calls keep their cost: no allocation into a buffer; a large call into a big enough dst allocates
+// nothing for the answer either.
+func TestLargeAndSmallCallAllocations(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 256, guestPayload: 4096}
+	h := newFakeHost(t, g)
+	h.serveGuestCalls(nil)
+	c := connect(t, h)
+	req := pattern(100)
+	buf := make([]byte, 4096)
+	if n := testing.AllocsPerRun(50, func() {
+		if _, _, err := c.SendGuestCallBuffer(req, buf, MsgTypeNormal, -1); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a small call into a buffer allocates %v times", n)
+	}
+	large := pattern(5 * 4096)
+	dst := make([]byte, len(large))
+	r := bytes.NewReader(large)
+	if n := testing.AllocsPerRun(20, func() {
+		r.Reset(large)
+		got, _, err := c.SendGuestCallStream(r, int64(len(large)), MsgTypeNormal, dst, -1)
+		if err != nil || &got[0] != &dst[0] {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a large streamed call into dst allocates %v times", n)
+	}
+}
