@@ -344,10 +344,10 @@ func TestLargeTimeoutMidTransfer(t *testing.T) {
 	h := newFakeHost(t, g)
 	h.serveGuestCalls(func(s *slotView, req []byte, t MsgType) bool {
 		if t == MsgTypeChunk && atomic.LoadInt32(&stall) == 1 && readChunkHeader(s.h).offset == 2048 {
-			time.Sleep(300 * time.Millisecond) // serving: the caller abandons it (T6)
+			time.Sleep(time.Second) // serving: the caller abandons it (T6)
 		}
 		if t == MsgTypeChunkNext && atomic.LoadInt32(&stall) == 2 {
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(time.Second)
 		}
 		return false
 	})
@@ -367,7 +367,7 @@ func TestLargeTimeoutMidTransfer(t *testing.T) {
 		if !errors.Is(err, ErrTimeout) {
 			t.Fatalf("stall %d: got %v, want ErrTimeout", m, err)
 		}
-		if d := time.Since(start); d > 250*time.Millisecond {
+		if d := time.Since(start); d > 800*time.Millisecond {
 			t.Errorf("stall %d: the timeout took %v", m, d)
 		}
 		atomic.StoreInt32(&stall, 0)
@@ -614,7 +614,7 @@ func TestLargeChunkNextHostile(t *testing.T) {
 func TestLargeTooManyTransfersAndIdleSweep(t *testing.T) {
 	const C = 256
 	g := geometry{hostSlots: 3, guestSlots: 1, hostPayload: C, guestPayload: 256}
-	h, c := hostileServer(t, g, ClientConfig{MaxTransfers: 2, TransferIdleTimeout: 200 * time.Millisecond})
+	h, c := hostileServer(t, g, ClientConfig{MaxTransfers: 2, TransferIdleTimeout: 500 * time.Millisecond})
 	data := pattern(C)
 	begin := func(k *hostCaller, id uint64) hostAnswer {
 		t.Helper()
@@ -645,7 +645,7 @@ func TestLargeTooManyTransfersAndIdleSweep(t *testing.T) {
 		t.Fatalf("slot 2 after slot 0's transfer ended: %v %v", a.typ, a.code)
 	}
 	// Nothing comes for longer than the idle timeout: both partial requests are swept.
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	if a, err := k1.chunk(chunkHeader{streamID: 2, total: 4 * C, offset: C, msgType: uint32(MsgTypeNormal)}, data, 0, 10*time.Second); err != nil ||
 		a.code != WireErrStreamInvalid {
 		t.Fatalf("a chunk of a swept transfer: %v %v %v", a.typ, a.code, err)
@@ -670,7 +670,7 @@ func TestLargeTooManyTransfersAndIdleSweep(t *testing.T) {
 	if err != nil || a.typ != MsgTypeChunk {
 		t.Fatalf("large answer: %v %v", a.typ, err)
 	}
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	if a, err = k0.chunkNext(decodeChunkHeader(&a.inline).streamID, C, 10*time.Second); err != nil || a.code != WireErrStreamInvalid {
 		t.Fatalf("CHUNK_NEXT of a swept answer: %v %v", a.code, err)
 	}
