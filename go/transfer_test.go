@@ -740,3 +740,123 @@ func TestLargeAndSmallCallAllocations(t *testing.T) {
 		t.Errorf("a large streamed call into dst allocates %v times", n)
 	}
 }
+
+// A ReplyHandler's errors are a Handler's: a panic or SYSTEM_ERROR fails, a reserved type is refused, Large
+// or not; without Large its Size and Type are the answer.
+func TestReplyHandlerErrors(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 256, guestPayload: 256}
+	h := newFakeHost(t, g)
+	c := connect(t, h)
+	err := c.StartReply(func(req, respBuf []byte, ty MsgType) Reply {
+		switch ty {
+		case 2700:
+			panic("reply")
+		case 2701:
+			return Reply{Type: MsgTypeSystemError, Large: make([]byte, 1000)}
+		case 2702:
+			return Reply{Type: 5, Large: make([]byte, 1000)}
+		case 2703:
+			return Reply{Type: 5, Large: []byte{}}
+		case 2704:
+			return Reply{Size: int32(copy(respBuf, "plain")), Type: ty}
+		case 2705:
+			return Reply{Size: 1 << 20, Type: ty}
+		case 2706:
+			return Reply{Size: 999, Type: ty, Large: []byte{}} // Large wins: an empty answer
+		}
+		return Reply{Type: ty, Large: complement(req)}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(testHandler); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Start after StartReply: %v", err)
+	}
+	for ty, want := range map[MsgType]WireError{2700: WireErrHandlerFailed, 2701: WireErrHandlerFailed,
+		2702: WireErrReservedType, 2703: WireErrReservedType, 2705: WireErrResponseTooLarge} {
+		_, _, code, err := h.callLarge(t, 0, pattern(700), ty, 10*time.Second)
+		if err != nil || code != want {
+			t.Errorf("type %v: got %v %v, want %v", ty, code, err, want)
+		}
+	}
+	if got, _, code, err := h.callLarge(t, 0, pattern(700), 2704, 10*time.Second); err != nil || code != 0 ||
+		string(got) != "plain" {
+		t.Errorf("plain reply: %q %v %v", got, code, err)
+	}
+	if got, _, code, err := h.callLarge(t, 0, pattern(700), 2706, 10*time.Second); err != nil || code != 0 ||
+		len(got) != 0 {
+		t.Errorf("empty Large: %q %v %v", got, code, err)
+	}
+}
+
+// Large calls in both directions at once, on every slot, each with its own stream.
+func TestLargeConcurrent(t *testing.T) {
+	g := geometry{hostSlots: 2, guestSlots: 3, hostPayload: 1024, guestPayload: 2048}
+	h := newFakeHost(t, g)
+	h.serveGuestCalls(nil)
+	c := connect(t, h)
+	if err := c.StartReply(echoReply); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for w := 0; w < 6; w++ {
+		go func(w int) {
+			for i := 0; i < 20; i++ {
+				n := 1 + (w*7919+i*104729)%50000
+				req := pattern(n)
+				if w < 4 {
+					got, _, err := c.SendGuestCall(req, MsgTypeNormal)
+					if err != nil || !bytes.Equal(got, complement(req)) {
+						errs <- errors.New("guest call " + utoa(uint64(n)) + ": " + errString(err))
+						return
+					}
+					continue
+				}
+				got, _, code, err := h.callLarge(t, uint32(w-4), req, MsgTypeNormal, 30*time.Second)
+				if err != nil || code != 0 || !bytes.Equal(got, complement(req)) {
+					errs <- errors.New("host call " + utoa(uint64(n)) + ": " + errString(err))
+					return
+				}
+			}
+			errs <- nil
+		}(w)
+	}
+	for w := 0; w < 6; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "wrong answer"
+	}
+	return err.Error()
+}
+
+// Close ends a large guest call in flight with ErrClosed.
+func TestLargeCallEndsOnClose(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 256, guestPayload: 1024}
+	var stalled int32
+	h := newFakeHost(t, g)
+	h.serveGuestCalls(func(s *slotView, req []byte, t MsgType) bool {
+		if t == MsgTypeChunk && readChunkHeader(s.h).offset == 1024 && atomic.CompareAndSwapInt32(&stalled, 0, 1) {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return false
+	})
+	c := connect(t, h)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.SendGuestCall(pattern(10000), MsgTypeNormal)
+		done <- err
+	}()
+	for atomic.LoadInt32(&stalled) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	if err := waitErr(t, done, "the large call"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("got %v, want ErrClosed", err)
+	}
+}
