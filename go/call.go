@@ -91,6 +91,9 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 // its answer. On return *seq is the transaction's seq and owned says whether the caller still owns the slot
 // (false: it is the host's until it finishes, or the segment is dead or broken). The caller holds c.mu for
 // reading.
+//
+// A CHUNK answer (the first chunk of a large one) returns errChunked, a CHUNK_ACK errChunkAck, both with the
+// slot owned in RESPONSE: only a transfer (transfer.go) takes them.
 func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline int64) (a answer, owned bool, err error) {
 	if _, _, ok := placement(size, s.capacity); !ok {
 		return a, true, newErr(ErrTooLarge, "request size %d does not fit the slot's %d-byte buffer", size, s.capacity)
@@ -98,6 +101,12 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	if !IsRequestType(t) {
 		return a, true, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
+	return c.transact(s, seq, size, t, deadline)
+}
+
+// transact is call without the checks of the size and type, which the caller made: a transfer's chunks
+// and CHUNK_NEXT requests have types of their own.
+func (c *Client) transact(s *slotView, seq *uint32, size int32, t MsgType, deadline int64) (a answer, owned bool, err error) {
 	if c.isClosing() {
 		return a, true, errClientClosed()
 	}
@@ -202,7 +211,9 @@ func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline 
 	case *RemoteError:
 		countRemote(cnt, e.Code)
 	default:
-		countShared(cnt, cntProtocol, 1)
+		if err != errChunked && err != errChunkAck { // a transfer's, counted there
+			countShared(cnt, cntProtocol, 1)
+		}
 	}
 	return a, true, err
 }
@@ -222,6 +233,13 @@ func readAnswer(s *slotView) (answer, error) {
 			a.wireSize, s.index, s.capacity)
 	}
 	if a.typ != MsgTypeHeartbeatResp && !IsResponseType(a.typ) {
+		// Off the path of a plain answer: a transfer's types (§8.5), checked by whoever takes them.
+		switch a.typ {
+		case MsgTypeChunk:
+			return a, errChunked
+		case MsgTypeChunkAck:
+			return a, errChunkAck
+		}
 		return a, newErr(ErrProtocol, "the host answered reserved type %v on guest slot %d", a.typ, s.index)
 	}
 	a.data = data
@@ -234,7 +252,11 @@ func errorIs(err, kind error) bool {
 }
 
 // SendGuestCall calls the host with a copy of data and type t on any free guest slot, waiting up to the
-// configured DefaultTimeout, and returns a copy of the answer and its type. An answered call keeps its slot
+// configured DefaultTimeout, and returns a copy of the answer and its type. Both may be of any size: a
+// request larger than a guest slot is sent as a transfer of slot-sized chunks on one slot, and so comes an
+// answer larger than a slot, up to ClientConfig.MaxMessageSize (SPECIFICATION.md §8.5); a message that fits
+// a slot takes one transaction, as it always has. data is only read, and not after the call returns. An
+// answered call keeps its slot
 // parked for the next copying guest call, which then publishes at once without claiming one (see
 // ReleaseParkedSlots). See SendGuestCallWithTimeout for the errors. Safe for concurrent use (each call uses
 // its own slot).
@@ -243,19 +265,22 @@ func (c *Client) SendGuestCall(data []byte, t MsgType) ([]byte, MsgType, error) 
 }
 
 // SendGuestCallWithTimeout is SendGuestCall with its own deadline (timeout < 0: the default), slot
-// acquisition included. A MsgTypeSystemError answer is returned as a *RemoteError, never as data. Errors:
-// ErrTimeout, ErrNoFreeSlot, ErrTooLarge, ErrInvalidArgument (reserved type, no guest slots), *RemoteError
-// (ErrRemote), ErrHostGone, ErrShuttingDown, ErrProtocol, ErrClosed. The arguments are checked at once, in
-// this order, before any wait for a free slot: the client is open (ErrClosed), it has guest slots
-// (ErrInvalidArgument), data fits a guest slot (ErrTooLarge), t is a request type (ErrInvalidArgument).
-// Safe for concurrent use.
+// acquisition and every chunk of a transfer included. A MsgTypeSystemError answer is returned as a
+// *RemoteError, never as data (a request above the host's limit: WireErrRequestTooLarge). Errors:
+// ErrTimeout, ErrNoFreeSlot, ErrTooLarge (an answer above MaxMessageSize), ErrInvalidArgument (reserved
+// type, a MsgTypeHeartbeatReq larger than a slot, no guest slots), *RemoteError (ErrRemote), ErrHostGone,
+// ErrShuttingDown, ErrProtocol (also a transfer that breaks §8.5), ErrClosed. The arguments are checked at
+// once, in this order, before any wait for a free slot: the client is open (ErrClosed), it has guest slots
+// (ErrInvalidArgument), t is a request type (ErrInvalidArgument). A call that fails releases its slot, or
+// leaves it to the host while the host serves it, mid-transfer as for a plain call. Safe for concurrent use.
 func (c *Client) SendGuestCallWithTimeout(data []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
 	return c.sendCopy(data, t, timeout, nil)
 }
 
 // SendGuestCallBuffer is SendGuestCall that returns the answer in buf[:n] instead of a new slice, so a
 // caller that reuses buf does not allocate. Errors: those of SendGuestCallWithTimeout, and ErrBufferTooSmall
-// when the answer is longer than len(buf) (the answer is then dropped). Safe for concurrent use.
+// when the answer is longer than len(buf) (the answer is then dropped; a large one is refused when its first
+// chunk arrives). buf[:n] may have been partly written by a call that fails. Safe for concurrent use.
 func (c *Client) SendGuestCallBuffer(data []byte, buf []byte, t MsgType, timeout time.Duration) ([]byte, MsgType, error) {
 	if buf == nil {
 		buf = []byte{}
@@ -278,32 +303,25 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 	if g.guestSlots == 0 {
 		return nil, 0, newErr(ErrInvalidArgument, "segment %s has no guest slots", c.seg.name)
 	}
-	if uint64(len(data)) > uint64(g.guestPayload) {
-		return nil, 0, newErr(ErrTooLarge, "request of %d bytes does not fit a guest slot's %d-byte buffer",
-			len(data), g.guestPayload)
-	}
 	if !IsRequestType(t) {
 		return nil, 0, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
-	deadline := c.deadline(timeout)
-	// The slot parked last first (parked.go), else any free slot, else any parked one.
-	var s *slotView
-	var seq uint32
-	if h := atomic.LoadUint32(&c.parkHint); h != 0 {
-		if sq, ok := c.unpark(h - 1); ok {
-			s, seq = &c.seg.slots[h-1], sq
-		}
+	if uint64(len(data)) > uint64(g.guestPayload) {
+		return c.sendCopyLarge(data, t, timeout, buf)
 	}
-	if s == nil {
-		var err error
-		if s, seq, err = c.claimAny(deadline); err != nil {
-			return nil, 0, err
-		}
+	deadline := c.deadline(timeout)
+	s, seq, err := c.claimCopy(deadline)
+	if err != nil {
+		return nil, 0, err
 	}
 	// Straight into the request's area: the header for a small one, else the buffer (§8.1).
 	dst, _ := messageBytes(s.h, s.req, s.capacity, int32(len(data)))
 	copy(dst, data)
 	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)
+	if err == errChunked || err == errChunkAck {
+		// A large answer: the transfer takes it over, slot and all.
+		return c.finishLarge(s, seq, a, err, deadline, copySink(buf))
+	}
 	answered := err == nil
 	var out []byte
 	if answered {
@@ -329,4 +347,15 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 		return nil, 0, err
 	}
 	return out, a.typ, nil
+}
+
+// claimCopy finds a slot for a copying guest call: the slot parked last first (parked.go), else any free
+// slot, else any parked one. The caller holds c.mu for reading.
+func (c *Client) claimCopy(deadline int64) (*slotView, uint32, error) {
+	if h := atomic.LoadUint32(&c.parkHint); h != 0 {
+		if sq, ok := c.unpark(h - 1); ok {
+			return &c.seg.slots[h-1], sq, nil
+		}
+	}
+	return c.claimAny(deadline)
 }

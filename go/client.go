@@ -29,7 +29,35 @@ type ClientConfig struct {
 	// LatencyHistogram keeps a histogram of the latency of successful guest calls, for Stats().Latency. Off
 	// by default: it costs two clock reads and a few atomic operations per call.
 	LatencyHistogram bool
+
+	// Large messages (SPECIFICATION.md §8.5): requests and answers larger than a slot travel as transfers of
+	// slot-sized chunks. These limits are this guest's own; the host has its own.
+
+	// MaxMessageSize is the largest large request this guest's workers assemble (a larger one is answered
+	// WireErrRequestTooLarge before anything is allocated) and the largest answer its guest calls accept
+	// (ErrTooLarge). Default 1 GiB; at most 1<<40.
+	MaxMessageSize uint64
+	// MaxTransfers is how many partial large requests the workers hold at once, over all host slots; the
+	// first chunk of one more is answered WireErrTooManyTransfers. Default 16.
+	MaxTransfers int
+	// TransferIdleTimeout drops a partial large request, or a large answer the host stopped fetching, after
+	// this long without a chunk. Default 30 s.
+	TransferIdleTimeout time.Duration
+	// ReceiveBuffer, if set, names the memory a large request is assembled in: it is called on a worker with
+	// the request's size and type and the host slot's index when the first chunk arrives, and returns a slice
+	// of at least size bytes (nil or a shorter one: the package allocates). The handler then sees the request
+	// in b[:size]. The package never zeroes it; it writes b[:size] from the worker until the last chunk, and
+	// forgets b when the handler returns. It must be safe for concurrent use (workers call it in parallel),
+	// and a panic in it answers WireErrHandlerFailed.
+	ReceiveBuffer func(size uint64, t MsgType, slot int) []byte
 }
+
+// Defaults of the large-message limits.
+const (
+	defaultMaxMessageSize      uint64 = 1 << 30
+	defaultMaxTransfers               = 16
+	defaultTransferIdleTimeout        = 30 * time.Second
+)
 
 // Handler serves one host request. req is the request payload, in place in shared memory (end-aligned
 // payloads are already located); respBuf is the slot's whole response buffer. The handler writes its answer
@@ -44,7 +72,29 @@ type ClientConfig struct {
 // it as untrusted input. The handler runs concurrently on one goroutine per host slot and must be safe for
 // concurrent use. It may call SendGuestCall, AcquireGuestSlot and Close (which then does not wait for this
 // handler's own worker: see Close), and every accessor.
+//
+// A request larger than the slot (SPECIFICATION.md §8.5) reaches the handler as one contiguous req in memory
+// of this process (the package's, or ClientConfig.ReceiveBuffer's), equally valid only until it returns. A
+// Handler's answer must fit respBuf; to answer more, serve with StartReply.
 type Handler func(req []byte, respBuf []byte, t MsgType) (int32, MsgType)
+
+// ReplyHandler is a Handler that may answer more than a slot holds: it returns a Reply. The contract of
+// Handler applies (req, respBuf, errors, concurrency).
+type ReplyHandler func(req []byte, respBuf []byte, t MsgType) Reply
+
+// Reply is a ReplyHandler's answer. With Large nil, Size and Type are what a Handler returns: the answer lies
+// in respBuf (Size < 0: end-aligned). With Large non-nil (even empty), the answer is Large and Size is
+// ignored: it is sent plainly if it fits the slot, else as a transfer the host fetches chunk by chunk.
+//
+// Ownership: a Large longer than the slot's capacity is read by the package after the handler has returned,
+// until the host has fetched its last chunk, or the transfer is dropped (the host's next request on the slot,
+// TransferIdleTimeout, Close); the handler must not modify it meanwhile, and should hand over memory it does
+// not reuse. Large may be respBuf or a part of it only when it fits the slot.
+type Reply struct {
+	Size  int32
+	Type  MsgType
+	Large []byte
+}
 
 // Client is a guest attached to a host's segment: it serves the host's requests (Start) and calls the host
 // (SendGuestCall, AcquireGuestSlot). One guest is attached to a segment at a time: the host keeps one guest
@@ -62,6 +112,13 @@ type Client struct {
 	defaultTimeout time.Duration
 	logf           func(format string, args ...any)
 	latency        *latencyHistogram // nil unless ClientConfig.LatencyHistogram
+
+	// Large messages (transfer.go).
+	maxMessage    uint64
+	maxTransfers  int32
+	idleNs        int64
+	receiveBuffer func(size uint64, t MsgType, slot int) []byte
+	partial       int32 // atomic: partial large requests the workers hold
 
 	closing uint32       // atomic; set once by Close: every wait ends
 	closeMu sync.Mutex   // serialises Close
@@ -98,8 +155,20 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		return nil, newErr(ErrInvalidArgument, "segment name %q must be 1-%d characters of [A-Za-z0-9._-], not . or ..",
 			cfg.ShmName, maxNameLen)
 	}
-	if cfg.ConnectionTimeout < 0 || cfg.RetryInterval < 0 || cfg.DefaultTimeout < 0 {
+	if cfg.ConnectionTimeout < 0 || cfg.RetryInterval < 0 || cfg.DefaultTimeout < 0 || cfg.TransferIdleTimeout < 0 {
 		return nil, newErr(ErrInvalidArgument, "timeouts and intervals must not be negative")
+	}
+	if cfg.MaxMessageSize > maxMessageSize || cfg.MaxTransfers < 0 || cfg.MaxTransfers > 1<<30 {
+		return nil, newErr(ErrInvalidArgument, "MaxMessageSize must be at most 1<<40 and MaxTransfers 0..1<<30")
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = defaultMaxMessageSize
+	}
+	if cfg.MaxTransfers == 0 {
+		cfg.MaxTransfers = defaultMaxTransfers
+	}
+	if cfg.TransferIdleTimeout == 0 {
+		cfg.TransferIdleTimeout = defaultTransferIdleTimeout
 	}
 	if cfg.ConnectionTimeout == 0 {
 		cfg.ConnectionTimeout = 10 * time.Second
@@ -116,7 +185,9 @@ func Connect(cfg ClientConfig) (*Client, error) {
 		seg, err := attachOnce(cfg.ShmName, deadline)
 		if err == nil {
 			c := &Client{seg: seg, spin: newSpinPolicy(), defaultTimeout: cfg.DefaultTimeout, logf: cfg.Logf,
-				parked: make([]uint32, seg.geo.slotCount())}
+				parked: make([]uint32, seg.geo.slotCount()), maxMessage: cfg.MaxMessageSize,
+				maxTransfers: int32(cfg.MaxTransfers), idleNs: int64(cfg.TransferIdleTimeout),
+				receiveBuffer: cfg.ReceiveBuffer}
 			if cfg.LatencyHistogram {
 				c.latency = newLatencyHistogram()
 			}
@@ -219,6 +290,23 @@ func (c *Client) HostAlive() bool {
 // ErrClosed (checked first), ErrInvalidArgument (nil handler, or Start was already called). Safe for
 // concurrent use.
 func (c *Client) Start(h Handler) error {
+	if h == nil {
+		return c.start(nil, nil)
+	}
+	return c.start(h, nil)
+}
+
+// StartReply is Start with a ReplyHandler, whose answers may be larger than a slot. Start or StartReply may
+// be called once per Client; the errors are Start's.
+func (c *Client) StartReply(h ReplyHandler) error {
+	if h == nil {
+		return c.start(nil, nil)
+	}
+	return c.start(nil, h)
+}
+
+// start runs the workers with h or rh (exactly one non-nil, or both nil: refused).
+func (c *Client) start(h Handler, rh ReplyHandler) error {
 	if !c.connected() {
 		return errNotConnected()
 	}
@@ -227,7 +315,7 @@ func (c *Client) Start(h Handler) error {
 	if c.closed || c.isClosing() {
 		return errClientClosed()
 	}
-	if h == nil {
+	if h == nil && rh == nil {
 		return newErr(ErrInvalidArgument, "Start needs a handler")
 	}
 	c.startMu.Lock()
@@ -243,7 +331,7 @@ func (c *Client) Start(h Handler) error {
 	n := int(c.seg.geo.hostSlots)
 	c.workers.Add(n)
 	for i := 0; i < n; i++ {
-		go c.work(&c.seg.slots[i], h)
+		go c.work(&c.seg.slots[i], handlers{h, rh})
 	}
 	go func() {
 		c.workers.Wait()
@@ -350,8 +438,14 @@ func (c *Client) logPanic(slot uint32, v any) {
 	}
 }
 
+// handlers is what a worker runs: exactly one of the two is set.
+type handlers struct {
+	plain Handler
+	reply ReplyHandler
+}
+
 // work serves one host slot until shutdown, host death or Close.
-func (c *Client) work(s *slotView, h Handler) {
+func (c *Client) work(s *slotView, h handlers) {
 	// The worker sleeps in FUTEX_WAIT: keep it on one OS thread so the runtime does not shuffle goroutines
 	// around a thread that is parked in the kernel.
 	runtime.LockOSThread()
@@ -361,10 +455,15 @@ func (c *Client) work(s *slotView, h Handler) {
 	c.setWorkerThread(tid, true)
 	defer c.setWorkerThread(tid, false)
 	hostGone := false
+	var tr slotTransfers // this slot's transfers (§8.5); only this worker touches them
+	defer c.dropTransfers(&tr)
 	isRequest := func(w uint32) bool { return ctlState(w) == stateRequest }
 	abort := func(slow bool) bool {
 		if c.isClosing() || c.seg.hostShuttingDown() {
 			return true
+		}
+		if slow && tr.held() {
+			c.sweepTransfers(&tr, monoNow())
 		}
 		if slow && !c.seg.hostAlive() {
 			// A host that shuts down closes the guest connection right after setting SHUTTING_DOWN: if that
@@ -384,7 +483,10 @@ func (c *Client) work(s *slotView, h Handler) {
 		}
 		wokeHost := false
 		if seq, ok := tryTake(s.h); ok {
-			wokeHost = c.serve(s, seq, h)
+			if tr.held() {
+				c.sweepTransfers(&tr, monoNow())
+			}
+			wokeHost = c.serve(s, seq, h, &tr)
 		}
 		// Having woken the host, keep spinning for its next request (it may come at once), but offer this CPU
 		// from the start: the host may be queued on it. Sleeping here instead would let a busy exchange settle
@@ -405,11 +507,23 @@ func (c *Client) work(s *slotView, h Handler) {
 
 // serve is the server half of a transaction on a slot this worker took at seq (SPECIFICATION.md §8.4). It
 // reports whether the host was asleep on the slot and has been woken.
-func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
+func (c *Client) serve(s *slotView, seq uint32, h handlers, tr *slotTransfers) (wokeHost bool) {
 	cnt := &c.seg.blocks[s.index]
 	// Read once into locals; only the locals are used from here on.
 	size := int32(atomic.LoadUint32(&s.h.reqSize))
 	typ := MsgType(atomic.LoadUint32(&s.h.reqType))
+	if typ == MsgTypeChunk || typ == MsgTypeChunkNext {
+		// A transfer's (§8.5): its size follows its own rules.
+		if typ == MsgTypeChunk {
+			c.serveChunk(s, size, h, tr)
+		} else {
+			c.serveChunkNext(s, size, tr)
+		}
+		return c.finishServe(s, seq, cnt)
+	}
+	if tr.held() {
+		c.dropTransfers(tr) // a new request on the slot ends any transfer on it
+	}
 	req, ok := messageBytes(s.h, s.req, s.capacity, size)
 	answerError := func(e WireError) {
 		writeErrorResponse(s.h, e)
@@ -429,28 +543,49 @@ func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
 		answerError(WireErrShuttingDown)
 	default:
 		count(cnt, cntServeBytesIn, uint64(len(req)))
-		n, rt, failed := c.runHandler(s, h, req, typ)
-		off, length, fits := placement(n, s.capacity)
-		switch {
-		case failed || rt == MsgTypeSystemError:
-			answerError(WireErrHandlerFailed)
-		case !IsResponseType(rt):
-			answerError(WireErrReservedType)
-		case !fits:
-			answerError(WireErrResponseTooLarge)
-		default:
-			// A small answer travels in the header (§8.1); the handler is done with the request, whose inline
-			// bytes this overwrites.
-			if length != 0 && length <= inlineSize {
-				dst, _ := messageBytes(s.h, s.resp, s.capacity, n)
-				copy(dst, s.resp[off:off+length])
-			}
-			atomic.StoreUint32(&s.h.respType, uint32(rt))
-			atomic.StoreUint32(&s.h.respSize, uint32(n))
-			atomic.StoreUint32(&s.h.respError, 0)
-			count(cnt, cntServeBytesOut, uint64(length))
-		}
+		c.respond(s, h, req, typ, tr)
 	}
+	return c.finishServe(s, seq, cnt)
+}
+
+// respond runs the handler on a whole request and writes its answer, or the error it earned, into the
+// response fields (§8.4 steps 3-4); an answer larger than the slot starts an outgoing transfer (§8.5).
+func (c *Client) respond(s *slotView, h handlers, req []byte, typ MsgType, tr *slotTransfers) {
+	cnt := &c.seg.blocks[s.index]
+	answerError := func(e WireError) {
+		writeErrorResponse(s.h, e)
+		countAnswered(cnt, e)
+	}
+	r, failed := c.runHandler(s, h, req, typ)
+	n, rt := r.Size, r.Type
+	if r.Large != nil && !failed && rt != MsgTypeSystemError && IsResponseType(rt) {
+		c.replyLarge(s, r.Large, rt, tr)
+		return
+	}
+	off, length, fits := placement(n, s.capacity)
+	switch {
+	case failed || rt == MsgTypeSystemError:
+		answerError(WireErrHandlerFailed)
+	case !IsResponseType(rt):
+		answerError(WireErrReservedType)
+	case !fits:
+		answerError(WireErrResponseTooLarge)
+	default:
+		// A small answer travels in the header (§8.1); the handler is done with the request, whose inline
+		// bytes this overwrites.
+		if length != 0 && length <= inlineSize {
+			dst, _ := messageBytes(s.h, s.resp, s.capacity, n)
+			copy(dst, s.resp[off:off+length])
+		}
+		atomic.StoreUint32(&s.h.respType, uint32(rt))
+		atomic.StoreUint32(&s.h.respSize, uint32(n))
+		atomic.StoreUint32(&s.h.respError, 0)
+		count(cnt, cntServeBytesOut, uint64(length))
+	}
+}
+
+// finishServe publishes the answer written in the response fields of the transaction taken at seq.
+func (c *Client) finishServe(s *slotView, seq uint32, cnt *counterBlock) (wokeHost bool) {
 	count(cnt, cntServed, 1)
 	// T4, or T7 if the host abandoned the call meanwhile (the answer is dropped); a slot taken from this
 	// server by recovery is left alone.
@@ -465,16 +600,19 @@ func (c *Client) serve(s *slotView, seq uint32, h Handler) (wokeHost bool) {
 	return wokeHost
 }
 
-// runHandler calls h, turning a panic into failed = true.
-func (c *Client) runHandler(s *slotView, h Handler, req []byte, t MsgType) (n int32, rt MsgType, failed bool) {
+// runHandler calls the handler, turning a panic into failed = true.
+func (c *Client) runHandler(s *slotView, h handlers, req []byte, t MsgType) (r Reply, failed bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			c.logPanic(s.index, v)
-			n, rt, failed = 0, MsgTypeSystemError, true
+			r, failed = Reply{Type: MsgTypeSystemError}, true
 		}
 	}()
-	n, rt = h(req, s.resp[:s.capacity:s.capacity], t)
-	return n, rt, false
+	if h.reply != nil {
+		return h.reply(req, s.resp[:s.capacity:s.capacity], t), false
+	}
+	r.Size, r.Type = h.plain(req, s.resp[:s.capacity:s.capacity], t)
+	return r, false
 }
 
 // String names the client by its segment ("shm.Client(my-segment)"). Safe for concurrent use, also after

@@ -201,9 +201,6 @@ func TestGuestCallErrors(t *testing.T) {
 	if _, _, err = c.SendGuestCall([]byte("x"), 302); !errors.Is(err, ErrShuttingDown) || !errors.Is(err, ErrRemote) {
 		t.Errorf("remote ShuttingDown: %v", err)
 	}
-	if _, _, err = c.SendGuestCall(make([]byte, 129), MsgTypeNormal); !errors.Is(err, ErrTooLarge) {
-		t.Errorf("too large: %v", err)
-	}
 	if _, _, err = c.SendGuestCall(nil, MsgTypeSystemError); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("reserved type: %v", err)
 	}
@@ -474,8 +471,8 @@ func TestCopyingCallRefusedBeforeWaitingForASlot(t *testing.T) {
 		typ  MsgType
 		want error
 	}{
-		{"too large", make([]byte, g.guestPayload+1), MsgTypeNormal, ErrTooLarge},
-		{"too large and reserved type", make([]byte, g.guestPayload+1), MsgTypeSystemError, ErrTooLarge},
+		{"large heartbeat", make([]byte, g.guestPayload+1), MsgTypeHeartbeatReq, ErrInvalidArgument},
+		{"large and reserved type", make([]byte, g.guestPayload+1), MsgTypeSystemError, ErrInvalidArgument},
 		{"reserved type", []byte("x"), MsgTypeShutdown, ErrInvalidArgument},
 	} {
 		start := time.Now()

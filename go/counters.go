@@ -93,14 +93,6 @@ func countersPresent(b []byte, g geometry, fileSize int64) bool {
 		le.u32(16) == counterBlockSize && le.u32(20) == g.slotCount() && le.u64(24) == g.countersSize()
 }
 
-type leBytes struct{ b []byte }
-
-func (l leBytes) u32(off int) uint32 {
-	b := l.b[off : off+4]
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
-}
-func (l leBytes) u64(off int) uint64 { return uint64(l.u32(off)) | uint64(l.u32(off+4))<<32 }
-
 // count adds n to a counter of a slot this goroutine holds (caller: CLAIMED or RESPONSE; server: SERVING or
 // ABANDONED). A plain add, no locked instruction (the hot path of §5.4): no other goroutine of this guest writes
 // the block meanwhile, and the slot's control-word CAS orders the handoffs between them. An aligned 8-byte

@@ -34,8 +34,10 @@ var (
 	ErrTimeout = errors.New("shm: timeout")
 	// ErrNoFreeSlot: every guest slot stayed busy until the deadline.
 	ErrNoFreeSlot = errors.New("shm: no free slot")
-	// ErrTooLarge: a request does not fit the slot's buffer (checked before anything is sent).
-	ErrTooLarge = errors.New("shm: message larger than the slot buffer")
+	// ErrTooLarge: a message is larger than allowed: a zero-copy request that does not fit its slot, or a
+	// request above the protocol's 1<<40 bytes (both checked before anything is sent); an answer above
+	// ClientConfig.MaxMessageSize, or a large answer to a zero-copy GuestSlot.Send.
+	ErrTooLarge = errors.New("shm: message too large")
 	// ErrBufferTooSmall: a caller-provided buffer cannot hold the answer.
 	ErrBufferTooSmall = errors.New("shm: buffer too small")
 	// ErrHostGone: the host died (its end of the guest connection closed).

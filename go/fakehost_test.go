@@ -475,12 +475,16 @@ func (h *fakeHost) call(i uint32, req []byte, size int32, t MsgType, timeout tim
 	return append([]byte(nil), data...), rt, 0, nil
 }
 
-// serveGuestCalls answers guest calls until the test ends: every request byte complemented, same type.
-// answer can override that for a request (return false to use the default).
+// serveGuestCalls answers guest calls until the test ends: every request byte complemented, same type; a
+// large request (§8.5) is assembled from its chunks, checked strictly, and a large answer sent in chunks as
+// the caller asks for them. answer can override that for any request, chunks included (return false to use
+// the default); it runs on the serving goroutine, which owns s until it returns.
 func (h *fakeHost) serveGuestCalls(answer func(s *slotView, req []byte, t MsgType) bool) {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
+		tr := make(map[uint32]*hostTransfer)
+		var scratch []byte // reused, so that allocation tests count the guest's allocations only
 		for {
 			select {
 			case <-h.stop:
@@ -496,11 +500,25 @@ func (h *fakeHost) serveGuestCalls(answer func(s *slotView, req []byte, t MsgTyp
 				}
 				served = true
 				t := MsgType(atomic.LoadUint32(&s.h.reqType))
-				req, ok := messageBytes(s.h, s.req, s.capacity, int32(atomic.LoadUint32(&s.h.reqSize)))
-				if !ok {
+				size := int32(atomic.LoadUint32(&s.h.reqSize))
+				req, ok := messageBytes(s.h, s.req, s.capacity, size)
+				switch {
+				case answer != nil && answer(s, req, t):
+				case t == MsgTypeChunk || t == MsgTypeChunkNext:
+					if tr[i] == nil {
+						tr[i] = &hostTransfer{}
+					}
+					tr[i].serve(s, size, t)
+				case !ok:
 					writeErrorResponse(s.h, WireErrRequestTooLarge)
-				} else if answer == nil || !answer(s, req, t) {
-					local := append([]byte(nil), req...) // a small answer overwrites the request (§8.1)
+				case t == fakeBigAnswer && len(req) == 8:
+					// An answer of the u64 size asked for: pattern bytes, large if need be.
+					tr[i] = &hostTransfer{}
+					tr[i].reply(s, pattern(int(binary.LittleEndian.Uint64(req))), t)
+				default:
+					delete(tr, i)
+					local := append(scratch[:0], req...) // a small answer overwrites the request (§8.1)
+					scratch = local
 					dst, _ := messageBytes(s.h, s.resp, s.capacity, int32(len(local)))
 					for j := range local {
 						dst[j] = ^local[j]
@@ -516,6 +534,300 @@ func (h *fakeHost) serveGuestCalls(answer func(s *slotView, req []byte, t MsgTyp
 			}
 		}
 	}()
+}
+
+// fakeBigAnswer asks the fake host for an answer of the size the request's u64 names (pattern bytes).
+const fakeBigAnswer MsgType = 3000
+
+// pattern is n bytes no two neighbouring chunks of which look alike.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	x := uint32(n) | 1
+	for i := range b {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+	return b
+}
+
+// hostTransfer is the fake host's transfer state of one guest slot: the request it assembles, then the
+// answer it sends.
+type hostTransfer struct {
+	in       []byte
+	inID     uint64
+	inType   MsgType
+	received uint64
+	out      []byte
+	outID    uint64
+	outType  MsgType
+	sent     uint64
+	// Requests counts the chunks and CHUNK_NEXTs taken, for tests that look.
+	requests int
+	keep     []byte // the last request's memory, reused
+}
+
+var fakeStreamIDs uint64 = 1 << 32
+
+// serve answers one CHUNK or CHUNK_NEXT on s, checking the guest kept every rule of §8.5.
+func (x *hostTransfer) serve(s *slotView, size int32, t MsgType) {
+	x.requests++
+	fail := func() {
+		*x = hostTransfer{requests: x.requests, keep: x.keep}
+		writeErrorResponse(s.h, WireErrStreamInvalid)
+	}
+	if t == MsgTypeChunkNext {
+		var raw [16]byte
+		copy(raw[:], s.h.inlineData[:16])
+		l := leBytes{raw[:]}
+		if size != 16 || x.out == nil || l.u64(0) != x.outID || l.u64(8) != x.sent {
+			fail()
+			return
+		}
+		x.sendChunk(s)
+		return
+	}
+	ck := readChunkHeader(s.h)
+	x.out = nil
+	if !chunkFits(ck, size, s.capacity) || ck.reserved != 0 {
+		fail()
+		return
+	}
+	if ck.offset == 0 {
+		if !IsResponseType(MsgType(ck.msgType)) {
+			*x = hostTransfer{requests: x.requests, keep: x.keep}
+			writeErrorResponse(s.h, WireErrReservedType)
+			return
+		}
+		if uint64(cap(x.keep)) < ck.total {
+			x.keep = make([]byte, ck.total)
+		}
+		x.in, x.inID, x.inType, x.received = x.keep[:ck.total], ck.streamID, MsgType(ck.msgType), 0
+	} else if x.in == nil || ck.streamID != x.inID || ck.total != uint64(len(x.in)) || MsgType(ck.msgType) != x.inType ||
+		ck.offset != x.received {
+		fail()
+		return
+	}
+	x.received += uint64(copy(x.in[ck.offset:], s.req[:size]))
+	if x.received < ck.total {
+		atomic.StoreUint32(&s.h.respType, uint32(MsgTypeChunkAck))
+		atomic.StoreUint32(&s.h.respSize, 0)
+		atomic.StoreUint32(&s.h.respError, 0)
+		return
+	}
+	msg := x.in
+	x.in = nil
+	for j := range msg {
+		msg[j] = ^msg[j]
+	}
+	x.reply(s, msg, x.inType)
+}
+
+// reply answers msg of type t: plainly if it fits, else chunk 0 of a new stream.
+func (x *hostTransfer) reply(s *slotView, msg []byte, t MsgType) {
+	if len(msg) <= int(s.capacity) {
+		dst, _ := messageBytes(s.h, s.resp, s.capacity, int32(len(msg)))
+		copy(dst, msg)
+		atomic.StoreUint32(&s.h.respType, uint32(t))
+		atomic.StoreUint32(&s.h.respSize, uint32(len(msg)))
+		atomic.StoreUint32(&s.h.respError, 0)
+		return
+	}
+	x.out, x.outID, x.outType, x.sent = msg, atomic.AddUint64(&fakeStreamIDs, 1), t, 0
+	x.sendChunk(s)
+}
+
+func (x *hostTransfer) sendChunk(s *slotView) {
+	total := uint64(len(x.out))
+	n := chunkLen(s.capacity, total, x.sent)
+	copy(s.resp, x.out[x.sent:x.sent+n])
+	writeChunkHeader(s.h, chunkHeader{streamID: x.outID, total: total, offset: x.sent, msgType: uint32(x.outType)})
+	atomic.StoreUint32(&s.h.respType, uint32(MsgTypeChunk))
+	atomic.StoreUint32(&s.h.respSize, uint32(n))
+	atomic.StoreUint32(&s.h.respError, 0)
+	if x.sent += n; x.sent == total {
+		x.out = nil
+	}
+}
+
+// hostCaller is the fake host's caller side on host slot i, keeping the slot across transactions as a
+// transfer does.
+type hostCaller struct {
+	h   *fakeHost
+	s   *slotView
+	seq uint32
+	own bool
+}
+
+// claim takes host slot i (T1), waiting up to a second.
+func (h *fakeHost) claim(t *testing.T, i uint32) *hostCaller {
+	t.Helper()
+	s := &h.slots[i]
+	for end := time.Now().Add(time.Second); ; time.Sleep(50 * time.Microsecond) {
+		if seq, ok := tryClaim(s.h); ok {
+			return &hostCaller{h: h, s: s, seq: seq, own: true}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("host slot %d stayed busy", i)
+		}
+	}
+}
+
+// release gives the slot back if it is still the caller's.
+func (k *hostCaller) release() {
+	if k.own {
+		release(k.s.h, k.seq)
+		k.own = false
+	}
+}
+
+// hostAnswer is one answer the fake host's caller read: its fields once, and a copy of the inline field and
+// of the bytes [0, size) of the response buffer.
+type hostAnswer struct {
+	typ    MsgType
+	size   int32
+	code   WireError
+	inline [32]byte
+	data   []byte
+}
+
+// tx publishes one request (reqType, reqSize; inline and buffer bytes as given, nil: left as they are) and
+// waits for its answer. A timeout cancels the request (the slot may then be lost).
+func (k *hostCaller) tx(reqType MsgType, reqSize int32, inline []byte, buf []byte, timeout time.Duration) (hostAnswer, error) {
+	s := k.s
+	if !k.own {
+		return hostAnswer{}, fmt.Errorf("slot lost")
+	}
+	if inline != nil {
+		copy(s.h.inlineData[:], inline)
+	}
+	copy(s.req, buf)
+	atomic.StoreUint32(&s.h.reqType, uint32(reqType))
+	atomic.StoreUint32(&s.h.reqSize, uint32(reqSize))
+	tx, _, ok := publish(s.h, k.seq)
+	if !ok {
+		k.own = false
+		return hostAnswer{}, fmt.Errorf("publish failed")
+	}
+	k.seq = tx
+	w, st := waitFor(&s.h.ctl, &s.h.wakeStampNs, monoNow()+int64(timeout), newSpinPolicy(),
+		func(w uint32) bool { return ctlSeq(w) != tx || ctlState(w) >= stateResponse },
+		func(bool) bool { return false }, ctlWaiting, startSpin, nil, nil)
+	if st != waitReady {
+		switch cancel(s.h, tx) {
+		case cancelWithdrawn:
+		case cancelAnswered:
+			w = atomic.LoadUint32(&s.h.ctl)
+			goto answered
+		default:
+			k.own = false
+		}
+		return hostAnswer{}, fmt.Errorf("timeout")
+	}
+answered:
+	if ctlState(w) != stateResponse || ctlSeq(w) != tx {
+		k.own = false
+		return hostAnswer{}, fmt.Errorf("word %#x", w)
+	}
+	var a hostAnswer
+	a.typ = MsgType(atomic.LoadUint32(&s.h.respType))
+	a.size = int32(atomic.LoadUint32(&s.h.respSize))
+	a.code = WireError(atomic.LoadUint32(&s.h.respError))
+	copy(a.inline[:], s.h.inlineData[:])
+	if a.size > 0 && uint32(a.size) <= s.capacity {
+		a.data = append([]byte(nil), s.resp[:a.size]...)
+	}
+	return a, nil
+}
+
+// chunk publishes one CHUNK request with header ck and data (len(data) is the size field unless size != 0).
+func (k *hostCaller) chunk(ck chunkHeader, data []byte, size int32, timeout time.Duration) (hostAnswer, error) {
+	if size == 0 {
+		size = int32(len(data))
+	}
+	raw := ck.encode()
+	return k.tx(MsgTypeChunk, size, raw[:], data, timeout)
+}
+
+// chunkNext publishes a CHUNK_NEXT for (id, offset).
+func (k *hostCaller) chunkNext(id, offset uint64, timeout time.Duration) (hostAnswer, error) {
+	var raw [16]byte
+	putU64(raw[0:], id)
+	putU64(raw[8:], offset)
+	return k.tx(MsgTypeChunkNext, 16, raw[:], nil, timeout)
+}
+
+// callLarge makes one whole call of req (any size) and type t on host slot i as the C++ host does: plainly
+// if it fits, else in chunks; a large answer is fetched with CHUNK_NEXT. It returns the answer, or the
+// SYSTEM_ERROR code of the transaction that failed.
+func (h *fakeHost) callLarge(t *testing.T, i uint32, req []byte, typ MsgType, timeout time.Duration) ([]byte, MsgType, WireError, error) {
+	t.Helper()
+	k := h.claim(t, i)
+	defer k.release()
+	c := uint64(k.s.capacity)
+	var a hostAnswer
+	var err error
+	if uint64(len(req)) <= c {
+		copy(k.s.req, req)
+		stageInline(k.s, int32(len(req)))
+		a, err = k.tx(typ, int32(len(req)), nil, nil, timeout)
+		if err == nil && a.typ != MsgTypeChunk && a.typ != MsgTypeSystemError {
+			data, ok := messageBytes(k.s.h, k.s.resp, k.s.capacity, a.size)
+			if !ok {
+				return nil, a.typ, 0, fmt.Errorf("bad answer size %d", a.size)
+			}
+			return append([]byte(nil), data...), a.typ, 0, nil
+		}
+	} else {
+		id := atomic.AddUint64(&fakeStreamIDs, 1)
+		total := uint64(len(req))
+		for off := uint64(0); off < total; {
+			n := chunkLen(k.s.capacity, total, off)
+			a, err = k.chunk(chunkHeader{streamID: id, total: total, offset: off, msgType: uint32(typ)}, req[off:off+n], 0, timeout)
+			off += n
+			if err != nil || a.typ == MsgTypeSystemError {
+				break
+			}
+			if off < total && (a.typ != MsgTypeChunkAck || a.size != 0) {
+				return nil, a.typ, 0, fmt.Errorf("answer %v (size %d) to a chunk at %d", a.typ, a.size, off-n)
+			}
+		}
+		if err == nil && a.typ != MsgTypeChunk && a.typ != MsgTypeSystemError {
+			data, ok := messageBytes(k.s.h, k.s.resp, k.s.capacity, a.size)
+			if !ok {
+				return nil, a.typ, 0, fmt.Errorf("bad answer size %d", a.size)
+			}
+			return append([]byte(nil), data...), a.typ, 0, nil
+		}
+	}
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if a.typ == MsgTypeSystemError {
+		return nil, a.typ, a.code, nil
+	}
+	// A large answer: chunk 0 is here.
+	first := decodeChunkHeader(&a.inline)
+	if !chunkFits(first, a.size, k.s.capacity) || first.offset != 0 {
+		return nil, 0, 0, fmt.Errorf("broken first chunk %+v size %d", first, a.size)
+	}
+	out := make([]byte, 0, first.total)
+	out = append(out, a.data...)
+	for uint64(len(out)) < first.total {
+		a, err = k.chunkNext(first.streamID, uint64(len(out)), timeout)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if a.typ == MsgTypeSystemError {
+			return nil, a.typ, a.code, nil
+		}
+		ck := decodeChunkHeader(&a.inline)
+		if a.typ != MsgTypeChunk || ck.streamID != first.streamID || ck.total != first.total ||
+			ck.msgType != first.msgType || ck.offset != uint64(len(out)) || !chunkFits(ck, a.size, k.s.capacity) {
+			return nil, 0, 0, fmt.Errorf("broken chunk %+v size %d type %v at %d", ck, a.size, a.typ, len(out))
+		}
+		out = append(out, a.data...)
+	}
+	return out, MsgType(first.msgType), 0, nil
 }
 
 func (h *fakeHost) stopServing() {

@@ -104,7 +104,8 @@ func (g *GuestSlot) SendFlatBuffer(size int) error {
 // Checked in this order before anything is sent: the client is open (ErrClosed), the slot is held
 // (ErrSlotLost), the size is valid for Capacity (ErrTooLarge: |size| > Capacity, or math.MinInt32), the type
 // is a request type (ErrInvalidArgument), the host is not shutting down (ErrShuttingDown). A refused request
-// leaves the slot held.
+// leaves the slot held. A GuestSlot sends and takes at most Capacity bytes: an answer larger than that (the
+// host began a transfer, SPECIFICATION.md §8.5) fails with ErrTooLarge and the slot stays held.
 func (g *GuestSlot) SendWithTimeout(size int32, t MsgType, timeout time.Duration) error {
 	return g.send(func() error { return g.sendLocked(size, t, timeout) })
 }
@@ -140,6 +141,15 @@ func (g *GuestSlot) sendLocked(size int32, t MsgType, timeout time.Duration) err
 	stageInline(g.s, size) // a small request travels in the slot header (§8.1)
 	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout))
 	g.held = owned
+	switch err {
+	case errChunked:
+		// A large answer cannot be read in place; the slot stays held, and its next request ends the
+		// host's transfer.
+		return newErr(ErrTooLarge, "the host answered a large message on guest slot %d; a GuestSlot takes "+
+			"answers of at most %d bytes (use SendGuestCall)", g.s.index, g.s.capacity)
+	case errChunkAck:
+		return g.c.protocolErr(g.s, "the host acknowledged a chunk nobody sent on guest slot %d", g.s.index)
+	}
 	if err != nil {
 		return err
 	}

@@ -64,6 +64,29 @@ func goLayout() map[string]string {
 	put("slot_header.ctl.size", uint64(unsafe.Sizeof(s.ctl)))
 	put("slot_header.wake_stamp_ns.size", uint64(unsafe.Sizeof(s.wakeStampNs)))
 
+	var ck chunkHeader
+	put("chunk_header.size", uint64(unsafe.Sizeof(ck)))
+	for name, off := range map[string]uintptr{
+		"stream_id": unsafe.Offsetof(ck.streamID), "total": unsafe.Offsetof(ck.total),
+		"offset": unsafe.Offsetof(ck.offset), "msg_type": unsafe.Offsetof(ck.msgType),
+		"reserved": unsafe.Offsetof(ck.reserved),
+	} {
+		put("chunk_header."+name+".offset", uint64(off))
+	}
+	// encode must put each field where the struct has it.
+	enc := chunkHeader{streamID: 1, total: 2, offset: 3, msgType: 4, reserved: 5}.encode()
+	for i, off := range []uintptr{unsafe.Offsetof(ck.streamID), unsafe.Offsetof(ck.total),
+		unsafe.Offsetof(ck.offset), unsafe.Offsetof(ck.msgType), unsafe.Offsetof(ck.reserved)} {
+		if enc[off] != byte(i+1) {
+			m["chunk_header.encode"] = "wrong" // not in the dump: reported as a mismatch
+		}
+	}
+	if decodeChunkHeader(&enc) != (chunkHeader{1, 2, 3, 4, 5}) {
+		m["chunk_header.decode"] = "wrong"
+	}
+	put("const.max_message_size", maxMessageSize)
+	put("const.chunk_next_size", uint64(chunkNextSize))
+
 	put("const.version", uint64(protocolVersion))
 	put("const.magic", segmentMagic)
 	put("const.cache_line", uint64(cacheLine))
@@ -80,7 +103,8 @@ func goLayout() map[string]string {
 
 	for name, t := range map[string]MsgType{
 		"NORMAL": MsgTypeNormal, "HEARTBEAT_REQ": MsgTypeHeartbeatReq, "HEARTBEAT_RESP": MsgTypeHeartbeatResp,
-		"SHUTDOWN": MsgTypeShutdown, "FLATBUFFER": MsgTypeFlatbuffer, "GUEST_CALL": MsgTypeGuestCall,
+		"SHUTDOWN": MsgTypeShutdown, "CHUNK": MsgTypeChunk, "CHUNK_ACK": MsgTypeChunkAck,
+		"CHUNK_NEXT": MsgTypeChunkNext, "FLATBUFFER": MsgTypeFlatbuffer, "GUEST_CALL": MsgTypeGuestCall,
 		"SYSTEM_ERROR": MsgTypeSystemError, "APP_START": MsgTypeAppStart,
 	} {
 		put("msg_type."+name, uint64(t))
@@ -96,10 +120,10 @@ func goLayout() map[string]string {
 		put(fmt.Sprintf("is_request_type.%d", v), b2u(IsRequestType(MsgType(v))))
 		put(fmt.Sprintf("is_response_type.%d", v), b2u(IsResponseType(MsgType(v))))
 	}
-	for v := 0; v <= 7; v++ {
+	for v := 0; v <= 9; v++ {
 		m[fmt.Sprintf("wire_error.%d", v)] = WireError(v).String()
 	}
-	put("wire_error.count", 8)
+	put("wire_error.count", 10)
 
 	for name, st := range map[string]uint32{"FREE": stateFree, "CLAIMED": stateClaimed, "REQUEST": stateRequest,
 		"SERVING": stateServing, "RESPONSE": stateResponse, "ABANDONED": stateAbandoned} {

@@ -20,6 +20,8 @@ const (
 	maxPayload        uint32 = 1 << 30
 	maxSlots          uint32 = 4096
 	maxSegmentSize    uint64 = 1 << 40
+	maxMessageSize    uint64 = 1 << 40 // the largest total a transfer can carry (§8.5)
+	chunkNextSize     uint32 = 16      // a CHUNK_NEXT request: stream_id u64, offset u64 in inline[0, 16)
 )
 
 // segmentHeader mirrors the 256-byte header at offset 0. It is only ever accessed through a pointer into the
@@ -57,13 +59,60 @@ type slotHeader struct {
 	inlineData  [32]byte // a request or response of at most inlineSize bytes (§8.1)
 }
 
+// chunkHeader mirrors the 32-byte header of a CHUNK message, carried in a slot header's inline field (§8.5).
+// It is plain bytes in shared memory: a receiver copies them out once (readChunkHeader) and validates the copy.
+type chunkHeader struct {
+	streamID uint64 // names the transfer, != 0
+	total    uint64 // the whole message's size, 1..maxMessageSize
+	offset   uint64 // where this chunk's data lies in the message
+	msgType  uint32 // the whole message's MsgType
+	reserved uint32 // written as 0, ignored
+}
+
 // Compile-time pins: each array length is negative (a compile error) unless the size is exact.
 var (
 	_ [unsafe.Sizeof(segmentHeader{}) - uintptr(segmentHeaderSize)]struct{}
 	_ [uintptr(segmentHeaderSize) - unsafe.Sizeof(segmentHeader{})]struct{}
 	_ [unsafe.Sizeof(slotHeader{}) - uintptr(slotHeaderSize)]struct{}
 	_ [uintptr(slotHeaderSize) - unsafe.Sizeof(slotHeader{})]struct{}
+	_ [unsafe.Sizeof(chunkHeader{}) - uintptr(inlineSize)]struct{}
+	_ [uintptr(inlineSize) - unsafe.Sizeof(chunkHeader{})]struct{}
 )
+
+// encode renders h little-endian, as it travels in the inline field.
+func (h chunkHeader) encode() (b [32]byte) {
+	putU64(b[0:], h.streamID)
+	putU64(b[8:], h.total)
+	putU64(b[16:], h.offset)
+	putU32(b[24:], h.msgType)
+	putU32(b[28:], h.reserved)
+	return b
+}
+
+// decodeChunkHeader reads a header from a copy of the inline field.
+func decodeChunkHeader(b *[32]byte) chunkHeader {
+	l := leBytes{b[:]}
+	return chunkHeader{streamID: l.u64(0), total: l.u64(8), offset: l.u64(16), msgType: l.u32(24), reserved: l.u32(28)}
+}
+
+func putU32(b []byte, v uint32) {
+	_ = b[3]
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+
+func putU64(b []byte, v uint64) {
+	putU32(b, uint32(v))
+	putU32(b[4:], uint32(v>>32))
+}
+
+// leBytes reads little-endian words from b.
+type leBytes struct{ b []byte }
+
+func (l leBytes) u32(off int) uint32 {
+	b := l.b[off : off+4]
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+func (l leBytes) u64(off int) uint64 { return uint64(l.u32(off)) | uint64(l.u32(off+4))<<32 }
 
 // Slot states (bits 0-3 of the control word).
 const (
@@ -155,6 +204,9 @@ const (
 	MsgTypeHeartbeatReq  MsgType = 1   // liveness probe; answered by the runtime, never seen by a handler
 	MsgTypeHeartbeatResp MsgType = 2   // the answer to MsgTypeHeartbeatReq (size 0)
 	MsgTypeShutdown      MsgType = 3   // reserved: shutdown travels in the segment header, not as a message
+	MsgTypeChunk         MsgType = 4   // runtime only: a piece of a message larger than the slot (§8.5)
+	MsgTypeChunkAck      MsgType = 5   // runtime only: a chunk of a large request was taken; send the next
+	MsgTypeChunkNext     MsgType = 6   // runtime only: asks for the next chunk of a large response
 	MsgTypeFlatbuffer    MsgType = 10  // a FlatBuffer, usually end-aligned (negative size)
 	MsgTypeGuestCall     MsgType = 11  // conventional type of guest-to-host calls
 	MsgTypeSystemError   MsgType = 127 // an error answer; never returned as data (see RemoteError)
@@ -183,6 +235,12 @@ func (t MsgType) String() string {
 		return "HEARTBEAT_RESP"
 	case MsgTypeShutdown:
 		return "SHUTDOWN"
+	case MsgTypeChunk:
+		return "CHUNK"
+	case MsgTypeChunkAck:
+		return "CHUNK_ACK"
+	case MsgTypeChunkNext:
+		return "CHUNK_NEXT"
 	case MsgTypeFlatbuffer:
 		return "FLATBUFFER"
 	case MsgTypeGuestCall:
@@ -211,6 +269,8 @@ const (
 	WireErrShuttingDown     WireError = 5 // the server is shutting down and did not run the handler
 	WireErrNoHandler        WireError = 6 // nobody serves this kind of call
 	WireErrPeerRestarted    WireError = 7 // the server died while serving; its successor answered for it
+	WireErrStreamInvalid    WireError = 8 // a chunk or CHUNK_NEXT broke the rules of §8.5; the transfer is dropped
+	WireErrTooManyTransfers WireError = 9 // the server already holds as many partial large requests as it allows
 )
 
 // String returns the protocol name of e ("HandlerFailed"), or "Unknown(n)" for a value this version does not
@@ -233,6 +293,10 @@ func (e WireError) String() string {
 		return "NoHandler"
 	case WireErrPeerRestarted:
 		return "PeerRestarted"
+	case WireErrStreamInvalid:
+		return "StreamInvalid"
+	case WireErrTooManyTransfers:
+		return "TooManyTransfers"
 	}
 	return "Unknown(" + utoa(uint64(e)) + ")"
 }

@@ -94,6 +94,16 @@ int main() {
   Put("slot_header.ctl.size", sizeof(SlotHeader::ctl));
   Put("slot_header.wake_stamp_ns.size", sizeof(SlotHeader::wake_stamp_ns));
 
+  using shm::wire::ChunkHeader;
+#define CHUNK_FIELD(f) Put("chunk_header." #f ".offset", offsetof(ChunkHeader, f))
+  Put("chunk_header.size", sizeof(ChunkHeader));
+  CHUNK_FIELD(stream_id);
+  CHUNK_FIELD(total);
+  CHUNK_FIELD(offset);
+  CHUNK_FIELD(msg_type);
+  CHUNK_FIELD(reserved);
+#undef CHUNK_FIELD
+
   namespace w = shm::wire;
   Put("const.version", w::kVersion);
   Put("const.magic", w::kMagic);
@@ -107,6 +117,8 @@ int main() {
   Put("const.max_payload", w::kMaxPayload);
   Put("const.max_slots", w::kMaxSlots);
   Put("const.max_segment_size", w::kMaxSegmentSize);
+  Put("const.max_message_size", w::kMaxMessageSize);
+  Put("const.chunk_next_size", w::kChunkNextSize);
   Put("const.liveness_slice_ns", static_cast<uint64_t>(shm::detail::kLivenessSliceNs));
 
 #define MSG(n) Put("msg_type." #n, static_cast<uint32_t>(MsgType::n))
@@ -114,6 +126,9 @@ int main() {
   MSG(HEARTBEAT_REQ);
   MSG(HEARTBEAT_RESP);
   MSG(SHUTDOWN);
+  MSG(CHUNK);
+  MSG(CHUNK_ACK);
+  MSG(CHUNK_NEXT);
   MSG(FLATBUFFER);
   MSG(GUEST_CALL);
   MSG(SYSTEM_ERROR);
@@ -128,10 +143,10 @@ int main() {
     Put("is_response_type." + std::to_string(v), shm::IsUserResponseType(static_cast<MsgType>(v)) ? 1 : 0);
   });
 
-  for (uint32_t v = 0; v <= 7; ++v) {
+  for (uint32_t v = 0; v <= 9; ++v) {
     std::printf("wire_error.%u=%s\n", v, w::ToString(static_cast<WireError>(v)));
   }
-  Put("wire_error.count", 8);
+  Put("wire_error.count", 10);
 
 #define STATE(n, k) Put("slot_state." #n, static_cast<uint32_t>(SlotState::k))
   STATE(FREE, kFree);

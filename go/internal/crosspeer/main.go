@@ -21,9 +21,14 @@
 //	1006 guest-errors  provoke every guest-call error the host can give; answer "OK" or "FAIL: ..."
 //	1007 guest-timeout a guest call the host blocks on must time out and lose its slot; answer "OK"/"FAIL"
 //	1008 hostile       u32 k: a guest call the test answers with hostile answer k; answer "OK"/"FAIL: ..."
+//	1009 guest-large   u64 size, u64 seed: make one guest call of size bytes in the checked-echo form
+//	                   (pseudo-random bytes from seed, then their FNV-1a 64), type GUEST_CALL, streamed
+//	                   from a reader with SendGuestCallStream; the answer must be every byte complemented;
+//	                   answer "OK" or "FAIL: ..."
 //	other              checked echo: the request ends with the FNV-1a 64 of the bytes before it; the answer
-//	                   is every request byte complemented, same type, end-aligned for FLATBUFFER
-//	                   (an empty request gets an empty answer; a bad checksum answers SYSTEM_ERROR)
+//	                   is every request byte complemented, same type, end-aligned for FLATBUFFER when it
+//	                   fits the slot; requests and answers of any size (a large request, §8.5, gets a large
+//	                   answer); an empty request gets an empty answer; a bad checksum answers SYSTEM_ERROR
 package main
 
 import (
@@ -31,6 +36,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"sync"
@@ -50,6 +56,7 @@ const (
 	cmdGuestErrors  = shm.MsgType(1006)
 	cmdGuestTimeout = shm.MsgType(1007)
 	cmdHostile      = shm.MsgType(1008)
+	cmdGuestLarge   = shm.MsgType(1009)
 
 	// Guest-call types the C++ host's handler treats specially.
 	hostFail         = shm.MsgType(2000) // Reply::Failure()
@@ -102,66 +109,164 @@ func isComplementOf(answer, request []byte) bool {
 	return true
 }
 
-func handler(client *shm.Client) shm.Handler {
-	return func(req, respBuf []byte, t shm.MsgType) (int32, shm.MsgType) {
-		atomic.AddUint64(&handlerCalls, 1)
-		switch t {
-		case shm.MsgTypeHeartbeatReq:
-			atomic.AddUint64(&heartbeatsSeen, 1) // must never happen: the runtime answers heartbeats
-			return 0, shm.MsgTypeHeartbeatResp
-		case cmdStats:
-			binary.LittleEndian.PutUint64(respBuf[0:], atomic.LoadUint64(&handlerCalls))
-			binary.LittleEndian.PutUint64(respBuf[8:], atomic.LoadUint64(&heartbeatsSeen))
-			binary.LittleEndian.PutUint64(respBuf[16:], atomic.LoadUint64(&lateAnswers))
-			return 24, t
-		case cmdPanic:
-			panic("crosspeer: the host asked for a panic")
-		case cmdRespondSize:
-			return int32(binary.LittleEndian.Uint32(req)), shm.MsgTypeNormal
-		case cmdRespondType:
-			return 0, shm.MsgType(binary.LittleEndian.Uint32(req))
-		case cmdBlock:
-			path := string(req)
-			for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
-				if _, err := os.Stat(path); err == nil {
-					break
-				}
-			}
-			n := copy(respBuf, "LATE:")
-			n += copy(respBuf[n:], req)
-			atomic.AddUint64(&lateAnswers, 1)
-			return int32(n), shm.MsgTypeNormal
-		case cmdGuestCalls:
-			return report(respBuf, guestCalls(client, req))
-		case cmdGuestErrors:
-			return report(respBuf, guestErrors(client))
-		case cmdGuestTimeout:
-			return report(respBuf, guestTimeout(client))
-		case cmdHostile:
-			return report(respBuf, hostile(client, binary.LittleEndian.Uint32(req)))
-		}
-		// Checked echo. A torn or stale request would fail the checksum.
-		if len(req) == 0 {
-			return 0, t
-		}
-		if !checksumOK(req) {
-			return 0, shm.MsgTypeSystemError
-		}
-		if t == shm.MsgTypeFlatbuffer {
-			complemented(respBuf[len(respBuf)-len(req):], req)
-			return -int32(len(req)), t
-		}
-		complemented(respBuf, req)
-		return int32(len(req)), t
+// handler serves with Replies, so that the checked echo answers requests of any size.
+func handler(client *shm.Client) shm.ReplyHandler {
+	return func(req, respBuf []byte, t shm.MsgType) shm.Reply {
+		n, rt, large := handle(client, req, respBuf, t)
+		return shm.Reply{Size: n, Type: rt, Large: large}
 	}
 }
 
-func report(respBuf []byte, err error) (int32, shm.MsgType) {
+func handle(client *shm.Client, req, respBuf []byte, t shm.MsgType) (int32, shm.MsgType, []byte) {
+	atomic.AddUint64(&handlerCalls, 1)
+	switch t {
+	case shm.MsgTypeHeartbeatReq:
+		atomic.AddUint64(&heartbeatsSeen, 1) // must never happen: the runtime answers heartbeats
+		return 0, shm.MsgTypeHeartbeatResp, nil
+	case cmdStats:
+		binary.LittleEndian.PutUint64(respBuf[0:], atomic.LoadUint64(&handlerCalls))
+		binary.LittleEndian.PutUint64(respBuf[8:], atomic.LoadUint64(&heartbeatsSeen))
+		binary.LittleEndian.PutUint64(respBuf[16:], atomic.LoadUint64(&lateAnswers))
+		return 24, t, nil
+	case cmdPanic:
+		panic("crosspeer: the host asked for a panic")
+	case cmdRespondSize:
+		return int32(binary.LittleEndian.Uint32(req)), shm.MsgTypeNormal, nil
+	case cmdRespondType:
+		return 0, shm.MsgType(binary.LittleEndian.Uint32(req)), nil
+	case cmdBlock:
+		path := string(req)
+		for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if _, err := os.Stat(path); err == nil {
+				break
+			}
+		}
+		n := copy(respBuf, "LATE:")
+		n += copy(respBuf[n:], req)
+		atomic.AddUint64(&lateAnswers, 1)
+		return int32(n), shm.MsgTypeNormal, nil
+	case cmdGuestCalls:
+		return report(respBuf, guestCalls(client, req))
+	case cmdGuestErrors:
+		return report(respBuf, guestErrors(client))
+	case cmdGuestTimeout:
+		return report(respBuf, guestTimeout(client))
+	case cmdHostile:
+		return report(respBuf, hostile(client, binary.LittleEndian.Uint32(req)))
+	case cmdGuestLarge:
+		return report(respBuf, guestLarge(client, req))
+	}
+	// Checked echo. A torn or stale request would fail the checksum.
+	if len(req) == 0 {
+		return 0, t, nil
+	}
+	if !checksumOK(req) {
+		return 0, shm.MsgTypeSystemError, nil
+	}
+	if len(req) > len(respBuf) {
+		out := make([]byte, len(req))
+		complemented(out, req)
+		return 0, t, out
+	}
+	if t == shm.MsgTypeFlatbuffer {
+		complemented(respBuf[len(respBuf)-len(req):], req)
+		return -int32(len(req)), t, nil
+	}
+	complemented(respBuf, req)
+	return int32(len(req)), t, nil
+}
+
+func report(respBuf []byte, err error) (int32, shm.MsgType, []byte) {
 	msg := "OK"
 	if err != nil {
 		msg = "FAIL: " + err.Error()
 	}
-	return int32(copy(respBuf, msg)), shm.MsgTypeNormal
+	return int32(copy(respBuf, msg)), shm.MsgTypeNormal, nil
+}
+
+// checkedReader yields size bytes in the checked-echo form of checkedRequest, a piece at a time: the
+// pseudo-random bytes of seed, then their FNV-1a 64.
+type checkedReader struct {
+	rng  *rand.Rand
+	left int64 // random bytes still to come
+	hash uint64
+	sum  []byte // the checksum's bytes not yet read
+	done bool
+}
+
+func newCheckedReader(size int64, seed int64) *checkedReader {
+	return &checkedReader{rng: rand.New(rand.NewSource(seed)), left: size - 8, hash: 14695981039346656037}
+}
+
+func (r *checkedReader) Read(p []byte) (int, error) {
+	n := 0
+	if r.left > 0 {
+		k := len(p)
+		if int64(k) > r.left {
+			k = int(r.left)
+		}
+		r.rng.Read(p[:k]) // math/rand yields the same stream however it is cut
+		for _, c := range p[:k] {
+			r.hash ^= uint64(c)
+			r.hash *= 1099511628211
+		}
+		r.left -= int64(k)
+		n = k
+		p = p[k:]
+	}
+	if r.left == 0 && !r.done {
+		r.sum = binary.LittleEndian.AppendUint64(nil, r.hash)
+		r.done = true
+	}
+	if r.done && len(p) > 0 {
+		k := copy(p, r.sum)
+		r.sum = r.sum[k:]
+		n += k
+	}
+	if n == 0 && r.done && len(r.sum) == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// guestLarge makes one guest call of the size the request names, streamed from a checkedReader, and checks
+// the answer against the same stream regenerated.
+func guestLarge(client *shm.Client, req []byte) error {
+	if len(req) < 16 {
+		return errors.New("guest-large needs u64 size, u64 seed")
+	}
+	size := int64(binary.LittleEndian.Uint64(req))
+	seed := int64(binary.LittleEndian.Uint64(req[8:]))
+	if size < 8 || size > 1<<34 {
+		return fmt.Errorf("guest-large: size %d outside 8..1<<34", size)
+	}
+	got, rt, err := client.SendGuestCallStream(newCheckedReader(size, seed), size, shm.MsgTypeGuestCall, nil, 60*time.Second)
+	if err != nil {
+		return fmt.Errorf("guest call of %d bytes (seed %d): %w", size, seed, err)
+	}
+	if rt != shm.MsgTypeGuestCall || int64(len(got)) != size {
+		return fmt.Errorf("guest call of %d bytes: answer of %d bytes, type %v", size, len(got), rt)
+	}
+	want := newCheckedReader(size, seed)
+	buf := make([]byte, 64<<10)
+	for off := 0; off < len(got); {
+		k, _ := io.ReadFull(want, buf[:min(len(buf), len(got)-off)])
+		for i := 0; i < k; i++ {
+			if got[off+i] != ^buf[i] {
+				return fmt.Errorf("guest call of %d bytes (seed %d): answer byte %d is %#x, want %#x", size, seed,
+					off+i, got[off+i], ^buf[i])
+			}
+		}
+		off += k
+	}
+	return nil
+}
+
+func min(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
 }
 
 // oneCheckedCall makes guest call i in one of four ways and checks its answer.
@@ -304,8 +409,9 @@ func guestErrors(client *shm.Client) error {
 	if e := check(expectRemote("host answers a reserved type", err, shm.WireErrReservedType)); e != nil {
 		return e
 	}
-	_, _, err = client.SendGuestCall(make([]byte, capacity+1), shm.MsgTypeNormal)
-	if e := check(expectIs("oversize request", err, shm.ErrTooLarge)); e != nil {
+	// A request of any size fits a transfer; only one the wire cannot carry is refused, before anything is sent.
+	_, _, err = client.SendGuestCallStream(nil, 1<<40+1, shm.MsgTypeNormal, nil, -1)
+	if e := check(expectIs("request above 1<<40", err, shm.ErrTooLarge)); e != nil {
 		return e
 	}
 	for _, t := range []shm.MsgType{shm.MsgTypeShutdown, shm.MsgTypeSystemError, shm.MsgTypeHeartbeatResp, 5, 127} {
@@ -443,7 +549,7 @@ func main() {
 	if err != nil {
 		fail("Connect: %v", err)
 	}
-	if err := client.Start(handler(client)); err != nil {
+	if err := client.StartReply(handler(client)); err != nil {
 		fail("Start: %v", err)
 	}
 	switch mode {
