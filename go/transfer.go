@@ -155,8 +155,12 @@ func (c *Client) serveChunk(s *slotView, size int32, h handlers, t *slotTransfer
 	}
 	typ := MsgType(ck.msgType)
 	if ck.offset == 0 {
+		duplicate := t.in.buf != nil && t.in.id == ck.streamID
 		c.dropIncoming(t) // a first chunk begins another message
 		switch {
+		case duplicate: // the first chunk of the transfer in progress, again
+			answerError(WireErrStreamInvalid)
+			return
 		case ck.total > c.maxMessage || ck.total > math.MaxInt:
 			answerError(WireErrRequestTooLarge)
 			return

@@ -504,6 +504,7 @@ func TestLargeRequestHostile(t *testing.T) {
 		{"lying total", []step{{ck(1, 3*C, 0), auto}, {ck(1, 4*C, C), auto}}, WireErrStreamInvalid},
 		{"type changes", []step{{ck(1, 3*C, 0), auto}, {typed(ck(1, 3*C, C), 2500), auto}}, WireErrStreamInvalid},
 		{"duplicate", []step{{ck(1, 3*C, 0), auto}, {ck(1, 3*C, C), auto}, {ck(1, 3*C, C), auto}}, WireErrStreamInvalid},
+		{"duplicate first chunk", []step{{ck(1, 3*C, 0), auto}, {ck(1, 3*C, 0), auto}}, WireErrStreamInvalid},
 		{"overlapping", []step{{ck(1, 3*C, 0), auto}, {ck(1, 3*C, C/2), auto}}, WireErrStreamInvalid},
 		{"out of order", []step{{ck(1, 3*C, 0), auto}, {ck(1, 3*C, 2*C), auto}}, WireErrStreamInvalid},
 		{"wrong stream id", []step{{ck(1, 3*C, 0), auto}, {ck(2, 3*C, C), auto}}, WireErrStreamInvalid},

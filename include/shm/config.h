@@ -43,7 +43,8 @@ struct TransferLimits {
   Duration idle_timeout = std::chrono::seconds(30);
   /// Optional: memory for a large request of `size` bytes and `type` arriving on `slot`, instead of the
   /// library's own (never zeroed either way). A view shorter than `size` means "use the library's". The
-  /// memory must stay valid until the handler for that request returns. Called on a serving thread.
+  /// memory must stay valid until the handler for that request returns. Called on a serving thread; one that
+  /// throws answers the call SYSTEM_ERROR HandlerFailed.
   std::function<MutableBytes(uint64_t size, MsgType type, uint32_t slot)> receive_buffer{};
 };
 

@@ -120,7 +120,17 @@ class TransferTable {
       }
       uint8_t* to = nullptr;
       if (limits_.receive_buffer) {
-        const MutableBytes mine = limits_.receive_buffer(c.total, type, s.index);
+        MutableBytes mine;
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+        try {
+          mine = limits_.receive_buffer(c.total, type, s.index);
+        } catch (...) {
+          partial_.fetch_sub(1, std::memory_order_relaxed);
+          return ErrorVerdict(wire::WireError::kHandlerFailed);
+        }
+#else
+        mine = limits_.receive_buffer(c.total, type, s.index);
+#endif
         if (mine.data() != nullptr && mine.size() >= c.total) to = mine.data();
       }
       if (to == nullptr && c.total <= SIZE_MAX) {
