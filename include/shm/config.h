@@ -121,8 +121,6 @@ inline Result<void> ValidateTimeout(Duration d, const char* what) {
   return Ok();
 }
 
-/// Check a host configuration and derive the segment geometry. Every failure is kInvalidArgs with a message
-/// naming the field. Thread-safe.
 /// Check the limits on large messages; kInvalidArgs naming the field otherwise. Thread-safe.
 inline Result<void> ValidateTransferLimits(const TransferLimits& t) {
   if (t.max_message_size == 0 || t.max_message_size > wire::kMaxMessageSize) {
@@ -133,6 +131,8 @@ inline Result<void> ValidateTransferLimits(const TransferLimits& t) {
   return ValidateTimeout(t.idle_timeout, "transfers.idle_timeout");
 }
 
+/// Check a host configuration and derive the segment geometry. Every failure is kInvalidArgs with a message
+/// naming the field. Thread-safe.
 inline Result<wire::Geometry> ValidateHostConfig(const HostConfig& c) {
   if (auto r = ValidateName(c.name); !r) return std::move(r).error();
   if (auto r = ValidateTransferLimits(c.transfers); !r) return std::move(r).error();

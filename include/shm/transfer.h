@@ -71,8 +71,8 @@ struct Sink {
 
 /// What a call received: the answer's type and size (its bytes are where the Sink said).
 struct Received {
-  MsgType type = MsgType::NORMAL;
-  uint64_t size = 0;
+  MsgType type = MsgType::NORMAL;  ///< The answer's type.
+  uint64_t size = 0;               ///< The answer's size in bytes.
 };
 
 }  // namespace shm

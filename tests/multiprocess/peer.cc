@@ -137,7 +137,10 @@ Reply Text(MutableBytes out, const std::string& s) {
 // Same bytes, same placement, same type if it is a valid response type.
 Reply Echo(const Message& m, MutableBytes out) {
   const size_t n = m.data.size();
-  if (n > out.size()) throw std::length_error("echo does not fit");
+  if (n > out.size()) {  // a large request (SPECIFICATION.md §8.5): a large echo, placement has no meaning then
+    return Reply::Owned(std::vector<uint8_t>(m.data.data(), m.data.data() + n),
+                        shm::IsUserResponseType(m.type) ? m.type : MsgType::NORMAL);
+  }
   uint8_t* dst = m.end_aligned ? out.data() + (out.size() - n) : out.data();
   if (n != 0) std::memcpy(dst, m.data.data(), n);
   const int32_t size = static_cast<int32_t>(n);

@@ -90,6 +90,8 @@ TEST(Error, EveryWireErrorHasItsOwnName) {
       {WireError::kShuttingDown, "ShuttingDown"},
       {WireError::kNoHandler, "NoHandler"},
       {WireError::kPeerRestarted, "PeerRestarted"},
+      {WireError::kStreamInvalid, "StreamInvalid"},
+      {WireError::kTooManyTransfers, "TooManyTransfers"},
   };
   std::set<std::string> seen;
   for (const auto& [code, name] : names) {
