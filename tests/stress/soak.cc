@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Soak: many round trips between a host and a real guest process, in both directions, with random sizes
-// (start- and end-aligned), random types, checksums verified on both sides and random timeouts injected.
+// (start- and end-aligned; the copying callers' requests and answers sometimes larger than a slot, in chunks),
+// random types, checksums verified on both sides and random timeouts injected.
 // Counts mismatches (corrupt requests or answers), stale answers (an answer carrying another call's id) and
 // leaked slots (any slot not FREE once traffic has stopped). Exit 0 only when all three are 0.
 //
@@ -48,15 +49,15 @@ MsgType RandomType(Rng& rng) {
 /// One side's counters. Plain atomics: several threads add to them.
 struct Stats {
   std::atomic<uint64_t> ok{0}, mismatches{0}, stale{0}, injected{0}, injected_failed{0}, unexpected{0};
-  std::atomic<uint64_t> served{0}, served_bad{0}, calls{0};
+  std::atomic<uint64_t> served{0}, served_bad{0}, calls{0}, large{0};
   std::string Line() const {
-    char b[352];
+    char b[400];
     std::snprintf(b, sizeof b,
                   "ok=%" PRIu64 " mismatches=%" PRIu64 " stale=%" PRIu64 " injected_timeouts=%" PRIu64
                   " injected_that_failed=%" PRIu64 " unexpected_errors=%" PRIu64 " served=%" PRIu64
-                  " served_bad_requests=%" PRIu64 " calls=%" PRIu64,
+                  " served_bad_requests=%" PRIu64 " calls=%" PRIu64 " larger_than_a_slot=%" PRIu64,
                   ok.load(), mismatches.load(), stale.load(), injected.load(), injected_failed.load(),
-                  unexpected.load(), served.load(), served_bad.load(), calls.load());
+                  unexpected.load(), served.load(), served_bad.load(), calls.load(), large.load());
     return b;
   }
 };
@@ -93,11 +94,14 @@ shm::Reply Serve(const shm::Message& m, shm::MutableBytes out, Stats& stats) {
   const uint32_t n = static_cast<uint32_t>(answer_size < 0 ? -answer_size : answer_size);
   const uint64_t id = Get64(p);
   if (delay_us) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));  // makes a caller time out
-  uint8_t* a = out.data() + (answer_size < 0 ? out.size() - n : 0);
+  std::vector<uint8_t> large;
+  if (n > out.size()) large.resize(n);  // an answer larger than the slot (SPECIFICATION.md §8.5)
+  uint8_t* a = n > out.size() ? large.data() : out.data() + (answer_size < 0 ? out.size() - n : 0);
   Put64(a, id);
   Rng fill(id);
   fill.Fill(a + kAnswerHeader, n - kAnswerHeader);
   Put64(a + 8, testkit::Checksum(a + kAnswerHeader, n - kAnswerHeader));
+  if (!large.empty()) return shm::Reply::Owned(std::move(large), static_cast<MsgType>(at));
   return shm::Reply{answer_size, static_cast<MsgType>(at)};
 }
 
@@ -122,13 +126,19 @@ struct Plan {
   bool injected = false;
 };
 
-Plan Draw(Rng& rng, uint32_t cap) {
+/// The largest request or answer a copying caller draws: up to kLargeSlots slots' worth, in chunks.
+constexpr uint32_t kLargeSlots = 8;
+
+/// `large`: a copying caller, which may draw requests and answers larger than the slot (1 in 25 each).
+Plan Draw(Rng& rng, uint32_t cap, bool large = false) {
   Plan p;
   p.size = kHeader + rng.Below(cap - kHeader + 1);
+  if (large && rng.Below(25) == 0) p.size = cap + 1 + rng.Below((kLargeSlots - 1) * cap);
   p.end_aligned = rng.Below(2) == 1;
   p.type = RandomType(rng);
   p.answer_type = RandomType(rng);
-  const int32_t n = static_cast<int32_t>(kAnswerHeader + rng.Below(cap - kAnswerHeader + 1));
+  int32_t n = static_cast<int32_t>(kAnswerHeader + rng.Below(cap - kAnswerHeader + 1));
+  if (large && rng.Below(25) == 0) n = static_cast<int32_t>(cap + 1 + rng.Below((kLargeSlots - 1) * cap));
   p.answer_size = rng.Below(2) ? -n : n;
   if (rng.Below(500) == 0) {  // an injected timeout: a short deadline, often with a slow handler
     p.injected = true;
@@ -171,14 +181,14 @@ template <typename SendFn>
 void CopyingCaller(SendFn send, uint32_t cap, uint64_t id_base, uint64_t count, uint64_t seed, Stats& stats,
                    int64_t stop_at_ns, bool progress = false) {
   Rng rng(seed);
-  std::vector<uint8_t> req(cap), resp;
+  std::vector<uint8_t> req(size_t{kLargeSlots} * cap), resp;
   const int64_t t0 = shm::platform::MonotonicNs();
   for (uint64_t i = 0; i < count && InTime(stop_at_ns); ++i) {
     if (progress && count >= 1000000 && i % (count / 10) == 0 && i > 0) {
       std::fprintf(stderr, "soak: %" PRIu64 "%% of one caller's share after %.0f s\n", i * 100 / count,
                    static_cast<double>(shm::platform::MonotonicNs() - t0) / 1e9);
     }
-    const Plan p = Draw(rng, cap);
+    const Plan p = Draw(rng, cap, true);
     const uint64_t id = id_base + i;
     BuildRequest(req.data(), p.size, id, p.answer_size, p.answer_type, p.delay_us, p.type, rng);
     shm::CallOptions o;
@@ -186,6 +196,9 @@ void CopyingCaller(SendFn send, uint32_t cap, uint64_t id_base, uint64_t count, 
     o.end_aligned = p.end_aligned;
     auto r = send(shm::Bytes(req.data(), p.size), p.type, resp, o);
     stats.calls.fetch_add(1, std::memory_order_relaxed);
+    if (p.size > cap || static_cast<uint32_t>(p.answer_size < 0 ? -p.answer_size : p.answer_size) > cap) {
+      stats.large.fetch_add(1, std::memory_order_relaxed);
+    }
     if (r)
       Count(stats, p, CheckAnswer(resp.data(), resp.size(), *r, id, p.answer_size, p.answer_type));
     else
@@ -341,7 +354,8 @@ int HostMain(uint64_t count, uint64_t seed, uint32_t threads, double max_seconds
                      stale == 0 && busy.empty() && host_stats.unexpected == 0 && g_unexp == 0 && guest_exit == 0;
   std::printf("soak: %s\n", clean ? "PASS" : "FAIL");
   std::printf(
-      "RELIABILITY|soak (ctest soak_short): calls both ways with random sizes (both alignments), types "
+      "RELIABILITY|soak (ctest soak_short): calls both ways with random sizes (both alignments, some larger "
+      "than a slot), types "
       "and injected timeouts, checksums on both sides|%" PRIu64 " host->guest + %" PRIu64
       " guest->host "
       "calls: %" PRIu64 " verified round trips; %" PRIu64 " mismatches, %" PRIu64
