@@ -206,6 +206,21 @@ TEST_F(LargeCalls, TheGuestsDeathInMidAnswerEndsTheCallAndANewGuestServes) {
   EXPECT_EQ(CheckLargeCalls(Caller(), 64 * kSlot, 6), "");
 }
 
+TEST_F(LargeCalls, ShutdownInMidRequestEndsTheCallWithClosed) {
+  ASSERT_NO_FATAL_FAILURE(BeginWith(1, kSlot));
+  std::vector<uint8_t> out;
+  Source shutting{10 * kSlot, [&](uint64_t offset, shm::MutableBytes into) {
+                    if (offset == 2 * kSlot) host_->Shutdown();  // from the calling thread, between two chunks
+                    FillPattern(1, offset, into);
+                    return true;
+                  }};
+  auto r = host_->Call(shutting, Type(kTypeDigest), Sink::Into(out), {kLong});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kClosed) << r.error().ToString();
+  // The guest sees its host go and ends.
+  EXPECT_TRUE(guest_.Wait(seconds(30)));
+}
+
 // Guest calls: a guest process sends and receives large messages through GuestCall; this host serves them.
 TEST(LargeGuestCalls, EveryKindBothWaysAtSizesAroundTheSlot) {
   SegmentName name("lgc");
@@ -223,6 +238,43 @@ TEST(LargeGuestCalls, EveryKindBothWaysAtSizesAroundTheSlot) {
   EXPECT_TRUE(GetLine(guest, "LARGE OK", nullptr, seconds(240)));
   EXPECT_TRUE(ExitsWith(guest, kExitOk));
   host.Shutdown();
+}
+
+TEST(LargeGuestCalls, CloseInMidRequestEndsTheCallWithClosed) {
+  SegmentName name("lgclose");
+  shm::DirectHost host;
+  ASSERT_TRUE(host.Init(MakeHostConfig(name.str(), 1, 1, kSlot)));
+  ASSERT_TRUE(host.Start([](const shm::Message& m, shm::MutableBytes out) {
+    bool large = false;
+    shm::Reply r = ServeLarge(m, out, &large);
+    return large ? r : shm::Reply::Failure();
+  }));
+  Process guest =
+      SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "large-interrupted", "--action", "close"});
+  ASSERT_TRUE(guest.started()) << guest.error();
+  EXPECT_TRUE(GetLine(guest, "RESULT ERR Closed"));
+  EXPECT_TRUE(ExitsWith(guest, kExitOk));
+  // The host holds nothing of it once the guest has gone, and serves the next guest's large calls.
+  Process next = SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "large", "--sizes", "20000"});
+  EXPECT_TRUE(GetLine(next, "LARGE OK"));
+  EXPECT_TRUE(ExitsWith(next, kExitOk));
+  host.Shutdown();
+}
+
+TEST(LargeGuestCalls, TheHostsDeathInMidRequestEndsTheCallWithHostGone) {
+  SegmentName name("lghost");
+  Process host = SpawnPeer({"host", "--name", name.str(), "--serve-large", "1"});
+  ASSERT_TRUE(host.started()) << host.error();
+  ASSERT_TRUE(GetLine(host, "INIT OK"));
+  Process guest =
+      SpawnPeer({"guest-call", "--name", name.str(), "--scenario", "large-interrupted", "--action", "wait"});
+  ASSERT_TRUE(guest.started()) << guest.error();
+  ASSERT_TRUE(GetLine(guest, "MID"));  // two chunks were taken by the host
+  host.Kill();
+  ASSERT_TRUE(host.Wait(seconds(30)));
+  ASSERT_TRUE(guest.WriteLine("go"));
+  EXPECT_TRUE(GetLine(guest, "RESULT ERR HostGone"));
+  EXPECT_TRUE(ExitsWith(guest, kExitOk));
 }
 
 }  // namespace

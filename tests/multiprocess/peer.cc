@@ -421,6 +421,32 @@ int GuestCallsLarge(shm::DirectGuest& g, const Args& a) {
   return kExitOk;
 }
 
+// One large guest call (--size) interrupted at its chunk --at: --action close closes the guest there; --action
+// wait prints "MID" and waits for a stdin line (the test kills the host meanwhile). Prints "RESULT ERR <code>"
+// or "RESULT OK".
+int GuestCallLargeInterrupted(shm::DirectGuest& g, const Args& a) {
+  const uint64_t size = static_cast<uint64_t>(a.Int("size", 1 << 20));
+  const uint64_t at = static_cast<uint64_t>(a.Int("at", 2)) * g.guest_payload_capacity();
+  const std::string action = a.Get("action", "close");
+  shm::Source src{size, [&](uint64_t offset, MutableBytes into) {
+                    if (offset == at) {
+                      if (action == "close") {
+                        g.Close();
+                      } else {
+                        Say("MID");
+                        std::string go;
+                        (void)ReadStdinLine(&go);
+                      }
+                    }
+                    FillPattern(1, offset, into);
+                    return true;
+                  }};
+  std::vector<uint8_t> out;
+  auto r = g.GuestCall(src, Type(kTypeDigest), shm::Sink::Into(out), {std::chrono::seconds(60)});
+  Say(r ? std::string("RESULT OK") : std::string("RESULT ERR ") + shm::ToString(r.error().code()));
+  return kExitOk;
+}
+
 int RunGuestCall(const Args& a) {
   shm::GuestConfig cfg;
   cfg.name = a.Get("name");
@@ -435,6 +461,7 @@ int RunGuestCall(const Args& a) {
   if (scenario == "one") return GuestCallOne(guest, a);
   if (scenario == "crafted") return GuestCallCrafted(guest, a);
   if (scenario == "large") return GuestCallsLarge(guest, a);
+  if (scenario == "large-interrupted") return GuestCallLargeInterrupted(guest, a);
   return kExitUsage;
 }
 
@@ -455,6 +482,14 @@ int RunHost(const Args& a) {
   cfg.payload_size = 4096;
   shm::DirectHost host;
   if (auto r = host.Init(cfg); !r) return Failed("INIT ERR", r.error());
+  if (a.Int("serve-large", 0) != 0) {  // serve guest calls of the large-message types
+    auto started = host.Start([](const Message& m, MutableBytes out) {
+      bool large = false;
+      Reply r = ServeLarge(m, out, &large);
+      return large ? r : Reply::Failure();
+    });
+    if (!started) return Failed("START ERR", started.error());
+  }
   Say("INIT OK " + std::to_string(::getpid()));
   int sig = 0;
   sigwait(&term, &sig);
