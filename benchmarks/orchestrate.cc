@@ -199,7 +199,9 @@ RunResult RunCase(const Case& c, const Settings& st) {
   close(res[1]);
   // The orchestrator holds no transport descriptor while the case runs: EOF reaches whoever waits for it.
   for (int fd : to_close) close(fd);
-  const double budget_s = 30 + st.warmup + st.seconds + st.idle_seconds + st.samples * 0.005;
+  // A large case measures at least 5 round trips, and a 256 MiB one on a crowded machine can take seconds.
+  const double budget_s =
+      (bench::IsLargeMode(c.mode) ? 180 : 30) + st.warmup + st.seconds + st.idle_seconds + st.samples * 0.005;
   const std::string line = ReadLine(res[0], shm::platform::MonotonicNs() + static_cast<int64_t>(budget_s * 1e9));
   close(res[0]);
   if (caller > 0) Reap(caller, 5'000'000'000);
