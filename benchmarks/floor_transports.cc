@@ -22,18 +22,18 @@
 //   floor-chunk            the large-* modes (bench.h): floor-2line's handshake moving a message larger
 //                          than its buffers in chunks of the buffer size (`capacity`), one round trip per
 //                          chunk, as shm's transfers do (SPECIFICATION.md §8.5) but with nothing else: no
-//                          chunk header, no checks, both sides know the sizes. Its waits are shm's in
-//                          shape, without the learning: PAUSE-spin for 4 us, then offer the CPU
-//                          (sched_yield) between polls, and after 100 us sleep on the word (FUTEX_WAIT, with
-//                          a waiting flag beside the word that tells the storer to FUTEX_WAKE). A pure spin
-//                          is the floor only on an idle machine: with other runnable work on the cores a
-//                          spinning waiter holds off its own peer (measured: 2.9 s for a 16 MiB request in
-//                          64 KiB chunks at load 5 on 2 cores), which says nothing about the protocol. The caller
-//                          copies each request chunk into the request buffer and stores the next sequence number; the
-//                          server copies it out into its own memory and answers, with the first chunk of the answer
-//                          after the last chunk of the request; the caller asks for each further answer chunk with the
-//                          next number and copies it out of the response buffer. A message that fits the buffer is used
-//                          in place by the server, as shm's handler sees a plain request.
+//                          chunk header, no checks, both sides know the sizes. The caller copies each
+//                          request chunk into the request buffer and stores the next sequence number; the
+//                          server copies it out into its own memory and answers, with the first chunk of the
+//                          answer after the last chunk of the request; the caller asks for each further
+//                          answer chunk with the next number and copies it out of the response buffer. A
+//                          message that fits the buffer is used in place by the server, as shm's handler
+//                          sees a plain request. Its waits are shm's in shape, without the learning:
+//                          PAUSE-spin for 4 us, then offer the CPU (sched_yield) between polls, and after
+//                          100 us sleep on the word (FUTEX_WAIT, with a waiting flag beside the word that
+//                          tells the storer to FUTEX_WAKE). A pure spin is the floor only on an idle machine:
+//                          with other runnable work on the cores a spinning waiter holds off its own peer
+//                          (measured: 2.9 s for a 16 MiB request in 64 KiB chunks at load 5 on 2 cores).
 //
 // A waiter polls its word with PAUSE between loads, or (-nopause) with nothing between them.
 #include <errno.h>
@@ -307,8 +307,9 @@ bool Await(std::atomic<uint32_t>* w, uint32_t old) {
       continue;
     }
     FlagOf(w)->store(1, std::memory_order_seq_cst);
-    if (w->load(std::memory_order_seq_cst) != old) return true;  // the flag is the storer's to clear
-    Futex(w, FUTEX_WAIT, old);                                   // EINTR on SIGTERM: g_stop is checked on the way round
+    // A flag left set after this check is the next storer's to clear (one needless wake).
+    if (w->load(std::memory_order_seq_cst) != old) return true;
+    Futex(w, FUTEX_WAIT, old);  // EINTR on SIGTERM: g_stop is checked on the way round
   }
 }
 
