@@ -22,13 +22,15 @@ namespace bench {
 struct Options {
   std::string role;       // caller | server
   std::string transport;  // floor-2line, floor-1line, futex-floor, shm-copy, shm-zc, go-copy, go-zc, uds-seqpacket, ...
-  std::string mode;       // busy | sleep | idle | bulk | guestcall
+  std::string mode;       // busy | sleep | idle | bulk | guestcall | large-req | large-resp | large-both
   std::string name;       // unique name for named resources (segments, queues, services)
   uint64_t payload = 64;  // request bytes; the echo answers as many (bulk answers 8)
   int threads = 1;        // caller threads (shm only)
   double seconds = 0.5;   // measured window (busy, bulk, guestcall)
   double warmup = 0.1;    // unmeasured calls before the window
   int samples = 1000;     // round trips in sleep mode
+  uint64_t capacity = 0;  // large-*: the slot capacity (shm) or the floor's buffer size, i.e. the chunk size
+  int min_calls = 1;      // measured round trips at least, even if the window is over (large-*: slow calls)
   double idle_seconds = 5;
   int peer_pid = 0;  // the other process (CPU and context-switch accounting)
   int fd_send = -1;  // transport descriptors inherited from the orchestrator
@@ -75,6 +77,72 @@ inline bool EchoOk(const uint8_t* resp, size_t got, size_t want, uint8_t tag, co
   return want == 1 || resp[want - 1] == src[want - 1];
 }
 
+// ---- Messages larger than a slot (the large-* modes) ----------------------------------------------------------
+//
+// Three shapes, `payload` = N bytes on the large side(s), 8 bytes on the small side:
+//   large-req   N-byte request (the pattern, byte 0 = the call's tag); the 8-byte answer is the request's
+//               first 4 bytes and its last 4 (the server reads both ends of the message it assembled)
+//   large-resp  8-byte request (pattern, byte 0 = tag); the answer is N bytes of the pattern with byte 0 = tag
+//   large-both  N-byte request, echoed
+// Every transport (shm with either guest, the chunked floor, the stream socket, iceoryx, memcpy) answers
+// exactly so, and the caller checks the answer the same way (LargeAnswerOk).
+
+constexpr size_t kLargeSmallSide = 8;
+/// The caller checks one byte in every this many of a large answer (and the last): every chunk is seen.
+constexpr size_t kLargeCheckStride = 65536;
+
+inline bool IsLargeMode(const std::string& mode) { return mode.rfind("large-", 0) == 0; }
+
+struct LargeShape {
+  size_t req = 0, resp = 0;
+};
+inline LargeShape ShapeOf(const Options& o) {
+  const size_t n = static_cast<size_t>(o.payload);
+  if (o.mode == "large-req") return {n, kLargeSmallSide};
+  if (o.mode == "large-resp") return {kLargeSmallSide, n};
+  return {n, n};
+}
+
+/// The small answer to a large request (large-req).
+inline void LargeSmallAnswer(const uint8_t* req, size_t n, uint8_t* out) {
+  std::memcpy(out, req, 4);
+  std::memcpy(out + 4, req + n - 4, 4);
+}
+
+/// The whole answer of the server, for the request `req` of `req_n` bytes: for large-req the 8 bytes of
+/// LargeSmallAnswer into `out`; for large-resp the server's pattern buffer `pattern` (N bytes) with its byte
+/// 0 set to the tag (returned); for large-both the request itself (returned).
+inline const uint8_t* LargeAnswer(const Options& o, const uint8_t* req, size_t req_n, uint8_t* pattern, uint8_t* out) {
+  if (o.mode == "large-req") {
+    LargeSmallAnswer(req, req_n, out);
+    return out;
+  }
+  if (o.mode == "large-resp") {
+    pattern[0] = req[0];
+    return pattern;
+  }
+  return req;
+}
+
+/// The caller's check of an answer of `got` bytes to a request `src` (its byte 0 already the tag).
+inline bool LargeAnswerOk(const Options& o, const uint8_t* resp, size_t got, const uint8_t* src) {
+  const LargeShape s = ShapeOf(o);
+  if (got != s.resp) return false;
+  if (o.mode == "large-req") {
+    uint8_t want[kLargeSmallSide];
+    LargeSmallAnswer(src, s.req, want);
+    return std::memcmp(resp, want, kLargeSmallSide) == 0;
+  }
+  if (resp[0] != src[0]) return false;  // the tag; the rest is the pattern (FillPattern)
+  for (size_t i = kLargeCheckStride; i < got; i += kLargeCheckStride) {
+    if (resp[i] != static_cast<uint8_t>((i * 7 + 1) % 251)) return false;
+  }
+  return resp[got - 1] == static_cast<uint8_t>(((got - 1) * 7 + 1) % 251);
+}
+
+/// The largest large-* payload the iceoryx baseline carries (its RouDi memory pools, roudi.cc).
+constexpr uint64_t kIceoryxLargest = uint64_t{16} << 20;
+
 /// The caller side of a transport. Call() runs one round trip on caller thread `t` and checks the answer.
 class Caller {
  public:
@@ -107,13 +175,17 @@ extern std::atomic<bool> g_stop;
 
 /// Bytes of the memfd that the floor baselines share (control words and both buffers).
 size_t FloorSegmentBytes(uint64_t payload);
+/// The same for a case: floor-chunk's buffers have the chunk size (`capacity`), the others the payload's.
+inline size_t FloorSegmentBytes(const std::string& transport, uint64_t payload, uint64_t capacity) {
+  return FloorSegmentBytes(transport == "floor-chunk" ? capacity : payload);
+}
 /// The floors that run over a memfd the orchestrator creates: futex-floor and every floor-* design.
 bool IsMemfdFloor(const std::string& transport);
 /// The most payload floor-inline carries inside its control line (floor_transports.cc).
 constexpr size_t kFloorInlineMax = 48;
 
-std::unique_ptr<Caller> MakeRawCaller(const std::string& transport);
-std::unique_ptr<Server> MakeRawServer(const std::string& transport);
+std::unique_ptr<Caller> MakeRawCaller(const Options& o);
+std::unique_ptr<Server> MakeRawServer(const Options& o);
 std::unique_ptr<Caller> MakeFloorCaller(const std::string& transport);
 std::unique_ptr<Server> MakeFloorServer(const std::string& transport);
 std::unique_ptr<Caller> MakeShmCaller(const Options& o);

@@ -5,7 +5,7 @@
 namespace bench {
 namespace orchestrator {
 
-std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
+std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go, bool quick) {
   std::vector<Case> cs;
   // The floor designs, then spin-floor: not run, but chosen per run from the designs before it (ChooseFloor).
   // The inline designs only where the payload fits in their control line, and only back to back.
@@ -52,6 +52,21 @@ std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go) {
   floors("bulk", "bulk", 1u << 20);
   for (const char* t : {"shm-copy", "shm-zc", "go-zc"}) {
     if (with_go || !IsGoGuest(t)) cs.push_back({"bulk", t, "bulk", 1u << 20, 1});
+  }
+  // Messages larger than a slot, three shapes (bench.h): shm (C++ and Go guest) and the chunked floor at each
+  // slot capacity, beside memcpy, a stream socket and iceoryx (which reports n/a beyond kIceoryxLargest).
+  for (const auto& g : kLargeGroups) {
+    for (uint64_t p : kLargePayloads) {
+      if (quick && p != kLargePayloads.front()) continue;
+      cs.push_back({g, "memcpy", g, p, 1});
+      for (uint64_t cap : kLargeCapacities) {
+        for (const char* t : {"floor-chunk", "shm-copy", "go-copy"}) {
+          if (with_go || !IsGoGuest(t)) cs.push_back({g, t, g, p, 1, cap});
+        }
+      }
+      cs.push_back({g, "uds-stream", g, p, 1});
+      if (with_iceoryx) cs.push_back({g, "iceoryx", g, p, 1});
+    }
   }
   return cs;
 }

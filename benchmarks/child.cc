@@ -106,14 +106,14 @@ std::unique_ptr<Caller> MakeCaller(const Options& o) {
   if (o.transport.rfind("shm-", 0) == 0 || o.transport.rfind("go-", 0) == 0) return MakeShmCaller(o);
   if (o.transport == "iceoryx") return MakeIceoryxCaller();
   if (o.transport == "boost-mq") return MakeBoostCaller();
-  return MakeRawCaller(o.transport);
+  return MakeRawCaller(o);
 }
 
 std::unique_ptr<Server> MakeServer(const Options& o) {
   if (o.transport.rfind("shm-", 0) == 0) return MakeShmServer(o);
   if (o.transport == "iceoryx") return MakeIceoryxServer();
   if (o.transport == "boost-mq") return MakeBoostServer();
-  return MakeRawServer(o.transport);
+  return MakeRawServer(o);
 }
 
 void WriteResult(const Options& o, const std::string& line) {
@@ -180,7 +180,7 @@ std::string RunWindow(Caller& c, const Options& o, const Accounting& acct) {
         const int64_t now = shm::platform::MonotonicNs();
         if (measuring) {
           h.Add(static_cast<uint64_t>(now - prev));
-          if (now >= end) break;
+          if (now >= end && h.count() >= static_cast<uint64_t>(o.min_calls)) break;
         } else if (now >= start) {
           measuring = true;  // the first call that ends inside the window starts the clock
         }
@@ -311,6 +311,10 @@ int ChildMain(int argc, char** argv) {
       o.fd_recv = std::atoi(v.c_str());
     else if (k == "result_fd")
       o.result_fd = std::atoi(v.c_str());
+    else if (k == "capacity")
+      o.capacity = std::strtoull(v.c_str(), nullptr, 10);
+    else if (k == "min_calls")
+      o.min_calls = std::atoi(v.c_str());
   }
   if (o.role == "caller") return RunCaller(o);
   if (o.role == "server") return RunServer(o);

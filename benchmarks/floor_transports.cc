@@ -19,14 +19,31 @@
 //                          the state change. At most 48 bytes; beyond that (and for bulk) it is n/a.
 //   futex-floor            floor-2line where every wait is FUTEX_WAIT and every store is followed by
 //                          FUTEX_WAKE: both peers sleep on every message.
+//   floor-chunk            the large-* modes (bench.h): floor-2line's handshake moving a message larger
+//                          than its buffers in chunks of the buffer size (`capacity`), one round trip per
+//                          chunk, as shm's transfers do (SPECIFICATION.md §8.5) but with nothing else: no
+//                          chunk header, no checks, both sides know the sizes. The caller copies each
+//                          request chunk into the request buffer and stores the next sequence number; the
+//                          server copies it out into its own memory and answers, with the first chunk of the
+//                          answer after the last chunk of the request; the caller asks for each further
+//                          answer chunk with the next number and copies it out of the response buffer. A
+//                          message that fits the buffer is used in place by the server, as shm's handler
+//                          sees a plain request. Its waits are shm's in shape, without the learning:
+//                          PAUSE-spin for 4 us, then offer the CPU (sched_yield) between polls, and after
+//                          100 us sleep on the word (FUTEX_WAIT, with a waiting flag beside the word that
+//                          tells the storer to FUTEX_WAKE). A pure spin is the floor only on an idle machine:
+//                          with other runnable work on the cores a spinning waiter holds off its own peer
+//                          (measured: 2.9 s for a 16 MiB request in 64 KiB chunks at load 5 on 2 cores).
 //
 // A waiter polls its word with PAUSE between loads, or (-nopause) with nothing between them.
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstring>
@@ -256,6 +273,142 @@ class FloorServer final : public Server {
   }
 };
 
+// ---- floor-chunk ----------------------------------------------------------------------------------------------
+
+inline uint32_t NextSeq(uint32_t s) { return s + 1 == kStopSeq ? 1 : s + 1; }
+
+constexpr int64_t kChunkPureSpinNs = 4000, kChunkSpinNs = 100000;
+
+/// The waiting flag of the control word `w`: 8 bytes after it, in its cache line.
+inline std::atomic<uint32_t>* FlagOf(std::atomic<uint32_t>* w) { return w + 2; }
+
+/// Stores `v` into `w` and wakes a waiter that sleeps on it (floor-chunk).
+void Post(std::atomic<uint32_t>* w, uint32_t v) {
+  w->store(v, std::memory_order_seq_cst);
+  if (FlagOf(w)->load(std::memory_order_seq_cst) != 0) {
+    FlagOf(w)->store(0, std::memory_order_relaxed);
+    Futex(w, FUTEX_WAKE, INT_MAX);
+  }
+}
+
+/// Waits until *w differs from `old`: spin, then spin yielding, then sleep (floor-chunk). false: g_stop.
+bool Await(std::atomic<uint32_t>* w, uint32_t old) {
+  int64_t start = 0;
+  for (uint32_t polls = 1;; ++polls) {
+    if (w->load(std::memory_order_acquire) != old) return true;
+    shm::platform::CpuRelax();
+    if (polls % 8 != 0) continue;
+    const int64_t now = shm::platform::MonotonicNs();
+    if (start == 0) start = now;
+    if (now - start < kChunkPureSpinNs) continue;
+    if (g_stop.load(std::memory_order_relaxed)) return false;
+    if (now - start < kChunkSpinNs) {
+      sched_yield();
+      continue;
+    }
+    FlagOf(w)->store(1, std::memory_order_seq_cst);
+    // A flag left set after this check is the next storer's to clear (one needless wake).
+    if (w->load(std::memory_order_seq_cst) != old) return true;
+    Futex(w, FUTEX_WAIT, old);  // EINTR on SIGTERM: g_stop is checked on the way round
+  }
+}
+
+class ChunkFloorCaller final : public Caller {
+ public:
+  std::string Open(const Options& o) override {
+    if (!IsLargeMode(o.mode)) return "n/a: floor-chunk runs the large-* cases only";
+    o_ = o;
+    shape_ = ShapeOf(o);
+    c_ = static_cast<size_t>(o.capacity);
+    src_.resize(shape_.req);
+    FillPattern(src_.data(), shape_.req);
+    dst_.resize(shape_.resp);
+    FillPattern(dst_.data(), shape_.resp);  // touched before the window
+    return m_.Map(o.fd_send, o.capacity);
+  }
+
+  bool Call(int) override {
+    src_[0] = static_cast<uint8_t>(++calls_);
+    // The request, chunk by chunk; the last chunk's round trip brings the first chunk of the answer.
+    for (size_t off = 0; off < shape_.req; off += c_) {
+      std::memcpy(m_.req_buf, src_.data() + off, std::min(c_, shape_.req - off));
+      if (!RoundTrip()) return false;
+    }
+    // The answer: the first chunk is there, each further one costs a round trip.
+    for (size_t off = 0; off < shape_.resp; off += c_) {
+      if (off > 0 && !RoundTrip()) return false;
+      std::memcpy(dst_.data() + off, m_.resp_buf, std::min(c_, shape_.resp - off));
+    }
+    return LargeAnswerOk(o_, dst_.data(), shape_.resp, src_.data()) || Fail("answer differs");
+  }
+
+  void Close() override {
+    if (m_.base) Post(m_.word, kStopSeq);
+  }
+
+ private:
+  bool RoundTrip() {
+    const uint32_t prev = seq_;
+    seq_ = NextSeq(seq_);
+    Post(m_.word, seq_);
+    Await(m_.word2, prev);
+    return m_.word2->load(std::memory_order_acquire) == seq_ || Fail("answer to another request");
+  }
+  bool Fail(const char* what) {
+    error_ = what;
+    return false;
+  }
+  Options o_;
+  LargeShape shape_;
+  size_t c_ = 0;
+  FloorMap m_;
+  uint32_t seq_ = 0, calls_ = 0;
+  std::vector<uint8_t> src_, dst_;
+};
+
+class ChunkFloorServer final : public Server {
+ public:
+  int Run(const Options& o) override {
+    if (!IsLargeMode(o.mode)) return 2;
+    const LargeShape shape = ShapeOf(o);
+    const size_t c = static_cast<size_t>(o.capacity);
+    FloorMap m;
+    if (!m.Map(o.fd_recv, o.capacity).empty()) return 2;
+    // The assembled request (when it does not fit the buffer), the pattern answer of large-resp, the small
+    // answer of large-req.
+    std::vector<uint8_t> msg(shape.req > c ? shape.req : 0);
+    std::vector<uint8_t> pattern(o.mode == "large-resp" ? shape.resp : 0);
+    FillPattern(pattern.data(), pattern.size());
+    FillPattern(msg.data(), msg.size());  // touched before the window, as the caller's buffers
+    uint8_t small[kLargeSmallSide];
+    size_t in = 0, out = 0;  // request bytes received, answer bytes sent, of the message in progress
+    const uint8_t* answer = nullptr;
+    uint32_t last = 0;
+    for (;;) {
+      if (!Await(m.word, last)) return 0;
+      const uint32_t v = m.word->load(std::memory_order_acquire);
+      if (v == kStopSeq) return 0;
+      if (in < shape.req) {
+        const size_t len = std::min(c, shape.req - in);
+        if (!msg.empty()) std::memcpy(msg.data() + in, m.req_buf, len);
+        in += len;
+        if (in == shape.req) {
+          const uint8_t* req = msg.empty() ? m.req_buf : msg.data();
+          answer = LargeAnswer(o, req, shape.req, pattern.data(), small);
+        }
+      }
+      if (in == shape.req) {  // the request is whole: send the next chunk of the answer
+        const size_t len = std::min(c, shape.resp - out);
+        std::memcpy(m.resp_buf, answer + out, len);
+        out += len;
+        if (out == shape.resp) in = out = 0;
+      }
+      Post(m.word2, v);
+      last = v;
+    }
+  }
+};
+
 template <template <Layout, Wait> class T, typename Base>
 std::unique_ptr<Base> MakeFloor(const std::string& t) {
   if (t == "floor-2line") return std::make_unique<T<Layout::kTwoLines, Wait::kPause>>();
@@ -274,8 +427,14 @@ size_t FloorSegmentBytes(uint64_t payload) { return kControlBytes + 2 * BufferBy
 
 bool IsMemfdFloor(const std::string& t) { return t == "futex-floor" || t.rfind("floor-", 0) == 0; }
 
-std::unique_ptr<Caller> MakeFloorCaller(const std::string& t) { return MakeFloor<FloorCaller, Caller>(t); }
+std::unique_ptr<Caller> MakeFloorCaller(const std::string& t) {
+  if (t == "floor-chunk") return std::make_unique<ChunkFloorCaller>();
+  return MakeFloor<FloorCaller, Caller>(t);
+}
 
-std::unique_ptr<Server> MakeFloorServer(const std::string& t) { return MakeFloor<FloorServer, Server>(t); }
+std::unique_ptr<Server> MakeFloorServer(const std::string& t) {
+  if (t == "floor-chunk") return std::make_unique<ChunkFloorServer>();
+  return MakeFloor<FloorServer, Server>(t);
+}
 
 }  // namespace bench

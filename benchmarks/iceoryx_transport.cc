@@ -30,6 +30,17 @@ class IceoryxCaller final : public Caller {
  public:
   std::string Open(const Options& o) override {
     n_ = static_cast<size_t>(o.payload);
+    large_ = IsLargeMode(o.mode);
+    if (large_) {
+      if (o.payload > kIceoryxLargest) {
+        return "n/a: the iceoryx baseline's largest chunk (shm-bench's RouDi memory pools, roudi.cc) holds " +
+               std::to_string(kIceoryxLargest >> 20) + " MiB; " + std::to_string(o.payload >> 20) +
+               " MiB would need a pool that reserves several times that in shared memory for the whole run";
+      }
+      o_ = o;
+      shape_ = ShapeOf(o);
+      n_ = shape_.req;
+    }
     src_.resize(n_ + 1);
     FillPattern(src_.data(), n_);
     InitRuntime("caller");
@@ -43,6 +54,7 @@ class IceoryxCaller final : public Caller {
   }
   bool Call(int) override {
     const uint8_t tag = static_cast<uint8_t>(++calls_);
+    if (large_) src_[0] = tag;  // LargeAnswerOk reads the tag there
     auto loaned = client_->loan(static_cast<uint32_t>(n_), alignof(uint64_t));
     if (loaned.has_error()) return Fail("loan failed");
     auto* req = static_cast<uint8_t*>(loaned.value());
@@ -56,7 +68,9 @@ class IceoryxCaller final : public Caller {
       if (!taken.has_error()) {
         const void* resp = taken.value();
         const auto* chunk = iox::mepoo::ChunkHeader::fromUserPayload(resp);
-        const bool ok = EchoOk(static_cast<const uint8_t*>(resp), chunk->userPayloadSize(), n_, tag, src_.data());
+        const bool ok =
+            large_ ? LargeAnswerOk(o_, static_cast<const uint8_t*>(resp), chunk->userPayloadSize(), src_.data())
+                   : EchoOk(static_cast<const uint8_t*>(resp), chunk->userPayloadSize(), n_, tag, src_.data());
         client_->releaseResponse(resp);
         return ok || Fail("echo differs");
       }
@@ -71,6 +85,9 @@ class IceoryxCaller final : public Caller {
     return false;
   }
   std::unique_ptr<iox::popo::UntypedClient> client_;
+  bool large_ = false;
+  Options o_;
+  LargeShape shape_;
   size_t n_ = 0;
   uint32_t calls_ = 0;
   std::vector<uint8_t> src_;
@@ -81,6 +98,11 @@ class IceoryxServer final : public Server {
   int Run(const Options& o) override {
     InitRuntime("server");
     iox::popo::UntypedServer server(Service(o.name));
+    // large-*: the answer of bench.h's shapes (large-resp answers the pattern; the others as the echo does).
+    const bool large = IsLargeMode(o.mode) && o.payload <= kIceoryxLargest;
+    const LargeShape shape = large ? ShapeOf(o) : LargeShape{};
+    std::vector<uint8_t> pattern(o.mode == "large-resp" ? shape.resp : 0);
+    FillPattern(pattern.data(), pattern.size());
     while (!g_stop.load(std::memory_order_relaxed)) {
       auto taken = server.take();
       if (taken.has_error()) {
@@ -90,9 +112,16 @@ class IceoryxServer final : public Server {
       const void* req = taken.value();
       const auto* header = iox::popo::RequestHeader::fromPayload(req);
       const uint32_t size = iox::mepoo::ChunkHeader::fromUserPayload(req)->userPayloadSize();
-      auto loaned = server.loan(header, size, alignof(uint64_t));
+      const uint8_t* answer = static_cast<const uint8_t*>(req);
+      uint32_t answer_size = size;
+      uint8_t small[kLargeSmallSide];
+      if (large) {
+        answer = LargeAnswer(o, answer, size, pattern.data(), small);
+        answer_size = static_cast<uint32_t>(shape.resp);
+      }
+      auto loaned = server.loan(header, answer_size, alignof(uint64_t));
       if (!loaned.has_error()) {
-        if (size) std::memcpy(loaned.value(), req, size);
+        if (answer_size) std::memcpy(loaned.value(), answer, answer_size);
         (void)server.send(loaned.value());
       }
       server.releaseRequest(req);

@@ -91,10 +91,10 @@ int main(int argc, char** argv) {
   const bool with_go = st.go && !st.go_guest.empty();
   const std::regex filter(st.filter);
   auto selected = [&](const Case& c) { return st.filter.empty() || std::regex_search(c.Id(), filter); };
-  for (const auto& c : AllCases(bench::HaveIceoryx() && st.iceoryx, bench::HaveBoost(), with_go)) {
+  for (const auto& c : AllCases(bench::HaveIceoryx() && st.iceoryx, bench::HaveBoost(), with_go, st.quick)) {
     // spin-floor is chosen from the floor designs run beside it: a filter that selects it brings them along.
     const bool for_floor =
-        IsFloorDesign(c.transport) && selected({c.group, "spin-floor", c.mode, c.payload, c.threads});
+        IsFloorDesign(c.transport) && selected({c.group, "spin-floor", c.mode, c.payload, c.threads, c.capacity});
     if (selected(c) || for_floor) cases.push_back(c);
   }
   if (st.list) {

@@ -116,7 +116,9 @@ RunResult RunCase(const Case& c, const Settings& st) {
     int fd = memfd_create("shm-bench-floor", MFD_CLOEXEC);
     if (fd < 0) return fail("memfd_create");
     to_close.push_back(fd);
-    if (ftruncate(fd, static_cast<off_t>(bench::FloorSegmentBytes(c.payload))) != 0) return fail("ftruncate");
+    if (ftruncate(fd, static_cast<off_t>(bench::FloorSegmentBytes(c.transport, c.payload, c.capacity))) != 0) {
+      return fail("ftruncate");
+    }
     caller_send = caller_recv = server_send = server_recv = fd;
   } else if (c.transport == "uds-seqpacket" || c.transport == "uds-stream") {
     int sv[2];
@@ -144,21 +146,15 @@ RunResult RunCase(const Case& c, const Settings& st) {
     snprintf(secs, sizeof secs, "%g", st.seconds);
     snprintf(warm, sizeof warm, "%g", st.warmup);
     snprintf(idle, sizeof idle, "%g", st.idle_seconds);
-    return std::vector<std::string>{"--child",
-                                    std::string("role=") + role,
-                                    "transport=" + c.transport,
-                                    "mode=" + c.mode,
-                                    "name=" + name,
-                                    "payload=" + std::to_string(c.payload),
-                                    "threads=" + std::to_string(c.threads),
-                                    std::string("seconds=") + secs,
-                                    std::string("warmup=") + warm,
-                                    "samples=" + std::to_string(st.samples),
-                                    std::string("idle=") + idle,
-                                    "peer=" + std::to_string(peer),
-                                    "fd_send=10",
-                                    "fd_recv=11",
-                                    "result_fd=3"};
+    return std::vector<std::string>{
+        "--child", std::string("role=") + role, "transport=" + c.transport, "mode=" + c.mode, "name=" + name,
+        "payload=" + std::to_string(c.payload), "threads=" + std::to_string(c.threads), std::string("seconds=") + secs,
+        std::string("warmup=") + warm, "samples=" + std::to_string(st.samples), std::string("idle=") + idle,
+        "peer=" + std::to_string(peer), "capacity=" + std::to_string(c.capacity),
+        // Large messages: at least 5 measured round trips (a 256 MiB one can
+        // outlast the window), except in the smoke run.
+        "min_calls=" + std::to_string(bench::IsLargeMode(c.mode) && !st.quick ? 5 : 1), "fd_send=10", "fd_recv=11",
+        "result_fd=3"};
   };
   pid_t hog = 0;
   if (c.group == "contended") hog = Spawn({"--child", "role=hog"}, {}, true);
@@ -170,6 +166,10 @@ RunResult RunCase(const Case& c, const Settings& st) {
     if (go_stderr < 0) return fail("memfd_create");
     std::vector<std::string> args;
     if (c.mode == "bulk") args.push_back("--bulk");
+    if (bench::IsLargeMode(c.mode)) {
+      args.push_back("--" + c.mode);  // --large-req, --large-resp, --large-both
+      args.push_back("--size=" + std::to_string(c.payload));
+    }
     args.push_back(name);
     server = Spawn(args, {{go_stderr, 2}}, true, st.go_guest);
     if (server < 0) {
@@ -199,7 +199,9 @@ RunResult RunCase(const Case& c, const Settings& st) {
   close(res[1]);
   // The orchestrator holds no transport descriptor while the case runs: EOF reaches whoever waits for it.
   for (int fd : to_close) close(fd);
-  const double budget_s = 30 + st.warmup + st.seconds + st.idle_seconds + st.samples * 0.005;
+  // A large case measures at least 5 round trips, and a 256 MiB one on a crowded machine can take seconds.
+  const double budget_s =
+      (bench::IsLargeMode(c.mode) ? 180 : 30) + st.warmup + st.seconds + st.idle_seconds + st.samples * 0.005;
   const std::string line = ReadLine(res[0], shm::platform::MonotonicNs() + static_cast<int64_t>(budget_s * 1e9));
   close(res[0]);
   if (caller > 0) Reap(caller, 5'000'000'000);

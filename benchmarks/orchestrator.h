@@ -64,14 +64,22 @@ inline bool IsInlineDesign(const std::string& t) {
   return std::find(kInlineDesigns.begin(), kInlineDesigns.end(), t) != kInlineDesigns.end();
 }
 
+/// The sizes of the large-* groups (messages larger than a slot) and the slot capacities (chunk sizes) they are
+/// measured with. --quick runs the first size only.
+inline const std::vector<uint64_t> kLargePayloads = {1u << 20, 16u << 20, 256u << 20};
+inline const std::vector<uint64_t> kLargeCapacities = {64u << 10, 1u << 20};
+inline const std::vector<std::string> kLargeGroups = {"large-req", "large-resp", "large-both"};
+
 struct Case {
-  std::string group;      // busy | threads | sleep | idle | guestcall | bulk
+  std::string group;      // busy | threads | sleep | idle | guestcall | bulk | large-req | large-resp | large-both
   std::string transport;  // floor-2line, ..., spin-floor, futex-floor, shm-copy, shm-zc, go-copy, uds-seqpacket, ...
   std::string mode;       // busy | sleep | idle | bulk | guestcall (what the children do)
   uint64_t payload = 64;
   int threads = 1;
+  uint64_t capacity = 0;  // large-*: the slot capacity (the chunk size) of shm and floor-chunk; 0 elsewhere
   std::string Id() const {
-    return group + "/" + transport + "/" + std::to_string(payload) + "/t" + std::to_string(threads);
+    return group + "/" + transport + "/" + std::to_string(payload) + "/t" + std::to_string(threads) +
+           (capacity ? "/c" + std::to_string(capacity) : "");
   }
 };
 
@@ -122,7 +130,7 @@ struct Stat {
 
 /// "N cores": the CPUs this process may run on, for headings that say how crowded a case is.
 std::string CoresText();
-std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go);
+std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go, bool quick);
 RunResult ParseResult(const std::string& line);
 /// fork + exec of this binary, or of `exe` if given. `fds` maps inherited descriptors to fixed numbers in the
 /// child.
@@ -176,9 +184,13 @@ class Report {
   Report(const std::vector<Case>& cases, const std::vector<std::vector<RunResult>>& runs)
       : cases_(cases), runs_(runs) {}
 
-  const Case* Find(const std::string& group, const std::string& t, uint64_t payload, int threads = 1) const {
+  const Case* Find(const std::string& group, const std::string& t, uint64_t payload, int threads = 1,
+                   uint64_t capacity = 0) const {
     for (const auto& c : cases_) {
-      if (c.group == group && c.transport == t && c.payload == payload && c.threads == threads) return &c;
+      if (c.group == group && c.transport == t && c.payload == payload && c.threads == threads &&
+          c.capacity == capacity) {
+        return &c;
+      }
     }
     return nullptr;
   }
@@ -220,6 +232,9 @@ class Report {
   void GuestCalls(std::ostringstream& o) const;
 
   void Bulk(std::ostringstream& o) const;
+
+  /// The large-* groups: bandwidth and round trip per transport, size and slot capacity; shm ÷ floor-chunk.
+  void Large(std::ostringstream& o) const;
 
   // The performance targets (BENCHMARKS.md). Each row: the measured per-run ratio and whether the median
   // meets the target.

@@ -133,37 +133,108 @@ class StreamServer final : public Server {
   bool seqpacket_;
 };
 
-// ---- memcpy: the bandwidth reference for the 1 MiB bulk case (no server) ----------------------------------------
+/// The large-* modes over a byte stream: write the request whole, read the answer whole (bench.h).
+class LargeStreamCaller final : public Caller {
+ public:
+  std::string Open(const Options& o) override {
+    o_ = o;
+    shape_ = ShapeOf(o);
+    src_.resize(shape_.req);
+    FillPattern(src_.data(), shape_.req);
+    dst_.resize(shape_.resp);
+    FillPattern(dst_.data(), shape_.resp);  // touched before the window
+    send_ = o.fd_send;
+    recv_ = o.fd_recv;
+    return "";
+  }
+  bool Call(int) override {
+    src_[0] = static_cast<uint8_t>(++calls_);
+    if (!WriteAll(send_, src_.data(), shape_.req)) return Fail("write");
+    if (!ReadAll(recv_, dst_.data(), shape_.resp)) return Fail("read");
+    return LargeAnswerOk(o_, dst_.data(), shape_.resp, src_.data()) || Fail("answer differs");
+  }
+  void Close() override {
+    close(send_);
+    if (recv_ != send_) close(recv_);
+  }
+
+ private:
+  bool Fail(const char* what) {
+    error_ = std::string(what) + ": " + strerror(errno);
+    return false;
+  }
+  Options o_;
+  LargeShape shape_;
+  int send_ = -1, recv_ = -1;
+  uint32_t calls_ = 0;
+  std::vector<uint8_t> src_, dst_;
+};
+
+class LargeStreamServer final : public Server {
+ public:
+  int Run(const Options& o) override {
+    const LargeShape shape = ShapeOf(o);
+    std::vector<uint8_t> req(shape.req), pattern(o.mode == "large-resp" ? shape.resp : 0);
+    FillPattern(req.data(), req.size());
+    FillPattern(pattern.data(), pattern.size());
+    uint8_t small[kLargeSmallSide];
+    for (;;) {
+      if (!ReadAll(o.fd_recv, req.data(), shape.req)) return 0;  // the caller closed its end
+      const uint8_t* answer = LargeAnswer(o, req.data(), shape.req, pattern.data(), small);
+      if (!WriteAll(o.fd_send, answer, shape.resp)) return 0;
+    }
+  }
+};
+
+// ---- memcpy: the bandwidth reference for the bulk and large cases (no server) --------------------------------
+// Bulk: one copy of the payload. Large: one copy of the request's bytes and one of the answer's (large-both
+// moves 2 N bytes per round trip, as the transports do).
 class MemcpyCaller final : public Caller {
  public:
   std::string Open(const Options& o) override {
     n_ = static_cast<size_t>(o.payload);
+    if (IsLargeMode(o.mode)) {
+      const LargeShape s = ShapeOf(o);
+      req_ = s.req;
+      resp_ = s.resp;
+    } else {
+      req_ = n_;
+      resp_ = 0;
+    }
     src_.resize(n_ + 64);
     dst_.resize(n_ + 64);
     FillPattern(src_.data(), n_);
     return "";
   }
   bool Call(int) override {
-    std::memcpy(dst_.data(), src_.data(), n_);
+    std::memcpy(dst_.data(), src_.data(), req_);
     asm volatile("" : : "r"(dst_.data()) : "memory");  // keep the copy
+    if (resp_) {
+      std::memcpy(src_.data(), dst_.data(), resp_);
+      asm volatile("" : : "r"(src_.data()) : "memory");
+    }
     return true;
   }
 
  private:
-  size_t n_ = 0;
+  size_t n_ = 0, req_ = 0, resp_ = 0;
   std::vector<uint8_t> src_, dst_;
 };
 
 }  // namespace
 
-std::unique_ptr<Caller> MakeRawCaller(const std::string& t) {
+std::unique_ptr<Caller> MakeRawCaller(const Options& o) {
+  const std::string& t = o.transport;
+  if (IsLargeMode(o.mode) && t == "uds-stream") return std::make_unique<LargeStreamCaller>();
   if (t == "uds-seqpacket") return std::make_unique<StreamCaller>(true);
   if (t == "uds-stream" || t == "pipe") return std::make_unique<StreamCaller>(false);
   if (t == "memcpy") return std::make_unique<MemcpyCaller>();
   return MakeFloorCaller(t);
 }
 
-std::unique_ptr<Server> MakeRawServer(const std::string& t) {
+std::unique_ptr<Server> MakeRawServer(const Options& o) {
+  const std::string& t = o.transport;
+  if (IsLargeMode(o.mode) && t == "uds-stream") return std::make_unique<LargeStreamServer>();
   if (t == "uds-seqpacket") return std::make_unique<StreamServer>(true);
   if (t == "uds-stream" || t == "pipe") return std::make_unique<StreamServer>(false);
   return MakeFloorServer(t);

@@ -27,6 +27,7 @@ std::string Report::Markdown() const {
   Idle(o);
   GuestCalls(o);
   Bulk(o);
+  Large(o);
   Targets(o);
   return o.str();
 }
@@ -283,16 +284,102 @@ void Report::Bulk(std::ostringstream& o) const {
   o << "\n";
 }
 
+namespace {
+
+/// Bytes one round trip of a large-* case moves (request + answer).
+double LargeBytes(const Case& c) {
+  Options o;
+  o.mode = c.mode;
+  o.payload = c.payload;
+  const LargeShape s = ShapeOf(o);
+  return static_cast<double>(s.req + s.resp);
+}
+
+std::string LargeRow(const Case& c) {
+  if (!c.capacity) return c.transport;
+  return c.transport + ", " + PayloadName(c.capacity) + " slot";
+}
+
+}  // namespace
+
+void Report::Large(std::ostringstream& o) const {
+  std::vector<uint64_t> sizes;
+  for (uint64_t p : kLargePayloads) {
+    for (const auto& c : cases_) {
+      if (IsLargeMode(c.mode) && c.payload == p) {
+        sizes.push_back(p);
+        break;
+      }
+    }
+  }
+  if (sizes.empty()) return;
+  o << "## Messages larger than a slot\n\n";
+  o << "Three shapes, N bytes on the large side, 8 on the other. shm-copy is `DirectHost::Call` from and into "
+       "the caller's buffers (a Source and a Sink), served by the C++ guest, go-copy the same served by the Go "
+       "guest (StartReply, Reply.Large); a message larger than the slot travels in chunks of the slot's "
+       "capacity, one round trip per chunk (SPECIFICATION.md §8.5). floor-chunk is the floor for that: raw "
+       "shared memory, buffers of the same capacity, the same chunks, one round trip each with the two-line "
+       "handshake of floor-2line and nothing else. memcpy copies the same bytes within one process. uds-stream "
+       "writes and reads the whole message on a SOCK_STREAM socketpair. Bandwidth is (request + answer bytes) × "
+       "round trips/s in GiB/s; RTT is the p50 round trip in ms; ÷ floor is shm's bandwidth ÷ floor-chunk's "
+       "with the same slot, per run; ÷ socket the same against uds-stream.\n\n";
+  std::vector<std::string> notes;
+  for (const auto& g : kLargeGroups) {
+    std::vector<const Case*> rows;  // one per transport and capacity, in case order
+    for (const auto& c : cases_) {
+      if (c.group != g || c.payload != sizes.front()) continue;
+      rows.push_back(&c);
+    }
+    if (rows.empty()) continue;
+    o << "### "
+      << (g == "large-req"    ? "Large request, 8-byte answer"
+          : g == "large-resp" ? "8-byte request, large answer"
+                              : "Large both ways (echo)")
+      << "\n\n";
+    o << "| transport |";
+    for (uint64_t p : sizes) o << " " << PayloadName(p) << " GiB/s | RTT ms | ÷ floor | ÷ socket |";
+    o << "\n|---|";
+    for (size_t i = 0; i < sizes.size(); ++i) o << "---:|---:|---:|---:|";
+    o << "\n";
+    for (const Case* r : rows) {
+      o << "| " << LargeRow(*r) << " |";
+      for (uint64_t p : sizes) {
+        const Case* c = Find(g, r->transport, p, 1, r->capacity);
+        const std::string fail = c ? Failure(c) : "not run";
+        if (!fail.empty()) {
+          o << " n/a | | | |";
+          notes.push_back(g + " " + LargeRow(*r) + " at " + PayloadName(p) + ": " + fail);
+          continue;
+        }
+        o << " " << WithSpread(Metric(c, "rtps", LargeBytes(*c) / double(1u << 30))) << " | "
+          << WithSpread(Metric(c, "p50", 1e-6)) << " |";
+        const bool shm = r->transport == "shm-copy" || IsGoGuest(r->transport);
+        if (shm) {
+          o << " " << RatioCell(Ratio(c, Find(g, "floor-chunk", p, 1, r->capacity), "rtps")) << " | "
+            << RatioCell(Ratio(c, Find(g, "uds-stream", p), "rtps")) << " |";
+        } else {
+          o << " | |";
+        }
+      }
+      o << "\n";
+    }
+    o << "\n";
+  }
+  for (const auto& n : notes) o << "- " << n << "\n";
+  if (!notes.empty()) o << "\n";
+}
+
 std::string Report::RawCsv() const {
   std::ostringstream o;
-  o << "run,id,group,transport,mode,payload,threads,ok,count,secs,rtps,p50_ns,p90_ns,p99_ns,p999_ns,min_ns,max_ns,"
+  o << "run,id,group,transport,mode,payload,threads,capacity,ok,count,secs,rtps,p50_ns,p90_ns,p99_ns,p999_ns,min_ns,"
+       "max_ns,"
        "mean_ns,wall_s,caller_cpu_s,server_cpu_s,caller_cs,server_cs,error,floor_design\n";
   for (size_t r = 0; r < runs_.size(); ++r) {
     for (size_t i = 0; i < cases_.size(); ++i) {
       const Case& c = cases_[i];
       const RunResult& x = runs_[r][i];
       o << r + 1 << "," << c.Id() << "," << c.group << "," << c.transport << "," << c.mode << "," << c.payload << ","
-        << c.threads << "," << (x.ok ? 1 : 0);
+        << c.threads << "," << c.capacity << "," << (x.ok ? 1 : 0);
       for (const char* k : {"count", "secs", "rtps", "p50", "p90", "p99", "p999", "min", "max", "mean", "wall",
                             "caller_cpu", "server_cpu", "caller_cs", "server_cs"}) {
         const double v = x.Get(k);
@@ -309,10 +396,11 @@ std::string Report::RawCsv() const {
 
 std::string Report::SummaryCsv() const {
   std::ostringstream o;
-  o << "group,transport,payload,threads,runs_ok,rtps_med,rtps_min,rtps_max,p50_med,p50_min,p50_max,p99_med,p99_min,"
+  o << "group,transport,payload,threads,capacity,runs_ok,rtps_med,rtps_min,rtps_max,p50_med,p50_min,p50_max,p99_med,"
+       "p99_min,"
        "p99_max,p999_med,p999_min,p999_max\n";
   for (const auto& c : cases_) {
-    o << c.group << "," << c.transport << "," << c.payload << "," << c.threads;
+    o << c.group << "," << c.transport << "," << c.payload << "," << c.threads << "," << c.capacity;
     const Stat r = Metric(&c, "rtps");
     o << "," << r.n;
     for (const char* k : {"rtps", "p50", "p99", "p999"}) {

@@ -26,8 +26,9 @@ Roudi StartRoudi() {
     std::ofstream cfg(r.dir + "/roudi.toml");
     cfg << "[general]\nversion = 1\n\n[[segment]]\n\n";
     // Chunk sizes include iceoryx's chunk and request/response headers; 1 KiB of headroom over each payload.
-    for (auto [size, count] :
-         std::vector<std::pair<uint64_t, int>>{{1024, 256}, {2048, 256}, {17408, 64}, {(1u << 20) + 1024, 12}}) {
+    // The large-* cases go up to kIceoryxLargest (16 MiB: 4 chunks, a request and an answer in flight with room).
+    for (auto [size, count] : std::vector<std::pair<uint64_t, int>>{
+             {1024, 256}, {2048, 256}, {17408, 64}, {(1u << 20) + 1024, 12}, {kIceoryxLargest + 1024, 4}}) {
       cfg << "[[segment.mempool]]\nsize = " << size << "\ncount = " << count << "\n\n";
     }
   }

@@ -184,6 +184,73 @@ class ShmGuestCaller final : public ShmCallerBase {
   shm::DirectGuest guest_;
 };
 
+/// The large-* modes (bench.h): DirectHost::Call with the request read from the caller's buffer (written chunk
+/// by chunk into the slot) and the answer copied straight into the caller's buffer, on one host slot of
+/// `capacity` bytes. Messages larger than the slot travel as transfers (SPECIFICATION.md §8.5).
+class ShmLargeCaller final : public Caller {
+ public:
+  std::string Open(const Options& o) override {
+    o_ = o;
+    shape_ = ShapeOf(o);
+    src_.resize(shape_.req);
+    FillPattern(src_.data(), shape_.req);
+    dst_.resize(shape_.resp);
+    FillPattern(dst_.data(), shape_.resp);  // touched before the window
+    shm::HostConfig c;
+    c.name = o.name;
+    c.host_slots = 1;
+    c.guest_slots = 0;
+    c.payload_size = static_cast<uint32_t>(o.capacity);
+    if (auto r = host_.Init(c); !r) return "host Init: " + r.error().ToString();
+    const int64_t deadline = shm::platform::MonotonicNs() + 10'000'000'000;
+    while (!host_.GuestAttached()) {
+      if (shm::platform::MonotonicNs() > deadline) return "no guest attached within 10 s";
+      SleepNs(1'000'000);
+    }
+    return "";
+  }
+  bool Call(int) override {
+    src_[0] = static_cast<uint8_t>(++calls_);
+    auto r = host_.Call(shm::Source::Of(shm::Bytes(src_.data(), src_.size())), shm::MsgType::NORMAL,
+                        shm::Sink::InBuffer(shm::MutableBytes(dst_.data(), dst_.size())));
+    if (!r) return Fail(r.error().ToString());
+    return LargeAnswerOk(o_, dst_.data(), static_cast<size_t>(r->size), src_.data()) || Fail("answer differs");
+  }
+  void Close() override { host_.Shutdown(); }
+  std::string Facts() override {
+    return "slot " + std::to_string(o_.capacity / 1024) + " KiB; host spin budget " +
+           std::to_string(host_.spin_budget_ns() / 1000) + " us";
+  }
+
+ private:
+  bool Fail(std::string what) {
+    error_ = std::move(what);
+    return false;
+  }
+  Options o_;
+  LargeShape shape_;
+  uint32_t calls_ = 0;
+  std::vector<uint8_t> src_, dst_;
+  shm::DirectHost host_;
+};
+
+/// The guest's handler of the large-* modes: a large request is assembled in `whole` (the receive buffer, kept
+/// across calls, so that an echo can answer from it after the handler has returned); a large answer is read
+/// by the library from that buffer or from the pattern.
+shm::Handler LargeHandler(const Options& o, std::vector<uint8_t>& pattern) {
+  return [o, &pattern](const shm::Message& m, shm::MutableBytes out) -> shm::Reply {
+    const LargeShape shape = ShapeOf(o);
+    if (m.data.size() != shape.req) return shm::Reply::Failure();
+    uint8_t small[kLargeSmallSide];
+    const uint8_t* answer = LargeAnswer(o, m.data.data(), m.data.size(), pattern.data(), small);
+    if (shape.resp <= out.size()) {
+      std::memcpy(out.data(), answer, shape.resp);
+      return shm::Reply{static_cast<int32_t>(shape.resp), shm::MsgType::NORMAL};
+    }
+    return shm::Reply::Large(shm::Source::Of(shm::Bytes(answer, shape.resp)));
+  };
+}
+
 /// The guest serves the host's calls until the host shuts down.
 class ShmGuestServer final : public Server {
  public:
@@ -191,11 +258,21 @@ class ShmGuestServer final : public Server {
     shm::DirectGuest guest;
     shm::GuestConfig c;
     c.name = o.name;
+    const bool large = IsLargeMode(o.mode);
+    const LargeShape shape = large ? ShapeOf(o) : LargeShape{};
+    std::vector<uint8_t> whole(shape.req), pattern(o.mode == "large-resp" ? shape.resp : 0);
+    FillPattern(whole.data(), whole.size());  // touched before the window
+    FillPattern(pattern.data(), pattern.size());
+    if (large) {
+      c.transfers.receive_buffer = [&whole](uint64_t size, shm::MsgType, uint32_t) {
+        return size <= whole.size() ? shm::MutableBytes(whole.data(), static_cast<size_t>(size)) : shm::MutableBytes();
+      };
+    }
     if (auto r = guest.Connect(c); !r) {
       fprintf(stderr, "shm guest: %s\n", r.error().ToString().c_str());
       return 2;
     }
-    if (auto r = guest.Start(EchoHandler(o.mode == "bulk")); !r) return 2;
+    if (auto r = guest.Start(large ? LargeHandler(o, pattern) : EchoHandler(o.mode == "bulk")); !r) return 2;
     while (!g_stop.load()) {
       auto r = guest.Wait(std::chrono::milliseconds(200));
       if (r || r.error().code() != shm::ErrorCode::kTimeout) break;
@@ -244,6 +321,7 @@ class ShmHostServer final : public Server {
 }  // namespace
 
 std::unique_ptr<Caller> MakeShmCaller(const Options& o) {
+  if (IsLargeMode(o.mode)) return std::make_unique<ShmLargeCaller>();
   if (o.mode == "guestcall") return std::make_unique<ShmGuestCaller>();
   return std::make_unique<ShmHostCaller>();
 }

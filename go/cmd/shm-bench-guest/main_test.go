@@ -9,15 +9,6 @@ import (
 	"shmipc/shm"
 )
 
-// pattern is shm-bench's request (bench::FillPattern): byte i = (i*7 + 1) mod 251.
-func pattern(n int) []byte {
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte((i*7 + 1) % 251)
-	}
-	return p
-}
-
 // The C++ caller checks the bulk answer against bench::SumWords; these sums are what it computes for the
 // pattern, trailing partial words included (lengths that are not multiples of 8).
 func TestSumWordsMatchesCpp(t *testing.T) {
@@ -47,5 +38,29 @@ func TestHandlers(t *testing.T) {
 	if n, typ := sum(req, resp, shm.MsgTypeNormal); n != 8 || typ != shm.MsgTypeNormal ||
 		binary.LittleEndian.Uint64(resp) != sumWords(req) {
 		t.Errorf("sum answered %d bytes of type %v", n, typ)
+	}
+}
+
+// The large modes answer as shm-bench's C++ caller checks (bench::LargeAnswerOk): both ends of a large
+// request, the pattern with the request's tag, the echo; plainly when the answer fits respBuf, else as Large.
+func TestLargeHandlers(t *testing.T) {
+	const n = 1 << 16
+	req := pattern(n)
+	req[0] = 42
+	small := make([]byte, 64)
+	r := largeHandler("req", n, nil)(req, small, shm.MsgTypeNormal)
+	if r.Large != nil || r.Size != 8 || !bytes.Equal(small[:4], req[:4]) || !bytes.Equal(small[4:8], req[n-4:]) {
+		t.Errorf("large-req answered %+v, %v", r, small[:8])
+	}
+	r = largeHandler("resp", 8, pattern(n))(req[:8], small, shm.MsgTypeNormal)
+	if r.Large == nil || len(r.Large) != n || r.Large[0] != 42 || !bytes.Equal(r.Large[1:], pattern(n)[1:]) {
+		t.Errorf("large-resp answered %d bytes", len(r.Large))
+	}
+	r = largeHandler("both", n, nil)(req, small, shm.MsgTypeNormal)
+	if !bytes.Equal(r.Large, req) {
+		t.Errorf("large-both answered %d bytes, not the request", len(r.Large))
+	}
+	if r = largeHandler("both", n, nil)(req[:10], small, shm.MsgTypeNormal); r.Type != shm.MsgTypeSystemError {
+		t.Errorf("a request of the wrong size was answered %v, want a failure", r.Type)
 	}
 }
