@@ -4,6 +4,8 @@
 // transfer dropped after it, complete transfers, CHUNK_NEXT, the limit on partial transfers across slots, the
 // idle sweep, the receive_buffer hook and a failing answer Source. No segment, no peer: a TransferTable and
 // slots whose buffers are separate heap blocks (so that a sanitizer build sees any access outside them).
+#include "shm/detail/transfer.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -18,7 +20,6 @@
 
 #include "shm/config.h"
 #include "shm/detail/slot.h"
-#include "shm/detail/transfer.h"
 #include "shm/platform/platform.h"
 #include "shm/transfer.h"
 #include "shm/wire/layout.h"
@@ -39,9 +40,9 @@ using shm::wire::ChunkHeader;
 using shm::wire::SlotHeader;
 using shm::wire::WireError;
 
-constexpr uint32_t C = 256;                    // slot capacity
+constexpr uint32_t C = 256;                      // slot capacity
 constexpr uint64_t kLimit = uint64_t{64} << 10;  // max_message_size, as in the Go table
-constexpr int32_t kAuto = INT32_MAX;           // "the size the chunking rule gives"
+constexpr int32_t kAuto = INT32_MAX;             // "the size the chunking rule gives"
 
 // Slots in ordinary memory: a header and the two buffers of each, every one its own heap block.
 struct FakeSlots {
@@ -161,7 +162,8 @@ std::vector<HostileCase> HostileCases() {
       {"INT32_MIN size", {{Ck(1, 3 * C, 0), INT32_MIN}}, WireError::kStreamInvalid},
       {"continuation without a start", {{Ck(1, 3 * C, C), kAuto}}, WireError::kStreamInvalid},
       {"offset past the end", {{Ck(1, 3 * C, 0), kAuto}, {Ck(1, 3 * C, 3 * C), kAuto}}, WireError::kStreamInvalid},
-      {"offset wrapping", {{Ck(1, 3 * C, 0), kAuto}, {Ck(1, 3 * C, ~uint64_t{0} - C / 2), kAuto}},
+      {"offset wrapping",
+       {{Ck(1, 3 * C, 0), kAuto}, {Ck(1, 3 * C, ~uint64_t{0} - C / 2), kAuto}},
        WireError::kStreamInvalid},
       {"lying total", {{Ck(1, 3 * C, 0), kAuto}, {Ck(1, 4 * C, C), kAuto}}, WireError::kStreamInvalid},
       {"type changes", {{Ck(1, 3 * C, 0), kAuto}, {Ck(1, 3 * C, C, 2500), kAuto}}, WireError::kStreamInvalid},
@@ -415,8 +417,8 @@ TEST(Transfer, AFailingOrThrowingSourceIsHandlerFailed) {
   FakeSlots slots(1);
   TransferTable t;
   t.Init(1, Limits());
-  EXPECT_TRUE(IsError(t.StartAnswer(slots.View(0), Source{3 * C, nullptr}, MsgType::NORMAL),
-                      WireError::kHandlerFailed));
+  EXPECT_TRUE(
+      IsError(t.StartAnswer(slots.View(0), Source{3 * C, nullptr}, MsgType::NORMAL), WireError::kHandlerFailed));
   EXPECT_EQ(t.live_slots(), 0u);
 }
 
