@@ -205,8 +205,7 @@ struct Harness {
       }
       return ChunkVerdict::kAck;  // total > C: never the last chunk
     }
-    if (!m.active || c.stream_id != m.id || c.total != m.total || c.msg_type != m.type ||
-        c.offset != m.bytes.size()) {
+    if (!m.active || c.stream_id != m.id || c.total != m.total || c.msg_type != m.type || c.offset != m.bytes.size()) {
       return ChunkVerdict::kError;
     }
     return c.offset + static_cast<uint64_t>(size) == c.total ? ChunkVerdict::kRun : ChunkVerdict::kAck;
@@ -366,9 +365,22 @@ struct Harness {
 
 // Values on the edges of what a receiver must reject; some taken from the slot's model.
 uint64_t PickU64(Input& in, const Harness::Slot& s) {
-  static const uint64_t kValues[] = {0,        1,        C - 1,      C,          C + 1,          2 * C,
-                                     3 * C - 5, 3 * C,   kLimit,     kLimit + 1, kMaxSize,       kMaxSize + 1,
-                                     ~uint64_t{0}, ~uint64_t{0} - C / 2, uint64_t{1} << 63, 16};
+  static const uint64_t kValues[] = {0,
+                                     1,
+                                     C - 1,
+                                     C,
+                                     C + 1,
+                                     2 * C,
+                                     3 * C - 5,
+                                     3 * C,
+                                     kLimit,
+                                     kLimit + 1,
+                                     kMaxSize,
+                                     kMaxSize + 1,
+                                     ~uint64_t{0},
+                                     ~uint64_t{0} - C / 2,
+                                     uint64_t{1} << 63,
+                                     16};
   const uint8_t p = in.U8();
   if (p < 16) return kValues[p];
   switch (p) {
@@ -392,8 +404,8 @@ uint32_t PickType(Input& in) {
 
 // A wire size: edges, `usual` (the size a well-behaved peer gives), or any int32.
 int32_t PickSize(Input& in, int32_t usual) {
-  static const int32_t kValues[] = {0, 1, C - 1, C, C + 1, -1, -static_cast<int32_t>(C), INT32_MIN, INT32_MAX,
-                                    15, 16, 17, -16, 2 * C};
+  static const int32_t kValues[] = {0,         1,         C - 1, C,  C + 1, -1,  -static_cast<int32_t>(C),
+                                    INT32_MIN, INT32_MAX, 15,    16, 17,    -16, 2 * C};
   const uint8_t p = in.U8();
   if (p < 14) return kValues[p];
   if (p < 200) return usual;
@@ -419,10 +431,10 @@ void CallerSide(Input& in) {
       c->msg_type = PickType(in);
       c->reserved = in.U32();
     }
-    const int64_t size = good ? (c->offset < c->total ? ChunkLength(c->total, c->offset, C) : 0)
-                              : static_cast<int64_t>(PickSize(
-                                    in, static_cast<int32_t>(c->offset < c->total ? ChunkLength(c->total, c->offset, C)
-                                                                                  : C)));
+    const int64_t size =
+        good ? (c->offset < c->total ? ChunkLength(c->total, c->offset, C) : 0)
+             : static_cast<int64_t>(
+                   PickSize(in, static_cast<int32_t>(c->offset < c->total ? ChunkLength(c->total, c->offset, C) : C)));
     for (uint32_t k = 0; k < C; ++k) response[k] = ByteAt(0x5A, c->offset + k);
     return size;
   };
@@ -489,7 +501,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 3: h.Next(i, s.out.id, s.out.sent, 16); break;  // the next chunk, as a good caller asks
-      case 4:                                                // a plain request on the slot
+      case 4:                                              // a plain request on the slot
         h.table.Drop(i);
         h.ClearIn(i);
         h.ClearOut(i);
