@@ -421,8 +421,23 @@ void CallerSide(Input& in) {
   // Each answer: its response buffer holds the bytes of the message at the header's offset.
   auto answer = [&](ChunkHeader* c, bool good, uint64_t received, const ChunkHeader* first) -> int64_t {
     static const Harness::Slot none;  // no model: its values are 0
-    if (good && first != nullptr) {
+    if (first != nullptr) {
+      // A later chunk: the one expected, or that one with the fields a mask picks replaced (a hostile chunk
+      // that differs from the expected one in one field, or several).
       *c = ChunkHeader{first->stream_id, first->total, received, first->msg_type, 0};
+      if (!good) {
+        const uint8_t mask = in.U8();
+        if (mask & 1) c->stream_id = (mask & 0x10) ? c->stream_id + 1 : PickU64(in, none);
+        if (mask & 2) c->total = (mask & 0x20) ? c->total + C : PickU64(in, none);
+        if (mask & 4) {
+          static const int64_t kDelta[] = {0,     C,     -static_cast<int64_t>(C),    1, -1,
+                                           2 * C, 3 * C, -2 * static_cast<int64_t>(C)};
+          const uint8_t d = in.U8() % 8;
+          c->offset = d == 0 ? PickU64(in, none) : received + static_cast<uint64_t>(kDelta[d]);
+        }
+        if (mask & 8) c->msg_type = PickType(in);
+        c->reserved = in.U32();
+      }
     } else {
       c->stream_id = PickU64(in, none);
       c->total = PickU64(in, none);

@@ -79,7 +79,7 @@ def answer(slot, total, type_idx=0, seed=3, fail=0xFF):
 
 def caller(max_code, first_good, sid, total, t=0, first_size=None, chunks=()):
     """op 7: a large answer's first chunk, then chunk descriptors: 'good', or (type, ) for a good header with
-    another answer type."""
+    another answer type, or 'skip' for a chunk one ahead of the expected one."""
     b = bytes([7, 0, max_code, 1 if first_good else 0]) + u64(sid) + u64(total) + b"\0"
     if not first_good:
         b += u64(0)
@@ -87,7 +87,12 @@ def caller(max_code, first_good, sid, total, t=0, first_size=None, chunks=()):
     if not first_good:
         b += bytes([USUAL]) if first_size is None else size(first_size)
     for k in chunks:
-        b += bytes([1]) if k == "good" else bytes([5]) + typ(k)
+        if k == "good":
+            b += bytes([1])
+        elif k == "skip":  # the expected chunk's header with its offset one chunk ahead
+            b += bytes([0, 4, 1]) + struct.pack("<I", 0) + bytes([USUAL])
+        else:  # the expected chunk, answered with another type
+            b += bytes([5]) + typ(k)
     return b
 
 
@@ -145,6 +150,7 @@ def seeds():
     out.append(caller(3, True, 42, 5 * C))  # too large for max_size 3C
     out.append(caller(5, False, 42, 3 * C, first_size=C - 1))
     out.append(caller(5, True, 0, 3 * C, chunks=("good",)))
+    out.append(caller(5, True, 42, 5 * C, chunks=("good", "skip", "good")))
     return out
 
 
