@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Long libFuzzer run of one target under ASan+UBSan: scripts/fuzz.sh <target> <seconds> [--update-corpus]
-#   targets: fuzz_hostile_guest, fuzz_attach, fuzz_inspect (tests/fuzz/)
+#   targets: fuzz_hostile_guest, fuzz_attach, fuzz_inspect, fuzz_transfer (tests/fuzz/)
 # Builds with clang in ${SHM_FUZZ_BUILD_DIR:-build/fuzz} (configured there if it has no CMake cache yet), starts
 # from the committed corpus tests/fuzz/corpus/<target>/ (read only), writes new inputs and any crash, leak or
 # timeout input under <build>/fuzz-work/<target>/, and prints a summary line: date, seconds, inputs run,
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-  echo "usage: $0 <fuzz_hostile_guest|fuzz_attach|fuzz_inspect> <seconds> [--update-corpus]" >&2
+  echo "usage: $0 <fuzz_hostile_guest|fuzz_attach|fuzz_inspect|fuzz_transfer> <seconds> [--update-corpus]" >&2
   exit 2
 fi
 target=$1

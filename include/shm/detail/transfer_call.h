@@ -66,6 +66,28 @@ inline Result<Answer> SendMessage(Endpoint& ep, const SlotView& s, uint32_t* seq
   }
 }
 
+/// How the first chunk of a large answer (header `first`, `size` data bytes) stands: well formed for a slot of
+/// `capacity` and the start of a user response larger than the slot (kBroken otherwise), and within the call's
+/// `max_size` (kTooLarge otherwise). Pure: ReceiveMessage's check of the first chunk, also fuzzed on its own.
+enum class FirstAnswerChunk { kOk, kBroken, kTooLarge };
+inline FirstAnswerChunk CheckFirstAnswerChunk(const wire::ChunkHeader& first, int64_t size, uint32_t capacity,
+                                              uint64_t max_size) noexcept {
+  if (!ChunkIsWellFormed(first, size, capacity) || first.offset != 0 || first.total <= capacity ||
+      !IsUserResponseType(static_cast<MsgType>(first.msg_type))) {
+    return FirstAnswerChunk::kBroken;
+  }
+  return first.total > max_size ? FirstAnswerChunk::kTooLarge : FirstAnswerChunk::kOk;
+}
+
+/// Whether an answer of type `type` carrying chunk header `c` and `size` data bytes is the chunk at `received`
+/// of the large answer that `first` began (which CheckFirstAnswerChunk accepted). Pure: ReceiveMessage's check
+/// of every later chunk; when it holds, the chunk's bytes lie in [received, first.total) of the message.
+inline bool ContinuesAnswer(const wire::ChunkHeader& first, uint64_t received, MsgType type, const wire::ChunkHeader& c,
+                            int64_t size, uint32_t capacity) noexcept {
+  return type == MsgType::CHUNK && ChunkIsWellFormed(c, size, capacity) && c.stream_id == first.stream_id &&
+         c.total == first.total && c.msg_type == first.msg_type && c.offset == received;
+}
+
 inline Error RefusedBySink(uint64_t size) {
   return Error(ErrorCode::kTooLarge,
                "the call's Sink gave no room for the answer of " + std::to_string(size) + " bytes");
@@ -93,12 +115,12 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
   const uint32_t capacity = s.capacity;
   const wire::ChunkHeader first = ReadChunkHeader(*s.header);  // read once
   const auto type = static_cast<MsgType>(first.msg_type);
-  if (!ChunkIsWellFormed(first, a.length, capacity) || first.offset != 0 || first.total <= capacity ||
-      !IsUserResponseType(type)) {
+  const FirstAnswerChunk check = CheckFirstAnswerChunk(first, a.length, capacity, max_size);
+  if (check == FirstAnswerChunk::kBroken) {
     return Error(ErrorCode::kProtocol, "peer began a large answer on slot " + std::to_string(s.index) +
                                            " with a chunk that breaks the chunking rule");
   }
-  if (first.total > max_size) {
+  if (check == FirstAnswerChunk::kTooLarge) {
     return Error(ErrorCode::kTooLarge, "the answer of " + std::to_string(first.total) + " bytes exceeds the " +
                                            std::to_string(max_size) + " this call accepts");
   }
@@ -113,8 +135,7 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
     auto b = ep.Transact(s, seq, static_cast<int32_t>(wire::kChunkNextSize), MsgType::CHUNK_NEXT, deadline, owned);
     if (!b) return std::move(b).error();
     const wire::ChunkHeader c = ReadChunkHeader(*s.header);
-    if (b->type != MsgType::CHUNK || !ChunkIsWellFormed(c, b->length, capacity) || c.stream_id != first.stream_id ||
-        c.total != first.total || c.msg_type != first.msg_type || c.offset != received) {
+    if (!ContinuesAnswer(first, received, b->type, c, b->length, capacity)) {
       return Error(ErrorCode::kProtocol, "peer answered the chunk at offset " + std::to_string(received) +
                                              " of a large answer on slot " + std::to_string(s.index) +
                                              " with one that breaks the chunking rule");
