@@ -204,7 +204,8 @@ class TransferTable {
     if (live_slots() == 0) return;
     const int64_t now = platform::MonotonicNs();
     const int64_t idle = limits_.idle_timeout.count();
-    for (uint32_t i = first; i < first + n && i < count_; ++i) {
+    const uint64_t end = (std::min)(uint64_t{first} + n, uint64_t{count_});  // no wrap for any range
+    for (uint64_t i = first; i < end; ++i) {
       Entry& e = slots_[i];
       if (!e.live.load(std::memory_order_relaxed)) continue;
       std::unique_lock<std::mutex> lock(e.mu, std::try_to_lock);
