@@ -110,10 +110,16 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
     }
   }
   const int64_t deadline = ep.Deadline(options.timeout);
-  uint32_t seq = 0;
-  auto index = OwnSlotForCall(ep, slot, deadline, &seq);
-  if (!index) return std::move(index).error();
-  const SlotView s = ep.segment().Slot(*index);
+  uint32_t seq = 0, index = 0;
+  ParkedByThread& parked = ThisThreadsParkedSlot();
+  if (slot < 0 && parked.endpoint == ep.id() && !ep.closing() && ep.Unpark(parked.index, &seq)) {
+    index = parked.index;  // the thread's parked slot: publish at once
+  } else {
+    auto owned_slot = OwnSlotForCall(ep, slot, deadline, &seq);
+    if (!owned_slot) return std::move(owned_slot).error();
+    index = *owned_slot;
+  }
+  const SlotView s = ep.segment().Slot(index);
   const uint32_t n = static_cast<uint32_t>(request.size());
   const int32_t wire_size = options.end_aligned ? -static_cast<int32_t>(n) : static_cast<int32_t>(n);
   // Straight into the request's area: the header for a small one, else the buffer (SPECIFICATION.md §8.1).
@@ -122,19 +128,24 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   if (n != 0) std::memcpy(to, request.data(), n);
   bool owned = true;
   auto answer = ep.Call(s, &seq, wire_size, type, deadline, &owned);
-  Result<MsgType> result = MsgType::NORMAL;
-  if (!answer) {
-    result = std::move(answer).error();
-  } else if (answer->type == MsgType::CHUNK || answer->type == MsgType::CHUNK_ACK ||
-             (options.max_response_size != 0 && answer->length > options.max_response_size)) {
-    auto got = ReceiveMessage(ep, s, &seq, *answer, Sink::Into(out), MaxResponse(ep, options), deadline, &owned);
-    result = got ? Result<MsgType>(got->type) : Result<MsgType>(std::move(got).error());
-  } else {
-    out.assign(answer->data, answer->data + answer->length);
-    result = answer->type;
+  if (answer && answer->type != MsgType::CHUNK && answer->type != MsgType::CHUNK_ACK &&
+      (options.max_response_size == 0 || answer->length <= options.max_response_size)) {
+    out.assign(answer->data, answer->data + answer->length);  // the common case: one plain answer
+    if (owned) {
+      ep.Park(index, seq);
+      parked = ParkedByThread{ep.id(), index};
+    }
+    return answer->type;
   }
-  EndCall(ep, *index, seq, owned, static_cast<bool>(result));
-  return result;
+  if (!answer) {
+    EndCall(ep, index, seq, owned, false);
+    return std::move(answer).error();
+  }
+  // A large answer, or one to refuse: the transfer's caller side takes it.
+  auto got = ReceiveMessage(ep, s, &seq, *answer, Sink::Into(out), MaxResponse(ep, options), deadline, &owned);
+  EndCall(ep, index, seq, owned, static_cast<bool>(got));
+  if (!got) return std::move(got).error();
+  return got->type;
 }
 
 }  // namespace detail
