@@ -10,7 +10,8 @@
 //   guest-call NAME C Connect and make C guest calls, checking the host's "host:<request>" answers; then one
 //                     of type kFail, which the host's handler fails. "CALLS OK" or "CALLS ERR <why>".
 //   host NAME         Init a host ("INIT OK <pid>" or "INIT ERR <code> <message>"), answer guest calls, print
-//                     "GUEST ATTACHED" once a guest has attached, hold it until stdin reaches end of file.
+//                     "GUEST ATTACHED" once a guest has attached and "GUEST CALLED" at its first guest call,
+//                     hold it until stdin reaches end of file.
 // Exit codes: 0 done as asked, 1 failed, 2 bad command line, 3 the host went away (guest).
 #include <shm/shm.h>
 #include <windows.h>
@@ -55,6 +56,9 @@ shm::Reply Serve(const shm::Message& m, shm::MutableBytes out) {
 
 shm::Reply HostAnswer(const shm::Message& m, shm::MutableBytes out) {
   if (static_cast<uint32_t>(m.type) == shm_win::kFail) return shm::Reply::Failure();
+  // The first guest call proves the guest has mapped the segment: tests that kill this host wait for it.
+  static std::atomic<bool> called{false};
+  if (!called.exchange(true)) Say("GUEST CALLED");
   const std::string reply = "host:" + std::string(m.data.as_string_view());
   if (reply.size() > out.size()) return shm::Reply::Failure();
   std::memcpy(out.data(), reply.data(), reply.size());

@@ -6,6 +6,7 @@
 //
 //	serve                     serve until the host shuts down (exit 0) or anything fails (exit 1)
 //	expect-host-gone          serve; Wait and then a guest call must both fail with ErrHostGone
+//	call-then-expect-host-gone  the same after one guest call (its host knows then that the segment is mapped)
 //	shutdown-during-call      serve, and make a guest call nobody serves: it must end with ErrShuttingDown
 //	                          when the host shuts down, and Wait must then return nil
 //	expect-already-connected  Connect must fail with ErrGuestAlreadyConnected
@@ -557,7 +558,12 @@ func main() {
 		if err := client.Wait(); err != nil {
 			fail("Wait: %v", err)
 		}
-	case "expect-host-gone":
+	case "expect-host-gone", "call-then-expect-host-gone":
+		if mode == "call-then-expect-host-gone" { // one guest call first: the host then knows the segment is mapped
+			if _, _, err := client.SendGuestCallWithTimeout([]byte("mapped"), shm.MsgTypeNormal, 30*time.Second); err != nil {
+				fail("the first guest call: %v", err)
+			}
+		}
 		if err := client.Wait(); !errors.Is(err, shm.ErrHostGone) {
 			fail("Wait: got %v, want ErrHostGone", err)
 		}
