@@ -175,9 +175,12 @@ extern std::atomic<bool> g_stop;
 
 /// Bytes of the memfd that the floor baselines share (control words and both buffers).
 size_t FloorSegmentBytes(uint64_t payload);
-/// The same for a case: floor-chunk's buffers have the chunk size (`capacity`), the others the payload's.
+/// The same for a case: floor-chunk's buffers have the chunk size (`capacity`), floor-chunk2's two chunks, the
+/// others the payload's.
 inline size_t FloorSegmentBytes(const std::string& transport, uint64_t payload, uint64_t capacity) {
-  return FloorSegmentBytes(transport == "floor-chunk" ? capacity : payload);
+  if (transport == "floor-chunk") return FloorSegmentBytes(capacity);
+  if (transport == "floor-chunk2") return FloorSegmentBytes(2 * capacity);
+  return FloorSegmentBytes(payload);
 }
 /// The floors that run over a memfd the orchestrator creates: futex-floor and every floor-* design.
 bool IsMemfdFloor(const std::string& transport);

@@ -60,7 +60,7 @@ std::vector<Case> AllCases(bool with_iceoryx, bool with_boost, bool with_go, boo
       if (quick && p != kLargePayloads.front()) continue;
       cs.push_back({g, "memcpy", g, p, 1});
       for (uint64_t cap : kLargeCapacities) {
-        for (const char* t : {"floor-chunk", "shm-copy", "go-copy"}) {
+        for (const char* t : {"floor-chunk", "floor-chunk2", "shm-copy", "go-copy"}) {
           if (with_go || !IsGoGuest(t)) cs.push_back({g, t, g, p, 1, cap});
         }
       }

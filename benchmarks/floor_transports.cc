@@ -34,6 +34,10 @@
 //                          tells the storer to FUTEX_WAKE). A pure spin is the floor only on an idle machine:
 //                          with other runnable work on the cores a spinning waiter holds off its own peer
 //                          (measured: 2.9 s for a 16 MiB request in 64 KiB chunks at load 5 on 2 cores).
+//   floor-chunk2           floor-chunk with two chunk buffers each way: the producer of a direction fills
+//                          one while the consumer copies the other out, so the two copies of consecutive
+//                          chunks overlap. Counts of chunks posted and taken replace the sequence numbers.
+//                          The floor of a transfer with two slots in flight, against floor-chunk's one.
 //
 // A waiter polls its word with PAUSE between loads, or (-nopause) with nothing between them.
 #include <errno.h>
@@ -409,6 +413,135 @@ class ChunkFloorServer final : public Server {
   }
 };
 
+// ---- floor-chunk2: two chunks in flight -------------------------------------------------------------------
+
+/// Waits until the count in `w` (which only grows, and never reaches kStopSeq) is at least `want`, or the
+/// peer stored kStopSeq. false: g_stop or kStopSeq.
+bool AwaitCount(std::atomic<uint32_t>* w, uint32_t want) {
+  for (uint32_t v = w->load(std::memory_order_acquire);; v = w->load(std::memory_order_acquire)) {
+    if (v == kStopSeq) return false;
+    if (v >= want) return true;
+    if (!Await(w, v)) return false;
+  }
+}
+
+/// floor-chunk2's control words: each direction is a pipe of two chunk buffers with a count of chunks
+/// posted (by the producer) and a count consumed (by the consumer), each alone in its line, with its waiting
+/// flag beside it. Counts run on across messages.
+struct Pipes {
+  std::atomic<uint32_t>* req_posted;   // offset 0, caller
+  std::atomic<uint32_t>* req_taken;    // offset 64, server
+  std::atomic<uint32_t>* resp_posted;  // offset 128, server
+  std::atomic<uint32_t>* resp_taken;   // offset 192, caller
+  explicit Pipes(const FloorMap& m)
+      : req_posted(m.word),
+        req_taken(m.word2),
+        resp_posted(reinterpret_cast<std::atomic<uint32_t>*>(m.base + 128)),
+        resp_taken(reinterpret_cast<std::atomic<uint32_t>*>(m.base + 192)) {}
+};
+
+/// Producer side of a pipe: copies `n` bytes from `src` in chunks of `c` into the two buffers at `buf`,
+/// waiting for a buffer only while the consumer still holds both. `count`: chunks posted so far.
+bool Produce(std::atomic<uint32_t>* posted, std::atomic<uint32_t>* taken, uint8_t* buf, size_t c, const uint8_t* src,
+             size_t n, uint32_t& count) {
+  for (size_t off = 0; off < n; off += c) {
+    if (count >= 2 && !AwaitCount(taken, count - 1)) return false;  // buffer count % 2 is free again
+    std::memcpy(buf + (count % 2) * c, src + off, std::min(c, n - off));
+    Post(posted, ++count);
+  }
+  return true;
+}
+
+/// Consumer side: copies `n` bytes in chunks of `c` out of the two buffers into `dst` (nullptr: a message of
+/// one chunk is used in place, and `*in_place` points at it). `count`: chunks taken so far.
+bool Consume(std::atomic<uint32_t>* posted, std::atomic<uint32_t>* taken, const uint8_t* buf, size_t c, uint8_t* dst,
+             size_t n, uint32_t& count, const uint8_t** in_place) {
+  for (size_t off = 0; off < n; off += c) {
+    if (!AwaitCount(posted, count + 1)) return false;
+    const uint8_t* chunk = buf + (count % 2) * c;
+    if (dst) {
+      std::memcpy(dst + off, chunk, std::min(c, n - off));
+    } else {
+      *in_place = chunk;  // the caller is done with it before it posts the count
+      return true;
+    }
+    Post(taken, ++count);
+  }
+  return true;
+}
+
+/// floor-chunk with two chunk buffers each way instead of one: the producer fills the next chunk while the
+/// consumer copies out the previous one, so that the two copies of a chunk overlap (the design of a transfer
+/// that keeps two slots in flight). The same waits, the same checks.
+class PipeFloorCaller final : public Caller {
+ public:
+  std::string Open(const Options& o) override {
+    if (!IsLargeMode(o.mode)) return "n/a: floor-chunk2 runs the large-* cases only";
+    o_ = o;
+    shape_ = ShapeOf(o);
+    c_ = static_cast<size_t>(o.capacity);
+    src_.resize(shape_.req);
+    FillPattern(src_.data(), shape_.req);
+    dst_.resize(shape_.resp);
+    FillPattern(dst_.data(), shape_.resp);
+    std::string e = m_.Map(o.fd_send, 2 * o.capacity);
+    if (e.empty()) p_.reset(new Pipes(m_));
+    return e;
+  }
+
+  bool Call(int) override {
+    src_[0] = static_cast<uint8_t>(++calls_);
+    if (!Produce(p_->req_posted, p_->req_taken, m_.req_buf, c_, src_.data(), shape_.req, posted_) ||
+        !Consume(p_->resp_posted, p_->resp_taken, m_.resp_buf, c_, dst_.data(), shape_.resp, taken_, nullptr)) {
+      error_ = "stopped";
+      return false;
+    }
+    return LargeAnswerOk(o_, dst_.data(), shape_.resp, src_.data()) || (error_ = "answer differs", false);
+  }
+
+  void Close() override {
+    if (m_.base) Post(m_.word, kStopSeq);
+  }
+
+ private:
+  Options o_;
+  LargeShape shape_;
+  size_t c_ = 0;
+  FloorMap m_;
+  std::unique_ptr<Pipes> p_;
+  uint32_t posted_ = 0, taken_ = 0, calls_ = 0;
+  std::vector<uint8_t> src_, dst_;
+};
+
+class PipeFloorServer final : public Server {
+ public:
+  int Run(const Options& o) override {
+    if (!IsLargeMode(o.mode)) return 2;
+    const LargeShape shape = ShapeOf(o);
+    const size_t c = static_cast<size_t>(o.capacity);
+    FloorMap m;
+    if (!m.Map(o.fd_recv, 2 * o.capacity).empty()) return 2;
+    const Pipes p(m);
+    std::vector<uint8_t> msg(shape.req > c ? shape.req : 0);
+    std::vector<uint8_t> pattern(o.mode == "large-resp" ? shape.resp : 0);
+    FillPattern(pattern.data(), pattern.size());
+    FillPattern(msg.data(), msg.size());
+    uint8_t small[kLargeSmallSide];
+    uint32_t taken = 0, posted = 0;
+    for (;;) {
+      const uint8_t* req = nullptr;
+      if (!Consume(p.req_posted, p.req_taken, m.req_buf, c, msg.empty() ? nullptr : msg.data(), shape.req, taken,
+                   &req)) {
+        return 0;
+      }
+      if (!msg.empty()) req = msg.data();
+      const uint8_t* answer = LargeAnswer(o, req, shape.req, pattern.data(), small);
+      if (!Produce(p.resp_posted, p.resp_taken, m.resp_buf, c, answer, shape.resp, posted)) return 0;
+      if (msg.empty()) Post(p.req_taken, ++taken);  // the in-place request (and an echo of it) is done
+    }
+  }
+};
+
 template <template <Layout, Wait> class T, typename Base>
 std::unique_ptr<Base> MakeFloor(const std::string& t) {
   if (t == "floor-2line") return std::make_unique<T<Layout::kTwoLines, Wait::kPause>>();
@@ -429,11 +562,13 @@ bool IsMemfdFloor(const std::string& t) { return t == "futex-floor" || t.rfind("
 
 std::unique_ptr<Caller> MakeFloorCaller(const std::string& t) {
   if (t == "floor-chunk") return std::make_unique<ChunkFloorCaller>();
+  if (t == "floor-chunk2") return std::make_unique<PipeFloorCaller>();
   return MakeFloor<FloorCaller, Caller>(t);
 }
 
 std::unique_ptr<Server> MakeFloorServer(const std::string& t) {
   if (t == "floor-chunk") return std::make_unique<ChunkFloorServer>();
+  if (t == "floor-chunk2") return std::make_unique<PipeFloorServer>();
   return MakeFloor<FloorServer, Server>(t);
 }
 

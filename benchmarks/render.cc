@@ -319,7 +319,9 @@ void Report::Large(std::ostringstream& o) const {
        "guest (StartReply, Reply.Large); a message larger than the slot travels in chunks of the slot's "
        "capacity, one round trip per chunk (SPECIFICATION.md §8.5). floor-chunk is the floor for that: raw "
        "shared memory, buffers of the same capacity, the same chunks, one round trip each with the two-line "
-       "handshake of floor-2line and nothing else. memcpy copies the same bytes within one process. uds-stream "
+       "handshake of floor-2line and nothing else; floor-chunk2 the same with two chunk buffers each way, so that "
+       "consecutive chunks' copies overlap (two slots in flight; its ÷ floor is against floor-chunk). memcpy copies "
+       "the same bytes within one process. uds-stream "
        "writes and reads the whole message on a SOCK_STREAM socketpair. Bandwidth is (request + answer bytes) × "
        "round trips/s in GiB/s; RTT is the p50 round trip in ms; ÷ floor is shm's bandwidth ÷ floor-chunk's "
        "with the same slot, per run; ÷ socket the same against uds-stream.\n\n";
@@ -354,7 +356,9 @@ void Report::Large(std::ostringstream& o) const {
         o << " " << WithSpread(Metric(c, "rtps", LargeBytes(*c) / double(1u << 30))) << " | "
           << WithSpread(Metric(c, "p50", 1e-6)) << " |";
         const bool shm = r->transport == "shm-copy" || IsGoGuest(r->transport);
-        if (shm) {
+        if (r->transport == "floor-chunk2") {  // two chunks in flight against one
+          o << " " << RatioCell(Ratio(c, Find(g, "floor-chunk", p, 1, r->capacity), "rtps")) << " | |";
+        } else if (shm) {
           o << " " << RatioCell(Ratio(c, Find(g, "floor-chunk", p, 1, r->capacity), "rtps")) << " | "
             << RatioCell(Ratio(c, Find(g, "uds-stream", p), "rtps")) << " |";
         } else {
