@@ -93,20 +93,40 @@ func (c *Client) claimAny(deadline int64) (*slotView, uint32, error) {
 // reading.
 //
 // A CHUNK answer (the first chunk of a large one) returns errChunked, a CHUNK_ACK errChunkAck, both with the
-// slot owned in RESPONSE: only a transfer (transfer.go) takes them.
-func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline int64) (a answer, owned bool, err error) {
+// slot owned in RESPONSE: only a transfer (transfer.go) takes them. A plain answer counts as a call whose
+// latency runs from started (callClock at the call's start, §5.4); a transfer counts its call when it ends.
+func (c *Client) call(s *slotView, seq *uint32, size int32, t MsgType, deadline, started int64) (a answer, owned bool, err error) {
 	if _, _, ok := placement(size, s.capacity); !ok {
 		return a, true, newErr(ErrTooLarge, "request size %d does not fit the slot's %d-byte buffer", size, s.capacity)
 	}
 	if !IsRequestType(t) {
 		return a, true, newErr(ErrInvalidArgument, "message type %v is reserved by the protocol", t)
 	}
-	return c.transact(s, seq, size, t, deadline)
+	return c.transact(s, seq, size, t, deadline, started)
+}
+
+// callClock is the clock reading a call's latency counts from: 0 without a histogram (no clock is read).
+func (c *Client) callClock() int64 {
+	if c.latency != nil {
+		return monoNow()
+	}
+	return 0
+}
+
+// countCall counts a call on slot s that ended with an accepted answer of n bytes, begun at started
+// (callClock): once per call, however many transactions it took.
+func (c *Client) countCall(s *slotView, n uint64, started int64) {
+	cnt := &c.seg.blocks[s.index]
+	count(cnt, cntCalls, 1)
+	count(cnt, cntCallBytesIn, n)
+	if c.latency != nil {
+		c.latency.add(uint64(monoNow() - started))
+	}
 }
 
 // transact is call without the checks of the size and type, which the caller made: a transfer's chunks
 // and CHUNK_NEXT requests have types of their own.
-func (c *Client) transact(s *slotView, seq *uint32, size int32, t MsgType, deadline int64) (a answer, owned bool, err error) {
+func (c *Client) transact(s *slotView, seq *uint32, size int32, t MsgType, deadline, started int64) (a answer, owned bool, err error) {
 	if c.isClosing() {
 		return a, true, errClientClosed()
 	}
@@ -114,14 +134,12 @@ func (c *Client) transact(s *slotView, seq *uint32, size int32, t MsgType, deadl
 		return a, true, newErr(ErrShuttingDown, "the host of %s is shutting down", c.seg.name)
 	}
 	cnt := &c.seg.blocks[s.index]
-	var started int64
-	if c.latency != nil {
-		started = monoNow()
-	}
 	atomic.StoreUint32(&s.h.reqType, uint32(t))
 	atomic.StoreUint32(&s.h.reqSize, uint32(size))
-	_, reqLen, _ := placement(size, s.capacity)
-	count(cnt, cntCallBytesOut, uint64(reqLen))
+	if t != MsgTypeChunkNext { // message bytes only
+		_, reqLen, _ := placement(size, s.capacity)
+		count(cnt, cntCallBytesOut, uint64(reqLen))
+	}
 	tx, wokeHost, ok := publish(s.h, *seq)
 	if !ok {
 		countShared(cnt, cntProtocol, 1)
@@ -203,11 +221,7 @@ func (c *Client) transact(s *slotView, seq *uint32, size int32, t MsgType, deadl
 	a, err = readAnswer(s)
 	switch e := err.(type) {
 	case nil:
-		count(cnt, cntCalls, 1)
-		count(cnt, cntCallBytesIn, uint64(len(a.data)))
-		if c.latency != nil {
-			c.latency.add(uint64(monoNow() - started))
-		}
+		c.countCall(s, uint64(len(a.data)), started)
 	case *RemoteError:
 		countRemote(cnt, e.Code)
 	default:
@@ -317,10 +331,11 @@ func (c *Client) sendCopy(data []byte, t MsgType, timeout time.Duration, buf []b
 	// Straight into the request's area: the header for a small one, else the buffer (§8.1).
 	dst, _ := messageBytes(s.h, s.req, s.capacity, int32(len(data)))
 	copy(dst, data)
-	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline)
+	started := c.callClock()
+	a, owned, err := c.call(s, &seq, int32(len(data)), t, deadline, started)
 	if err == errChunked || err == errChunkAck {
 		// A large answer: the transfer takes it over, slot and all.
-		return c.finishLarge(s, seq, a, err, deadline, copySink(buf))
+		return c.finishLarge(s, seq, a, err, deadline, started, copySink(buf))
 	}
 	answered := err == nil
 	var out []byte

@@ -121,9 +121,9 @@ func countRemote(b *counterBlock, e WireError) {
 
 // CallStats is what the guest counted as the caller of the guest slots (its guest calls).
 type CallStats struct {
-	Calls    uint64 // calls that ended with an answer this guest accepted
-	BytesOut uint64 // request bytes of every published request
-	BytesIn  uint64 // response bytes of the accepted answers
+	Calls    uint64 // calls that ended with an answer this guest accepted (a large one is one call)
+	BytesOut uint64 // request bytes of every published request (of a large one, all of its chunks)
+	BytesIn  uint64 // response bytes of the accepted answers (of a large one, its whole size)
 	Timeouts uint64 // calls that ended at their deadline (ErrTimeout)
 	HostGone uint64 // calls that ended because the host died (ErrHostGone)
 	Protocol uint64 // calls that ended with a protocol violation by the host (ErrProtocol)
@@ -157,7 +157,7 @@ type Stats struct {
 }
 
 // LatencyStats holds percentiles of the latency of successful guest calls (publish, wait, read the answer;
-// claiming a slot is not included), in nanoseconds. Each is the upper bound of the histogram bucket that holds
+// claiming a slot is not included; a large call is one sample), in nanoseconds. Each is the upper bound of the histogram bucket that holds
 // it (at most 1/16 above the true value), capped at the largest sample.
 type LatencyStats struct {
 	Enabled                     bool // ClientConfig.LatencyHistogram was set

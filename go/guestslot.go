@@ -139,7 +139,7 @@ func (g *GuestSlot) sendable() error {
 func (g *GuestSlot) sendLocked(size int32, t MsgType, timeout time.Duration) error {
 	g.answered = false
 	stageInline(g.s, size) // a small request travels in the slot header (§8.1)
-	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout))
+	a, owned, err := g.c.call(g.s, &g.seq, size, t, g.c.deadline(timeout), g.c.callClock())
 	g.held = owned
 	switch err {
 	case errChunked:

@@ -297,7 +297,7 @@ type source func(dst []byte, off uint64) error
 
 // sendLarge sends a request of total > capacity bytes from fill as chunks on slot s (owned at *seq) and
 // returns the answer to the last one as call does (errChunked: a large answer follows).
-func (c *Client) sendLarge(s *slotView, seq *uint32, total uint64, t MsgType, fill source, deadline int64) (answer, bool, error) {
+func (c *Client) sendLarge(s *slotView, seq *uint32, total uint64, t MsgType, fill source, deadline, started int64) (answer, bool, error) {
 	id := nextStreamID()
 	for off := uint64(0); ; {
 		n := chunkLen(s.capacity, total, off)
@@ -310,7 +310,7 @@ func (c *Client) sendLarge(s *slotView, seq *uint32, total uint64, t MsgType, fi
 			return answer{}, true, newErr(ErrTimeout, "guest call on slot %d did not finish in time", s.index)
 		}
 		writeChunkHeader(s.h, chunkHeader{streamID: id, total: total, offset: off, msgType: uint32(t)})
-		a, owned, err := c.transact(s, seq, int32(n), MsgTypeChunk, deadline)
+		a, owned, err := c.transact(s, seq, int32(n), MsgTypeChunk, deadline, started)
 		off += n
 		if off == total {
 			if err == errChunkAck {
@@ -331,7 +331,7 @@ func (c *Client) sendLarge(s *slotView, seq *uint32, total uint64, t MsgType, fi
 
 // receiveLarge fetches a large answer whose chunk 0 has arrived as first on slot s (owned at *seq), into the
 // memory sink names. owned says whether the slot is still the caller's.
-func (c *Client) receiveLarge(s *slotView, seq *uint32, first answer, deadline int64, dst sink) (out []byte, typ MsgType, owned bool, err error) {
+func (c *Client) receiveLarge(s *slotView, seq *uint32, first answer, deadline, started int64, dst sink) (out []byte, typ MsgType, owned bool, err error) {
 	ck := readChunkHeader(s.h)
 	typ = MsgType(ck.msgType)
 	if !chunkFits(ck, first.wireSize, s.capacity) || ck.offset != 0 || !IsResponseType(typ) {
@@ -351,7 +351,7 @@ func (c *Client) receiveLarge(s *slotView, seq *uint32, first answer, deadline i
 		putU64(next[0:], ck.streamID)
 		putU64(next[8:], got)
 		copy(s.h.inlineData[:16], next[:])
-		a, own, err := c.transact(s, seq, int32(chunkNextSize), MsgTypeChunkNext, deadline)
+		a, own, err := c.transact(s, seq, int32(chunkNextSize), MsgTypeChunkNext, deadline, started)
 		if err != errChunked {
 			if err == nil || err == errChunkAck {
 				err = c.protocolErr(s, "the host answered %v to CHUNK_NEXT on guest slot %d", a.typ, s.index)
@@ -367,9 +367,7 @@ func (c *Client) receiveLarge(s *slotView, seq *uint32, first answer, deadline i
 		}
 		got += uint64(copy(out[got:], s.resp[:a.wireSize]))
 	}
-	cnt := &c.seg.blocks[s.index]
-	count(cnt, cntCalls, 1)
-	count(cnt, cntCallBytesIn, ck.total)
+	c.countCall(s, ck.total, started)
 	return out, typ, true, nil
 }
 
@@ -381,6 +379,7 @@ func (c *Client) largeCall(total uint64, t MsgType, fill source, deadline int64,
 	if err != nil {
 		return nil, 0, err
 	}
+	started := c.callClock()
 	var a answer
 	owned := true
 	if total <= uint64(s.capacity) {
@@ -388,23 +387,23 @@ func (c *Client) largeCall(total uint64, t MsgType, fill source, deadline int64,
 		if err = fill(area, 0); err != nil {
 			err = &shmError{kind: ErrInvalidArgument, msg: "reading the request failed", cause: err}
 		} else {
-			a, owned, err = c.call(s, &seq, int32(total), t, deadline)
+			a, owned, err = c.call(s, &seq, int32(total), t, deadline, started)
 		}
 	} else {
-		a, owned, err = c.sendLarge(s, &seq, total, t, fill, deadline)
+		a, owned, err = c.sendLarge(s, &seq, total, t, fill, deadline, started)
 	}
-	return c.settle(s, seq, owned, a, err, deadline, dst)
+	return c.settle(s, seq, owned, a, err, deadline, started, dst)
 }
 
 // finishLarge is the end of a plain guest call that got a transfer's answer (errChunked or errChunkAck, the
 // slot owned).
-func (c *Client) finishLarge(s *slotView, seq uint32, a answer, err error, deadline int64, dst sink) ([]byte, MsgType, error) {
-	return c.settle(s, seq, true, a, err, deadline, dst)
+func (c *Client) finishLarge(s *slotView, seq uint32, a answer, err error, deadline, started int64, dst sink) ([]byte, MsgType, error) {
+	return c.settle(s, seq, true, a, err, deadline, started, dst)
 }
 
 // settle takes the answer of a call on slot s (the result of call or sendLarge), fetches a large one, and
 // parks the slot after success or releases it after a failure if it is still the caller's.
-func (c *Client) settle(s *slotView, seq uint32, owned bool, a answer, err error, deadline int64, dst sink) ([]byte, MsgType, error) {
+func (c *Client) settle(s *slotView, seq uint32, owned bool, a answer, err error, deadline, started int64, dst sink) ([]byte, MsgType, error) {
 	var out []byte
 	typ := a.typ
 	switch err {
@@ -413,7 +412,7 @@ func (c *Client) settle(s *slotView, seq uint32, owned bool, a answer, err error
 			copy(out, a.data)
 		}
 	case errChunked:
-		out, typ, owned, err = c.receiveLarge(s, &seq, a, deadline, dst)
+		out, typ, owned, err = c.receiveLarge(s, &seq, a, deadline, started, dst)
 	case errChunkAck:
 		err = c.protocolErr(s, "the host acknowledged a chunk nobody sent on guest slot %d", s.index)
 	}

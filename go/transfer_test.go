@@ -113,6 +113,35 @@ func TestLargeGuestCalls(t *testing.T) {
 	}
 }
 
+// A guest call larger than a slot is one call in the guest's counters, however many transactions it takes
+// (§5.4): one count of calls, its bytes once, one latency sample.
+func TestLargeGuestCallCountsAsOneCall(t *testing.T) {
+	g := geometry{hostSlots: 1, guestSlots: 1, hostPayload: 256, guestPayload: 4096}
+	h := newFakeHost(t, g)
+	h.serveGuestCalls(nil)
+	c := connectCfg(t, h, ClientConfig{LatencyHistogram: true})
+	req := pattern(3*4096 + 17) // 4 chunks each way: 4 CHUNKs, then 3 CHUNK_NEXT
+	got, _, err := c.SendGuestCall(req, MsgTypeGuestCall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, "answer", got, complement(req))
+	st := c.Stats()
+	n := uint64(len(req))
+	if st.Calls.Calls != 1 || st.Calls.BytesOut != n || st.Calls.BytesIn != n || st.Calls.Protocol != 0 {
+		t.Errorf("after one large call of %d bytes each way: %+v", n, st.Calls)
+	}
+	if st.Latency.Count != 1 {
+		t.Errorf("latency samples: %d, want 1 for the whole call", st.Latency.Count)
+	}
+	if _, _, err := c.SendGuestCall([]byte("x"), MsgTypeGuestCall); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Calls.Calls != 2 || st.Latency.Count != 2 {
+		t.Errorf("after a plain call too: calls %d, latency samples %d", st.Calls.Calls, st.Latency.Count)
+	}
+}
+
 // A large answer above the caller's MaxMessageSize is refused (ErrTooLarge) before anything is allocated;
 // one at the limit is taken.
 func TestLargeAnswerLimit(t *testing.T) {

@@ -15,9 +15,9 @@ namespace shm {
 /// What a side counted as the caller of some slots (a host's calls to its guest, a guest's guest calls).
 /// Plain values: a copy taken by Stats().
 struct CallStats {
-  uint64_t calls = 0;      ///< Calls that ended with an answer this side accepted.
-  uint64_t bytes_out = 0;  ///< Request bytes of every published request.
-  uint64_t bytes_in = 0;   ///< Response bytes of the accepted answers.
+  uint64_t calls = 0;      ///< Calls that ended with an answer this side accepted (a transfer is one call).
+  uint64_t bytes_out = 0;  ///< Request bytes of every published request (of a large one, all of its chunks).
+  uint64_t bytes_in = 0;   ///< Response bytes of the accepted answers (of a large one, its whole size).
   uint64_t timeouts = 0;   ///< Calls that ended at their deadline (kTimeout).
   uint64_t peer_dead = 0;  ///< Calls that ended because the server died (kPeerDead; kHostGone in a guest).
   uint64_t protocol = 0;   ///< Calls that ended with a protocol violation by the peer (kProtocol).
@@ -77,8 +77,9 @@ struct ServeStats {
 };
 
 /// Percentiles of the latency of successful calls (publish, wait, read the answer; claiming a slot is not
-/// included), in nanoseconds. Each value is the upper bound of the histogram bucket that holds it (at most
-/// 1/16, 6 %, above the true value), capped at the largest sample.
+/// included; a message larger than a slot is one sample, from its first chunk to its answer's last), in nanoseconds.
+/// Each value is the upper bound of the histogram bucket that holds it (at most 1/16, 6 %, above the true value),
+/// capped at the largest sample.
 struct LatencyStats {
   bool enabled = false;  ///< latency_histogram was set in HostConfig or GuestConfig.
   uint64_t count = 0;    ///< Successful calls measured.

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "large_messages.h"
 #include "shm/stats.h"
 #include "test_support.h"
 
@@ -88,6 +89,39 @@ TEST_F(Counters, EachSideCountsItsOwnEventsOfHostCalls) {
   // The reserved counter stays zero.
   const w::CounterBlock* host_blocks = seg->counter_blocks(true);
   for (uint32_t i = 0; i < 2; ++i) EXPECT_EQ(host_blocks[i].c[7].load(), 0u) << "reserved counter, slot " << i;
+}
+
+// A message larger than a slot is one call to its caller, however many transactions it takes: one count of
+// calls, its bytes once, one latency sample. The server counts each transaction it served.
+TEST_F(Counters, ATransferIsOneCallOfItsWholeSize) {
+  constexpr uint32_t kSlot = 4096;
+  shm::HostConfig config = MakeHostConfig("", 1, 0, kSlot);
+  config.latency_histogram = true;
+  ASSERT_NO_FATAL_FAILURE(Begin(config));
+  // 3 full chunks and one of 17 bytes each way: 4 request chunks (the last answered with the answer's first
+  // chunk), then 3 CHUNK_NEXT.
+  std::vector<uint8_t> request(3 * kSlot + 17), out;
+  FillPattern(7, 0, shm::MutableBytes(request.data(), request.size()));
+  auto r = host_->Send(request, Type(kTypeComplement), out, {kLong});
+  ASSERT_TRUE(r) << r.error().ToString();
+  ASSERT_EQ(out.size(), request.size());
+
+  const shm::StatsSnapshot st = host_->Stats();
+  EXPECT_EQ(st.calls.calls, 1u);
+  EXPECT_EQ(st.calls.bytes_out, request.size()) << "the request's bytes, CHUNK_NEXT's none";
+  EXPECT_EQ(st.calls.bytes_in, request.size());
+  EXPECT_EQ(st.calls.errors(), 0u);
+  EXPECT_EQ(st.latency.count, 1u) << "one sample for the whole call";
+
+  auto seg = MapLiveSegment(::getpid(), name_.str());
+  ASSERT_TRUE(seg) << seg.error().ToString();
+  EXPECT_EQ(WaitForGuestCounter(*seg, 0, 1, w::kServed, 7), 7u) << "4 chunks and 3 CHUNK_NEXT served";
+  EXPECT_EQ(GuestCounter(*seg, 0, 1, w::kServeBytesIn), request.size());
+  EXPECT_EQ(GuestCounter(*seg, 0, 1, w::kServeBytesOut), request.size());
+
+  // A plain call after it counts as the second.
+  ASSERT_TRUE(Call("x", MsgType::NORMAL, out));
+  EXPECT_EQ(host_->Stats().calls.calls, 2u);
 }
 
 TEST_F(Counters, LatencyHistogramIsOffByDefault) {

@@ -82,9 +82,11 @@ inline Result<Received> MessageCall(Endpoint& ep, int64_t slot, const Source& so
   if (!index) return std::move(index).error();
   const SlotView s = ep.segment().Slot(*index);
   bool owned = true;
-  auto answer = SendMessage(ep, s, &seq, source, type, options.end_aligned, deadline, &owned);
-  Result<Received> got = answer ? ReceiveMessage(ep, s, &seq, *answer, sink, MaxResponse(ep, options), deadline, &owned)
-                                : Result<Received>(std::move(answer).error());
+  const int64_t started = ep.CallClock();
+  auto answer = SendMessage(ep, s, &seq, source, type, options.end_aligned, deadline, &owned, started);
+  Result<Received> got =
+      answer ? ReceiveMessage(ep, s, &seq, *answer, sink, MaxResponse(ep, options), deadline, &owned, started)
+             : Result<Received>(std::move(answer).error());
   EndCall(ep, *index, seq, owned, static_cast<bool>(got));
   return got;
 }
@@ -127,7 +129,8 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   uint8_t* to = MessageBytes(*s.header, s.request, s.capacity, wire_size, &length);
   if (n != 0) std::memcpy(to, request.data(), n);
   bool owned = true;
-  auto answer = ep.Call(s, &seq, wire_size, type, deadline, &owned);
+  const int64_t started = ep.CallClock();
+  auto answer = ep.Call(s, &seq, wire_size, type, deadline, &owned, started);
   if (answer && answer->type != MsgType::CHUNK && answer->type != MsgType::CHUNK_ACK &&
       (options.max_response_size == 0 || answer->length <= options.max_response_size)) {
     out.assign(answer->data, answer->data + answer->length);  // the common case: one plain answer
@@ -142,7 +145,7 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
     return std::move(answer).error();
   }
   // A large answer, or one to refuse: the transfer's caller side takes it.
-  auto got = ReceiveMessage(ep, s, &seq, *answer, Sink::Into(out), MaxResponse(ep, options), deadline, &owned);
+  auto got = ReceiveMessage(ep, s, &seq, *answer, Sink::Into(out), MaxResponse(ep, options), deadline, &owned, started);
   EndCall(ep, index, seq, owned, static_cast<bool>(got));
   if (!got) return std::move(got).error();
   return got->type;

@@ -112,6 +112,17 @@ class Endpoint {
   static void CountShared(wire::CounterBlock& b, uint32_t counter, uint64_t n = 1) noexcept {
     b.c[counter].fetch_add(n, std::memory_order_relaxed);
   }
+  /// The clock reading from which a call's latency counts: 0 without a histogram (no clock is read).
+  int64_t CallClock() const noexcept { return latency_ ? platform::MonotonicNs() : 0; }
+  /// A call on slot `index` (held by this thread) that ended with an accepted answer of `bytes_in` bytes;
+  /// `started` is CallClock() at the call's start. Once per call, however many transactions it took.
+  void CountCall(uint32_t index, uint64_t bytes_in, int64_t started) noexcept {
+    Count(blocks_[index], wire::kCalls);
+    Count(blocks_[index], wire::kCallBytesIn, bytes_in);
+    if (latency_) latency_->Add(static_cast<uint64_t>(platform::MonotonicNs() - started));
+  }
+  /// A call on slot `index` that ended with a protocol violation a transfer found (SPECIFICATION.md §8.5).
+  void CountProtocol(uint32_t index) noexcept { CountShared(blocks_[index], wire::kProtocol); }
   /// A SYSTEM_ERROR answer this side, as server, is about to publish.
   static void CountAnswered(wire::CounterBlock& b, wire::WireError e) noexcept {
     const auto v = static_cast<uint32_t>(e);
@@ -380,15 +391,22 @@ class Endpoint {
   /// quarantined).
   /// The answer may be a CHUNK (the first piece of a large answer, SPECIFICATION.md §8.5: data in the response
   /// buffer, its chunk header in the slot header) or CHUNK_ACK; callers that cannot take one refuse it.
-  Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
+  /// A plain answer is counted as a call (CountCall) from `started` (CallClock() at the call's start; kClockNow:
+  /// from here); a CHUNK or CHUNK_ACK answer is a part of a transfer, which counts the call when it ends.
+  Result<Answer> Call(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned,
+                      int64_t started = kClockNow) {
     *owned = true;
     if (!IsUserRequestType(type)) return ReservedTypeError(type);
-    return Transact(s, seq, size, type, deadline, owned);
+    return Transact(s, seq, size, type, deadline, owned, started);
   }
+
+  /// Call's `started` that reads the clock in Call itself.
+  static constexpr int64_t kClockNow = -1;
 
   /// Call for any type, the transfer's CHUNK and CHUNK_NEXT included (transfer_call.h). A CHUNK's bytes are
   /// at the start of the request buffer whatever its size, its chunk header in the slot header.
-  Result<Answer> Transact(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned) {
+  Result<Answer> Transact(const SlotView& s, uint32_t* seq, int32_t size, MsgType type, int64_t deadline, bool* owned,
+                          int64_t started = kClockNow) {
     *owned = true;
     Placement req;
     if (!ResolveSize(size, s.capacity, &req)) return TooLargeError(size, s.capacity);
@@ -396,10 +414,10 @@ class Endpoint {
     if (host_shutting_down()) return Error(ErrorCode::kShuttingDown, "the host is shutting down");
     SlotHeader& h = *s.header;
     wire::CounterBlock& counters = block(s.index);
-    const int64_t started = latency_ ? platform::MonotonicNs() : 0;
+    if (started == kClockNow) started = CallClock();
     h.req_type.store(static_cast<uint32_t>(type), std::memory_order_relaxed);
-    h.req_size.store(static_cast<uint32_t>(size), std::memory_order_relaxed);  // two's complement on the wire
-    Count(counters, wire::kCallBytesOut, req.length);
+    h.req_size.store(static_cast<uint32_t>(size), std::memory_order_relaxed);           // two's complement on the wire
+    if (type != MsgType::CHUNK_NEXT) Count(counters, wire::kCallBytesOut, req.length);  // message bytes only
     uint32_t tx = 0;
     bool woke_server = false;
     if (!Publish(h, *seq, &tx, &woke_server)) {  // SYNC POINT WRITE: ctl (request bytes and fields)
@@ -501,9 +519,9 @@ class Endpoint {
     }
     auto answer = ReadAnswer(s);
     if (answer) {
-      Count(counters, wire::kCalls);
-      Count(counters, wire::kCallBytesIn, answer->length);
-      if (latency_) latency_->Add(static_cast<uint64_t>(platform::MonotonicNs() - started));
+      if (answer->type != MsgType::CHUNK && answer->type != MsgType::CHUNK_ACK) {
+        CountCall(s.index, answer->length, started);
+      }
     } else if (answer.error().code() == ErrorCode::kRemote) {
       const auto e = static_cast<uint32_t>(answer.error().remote());
       CountShared(counters, wire::kRemoteBase + (e >= 1 && e <= wire::kCountedWireErrors ? e : 0));

@@ -37,8 +37,9 @@ inline Error SourceFailed(uint64_t offset) {
 /// Send `source` of type `type` on slot `s`, owned at *seq: a plain request when it fits the slot, else its
 /// chunks in order (each acknowledged). Returns the answer to the whole request, still unread (a plain answer,
 /// an error, or a large answer's first CHUNK). *owned as for Endpoint::Call. The type is the caller's to check.
+/// `started`: Endpoint::CallClock() at the call's start.
 inline Result<Answer> SendMessage(Endpoint& ep, const SlotView& s, uint32_t* seq, const Source& source, MsgType type,
-                                  bool end_aligned, int64_t deadline, bool* owned) {
+                                  bool end_aligned, int64_t deadline, bool* owned, int64_t started) {
   *owned = true;
   const uint32_t capacity = s.capacity;
   if (source.size <= capacity) {
@@ -47,18 +48,19 @@ inline Result<Answer> SendMessage(Endpoint& ep, const SlotView& s, uint32_t* seq
     uint32_t length = 0;
     uint8_t* to = MessageBytes(*s.header, s.request, capacity, wire_size, &length);
     if (!FillFrom(source, 0, MutableBytes(to, n))) return SourceFailed(0);
-    return ep.Call(s, seq, wire_size, type, deadline, owned);
+    return ep.Call(s, seq, wire_size, type, deadline, owned, started);
   }
   const uint64_t id = NextStreamId();
   for (uint64_t offset = 0;;) {
     const uint32_t length = ChunkLength(source.size, offset, capacity);
     if (!FillFrom(source, offset, MutableBytes(s.request, length))) return SourceFailed(offset);
     WriteChunkHeader(*s.header, id, source.size, offset, type);
-    auto a = ep.Transact(s, seq, static_cast<int32_t>(length), MsgType::CHUNK, deadline, owned);
+    auto a = ep.Transact(s, seq, static_cast<int32_t>(length), MsgType::CHUNK, deadline, owned, started);
     if (!a) return a;
     offset += length;
     if (offset == source.size) return a;
     if (a->type != MsgType::CHUNK_ACK) {
+      ep.CountProtocol(s.index);
       return Error(ErrorCode::kProtocol, "peer answered the chunk at offset " + std::to_string(offset - length) +
                                              " of a large request with type " +
                                              std::to_string(static_cast<uint32_t>(a->type)) + " instead of CHUNK_ACK");
@@ -95,10 +97,13 @@ inline Error RefusedBySink(uint64_t size) {
 
 /// Take answer `a` to a whole request on slot `s` (owned at *seq) into `sink`: a plain answer at once, a large
 /// one chunk by chunk (CHUNK_NEXT for each after the first), each chunk header read once and checked against
-/// the first. Answers above `max_size` fail with kTooLarge; any broken chunk with kProtocol.
+/// the first. Answers above `max_size` fail with kTooLarge; any broken chunk with kProtocol. A large answer
+/// is counted as one call (Endpoint::CountCall) from `started` when its last chunk is in.
 inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t* seq, const Answer& a,
-                                       const Sink& sink, uint64_t max_size, int64_t deadline, bool* owned) {
+                                       const Sink& sink, uint64_t max_size, int64_t deadline, bool* owned,
+                                       int64_t started) {
   if (a.type == MsgType::CHUNK_ACK) {
+    ep.CountProtocol(s.index);
     return Error(ErrorCode::kProtocol,
                  "peer acknowledged a chunk of slot " + std::to_string(s.index) + " that was the whole request");
   }
@@ -117,6 +122,7 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
   const auto type = static_cast<MsgType>(first.msg_type);
   const FirstAnswerChunk check = CheckFirstAnswerChunk(first, a.length, capacity, max_size);
   if (check == FirstAnswerChunk::kBroken) {
+    ep.CountProtocol(s.index);
     return Error(ErrorCode::kProtocol, "peer began a large answer on slot " + std::to_string(s.index) +
                                            " with a chunk that breaks the chunking rule");
   }
@@ -132,10 +138,12 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
     const uint64_t ask[2] = {first.stream_id, received};
     uint32_t length = 0;
     std::memcpy(MessageBytes(*s.header, s.request, capacity, wire::kChunkNextSize, &length), ask, sizeof ask);
-    auto b = ep.Transact(s, seq, static_cast<int32_t>(wire::kChunkNextSize), MsgType::CHUNK_NEXT, deadline, owned);
+    auto b =
+        ep.Transact(s, seq, static_cast<int32_t>(wire::kChunkNextSize), MsgType::CHUNK_NEXT, deadline, owned, started);
     if (!b) return std::move(b).error();
     const wire::ChunkHeader c = ReadChunkHeader(*s.header);
     if (!ContinuesAnswer(first, received, b->type, c, b->length, capacity)) {
+      ep.CountProtocol(s.index);
       return Error(ErrorCode::kProtocol, "peer answered the chunk at offset " + std::to_string(received) +
                                              " of a large answer on slot " + std::to_string(s.index) +
                                              " with one that breaks the chunking rule");
@@ -143,6 +151,7 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
     std::memcpy(to.data() + received, s.response, b->length);
     received += b->length;
   }
+  ep.CountCall(s.index, first.total, started);
   return Received{type, first.total};
 }
 
