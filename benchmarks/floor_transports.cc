@@ -286,17 +286,15 @@ constexpr int64_t kChunkPureSpinNs = 4000, kChunkSpinNs = 100000;
 /// The waiting flag of the control word `w`: 8 bytes after it, in its cache line.
 inline std::atomic<uint32_t>* FlagOf(std::atomic<uint32_t>* w) { return w + 2; }
 
-/// Stores `v` into `w` and wakes a waiter that sleeps on it (floor-chunk).
+/// Stores `v` into `w` and wakes a waiter that sleeps on it (floor-chunk). The flag is the waiter's to clear:
+/// a storer that cleared it could clear the flag of the waiter's next wait, which would then sleep unwoken.
 void Post(std::atomic<uint32_t>* w, uint32_t v) {
   w->store(v, std::memory_order_seq_cst);
-  if (FlagOf(w)->load(std::memory_order_seq_cst) != 0) {
-    FlagOf(w)->store(0, std::memory_order_relaxed);
-    Futex(w, FUTEX_WAKE, INT_MAX);
-  }
+  if (FlagOf(w)->load(std::memory_order_seq_cst) != 0) Futex(w, FUTEX_WAKE, INT_MAX);
 }
 
-/// Waits until *w differs from `old`: spin, then spin yielding, then sleep (floor-chunk). false: g_stop.
-bool Await(std::atomic<uint32_t>* w, uint32_t old) {
+/// Await's spin, spin yielding, then sleep, leaving the word's flag set if it slept. false: g_stop.
+bool AwaitSleeping(std::atomic<uint32_t>* w, uint32_t old) {
   int64_t start = 0;
   for (uint32_t polls = 1;; ++polls) {
     if (w->load(std::memory_order_acquire) != old) return true;
@@ -310,11 +308,17 @@ bool Await(std::atomic<uint32_t>* w, uint32_t old) {
       sched_yield();
       continue;
     }
-    FlagOf(w)->store(1, std::memory_order_seq_cst);
-    // A flag left set after this check is the next storer's to clear (one needless wake).
+    FlagOf(w)->store(1, std::memory_order_seq_cst);  // Await clears it when the wait ends
     if (w->load(std::memory_order_seq_cst) != old) return true;
     Futex(w, FUTEX_WAIT, old);  // EINTR on SIGTERM: g_stop is checked on the way round
   }
+}
+
+/// Waits until *w differs from `old` (floor-chunk). false: g_stop. One waiter per word: its flag is its own.
+bool Await(std::atomic<uint32_t>* w, uint32_t old) {
+  const bool changed = AwaitSleeping(w, old);
+  if (FlagOf(w)->load(std::memory_order_relaxed) != 0) FlagOf(w)->store(0, std::memory_order_relaxed);
+  return changed;
 }
 
 class ChunkFloorCaller final : public Caller {
