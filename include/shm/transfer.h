@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "shm/bytes.h"
+#include "shm/platform/copy.h"
 #include "shm/wire/protocol.h"
 
 namespace shm {
@@ -31,7 +32,7 @@ struct Source {
   /// The bytes of `bytes`, which must stay valid (and unchanged) while the Source is in use.
   static Source Of(Bytes bytes) {
     return Source{bytes.size(), [bytes](uint64_t offset, MutableBytes into) {
-                    if (into.size() != 0) std::memcpy(into.data(), bytes.data() + offset, into.size());
+                    platform::CopyBytes(into.data(), bytes.data() + offset, into.size());
                     return true;
                   }};
   }
@@ -39,7 +40,7 @@ struct Source {
   static Source Owning(std::vector<uint8_t> bytes) {
     auto kept = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
     return Source{kept->size(), [kept](uint64_t offset, MutableBytes into) {
-                    if (into.size() != 0) std::memcpy(into.data(), kept->data() + offset, into.size());
+                    platform::CopyBytes(into.data(), kept->data() + offset, into.size());
                     return true;
                   }};
   }

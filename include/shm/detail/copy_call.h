@@ -127,13 +127,20 @@ inline Result<MsgType> CopyCall(Endpoint& ep, int64_t slot, Bytes request, MsgTy
   // Straight into the request's area: the header for a small one, else the buffer (SPECIFICATION.md §8.1).
   uint32_t length = 0;
   uint8_t* to = MessageBytes(*s.header, s.request, s.capacity, wire_size, &length);
-  if (n != 0) std::memcpy(to, request.data(), n);
+  platform::CopyBytes(to, request.data(), n);
   bool owned = true;
   const int64_t started = ep.CallClock();
   auto answer = ep.Call(s, &seq, wire_size, type, deadline, &owned, started);
   if (answer && answer->type != MsgType::CHUNK && answer->type != MsgType::CHUNK_ACK &&
       (options.max_response_size == 0 || answer->length <= options.max_response_size)) {
-    out.assign(answer->data, answer->data + answer->length);  // the common case: one plain answer
+    // The common case: one plain answer. A large one is copied with CopyBytes (memcpy is slow into a heap
+    // block at some distances from the slot); resize() zeroes only what the vector did not have.
+    if (answer->length > platform::kCopyLoopMin) {
+      out.resize(answer->length);
+      platform::CopyBytes(out.data(), answer->data, answer->length);
+    } else {
+      out.assign(answer->data, answer->data + answer->length);
+    }
     if (owned) {
       ep.Park(index, seq);
       parked = ParkedByThread{ep.id(), index};

@@ -153,7 +153,7 @@ class TransferTable {
       ClearIn(e);
       return v;  // out of order, duplicate, overlapping, another stream's, or no transfer at all
     }
-    std::memcpy(e.in_data + c.offset, s.request, static_cast<size_t>(size));
+    platform::CopyBytes(e.in_data + c.offset, s.request, static_cast<size_t>(size));
     e.in_received += static_cast<uint64_t>(size);
     e.last_ns = platform::MonotonicNs();
     if (e.in_received < e.in_total) {

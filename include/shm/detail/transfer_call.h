@@ -114,7 +114,7 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
     }
     const MutableBytes to = sink.destination ? sink.destination(a.length, a.type) : MutableBytes();
     if (to.size() < a.length || (a.length != 0 && to.data() == nullptr)) return RefusedBySink(a.length);
-    if (a.length != 0) std::memcpy(to.data(), a.data, a.length);
+    platform::CopyBytes(to.data(), a.data, a.length);
     return Received{a.type, a.length};
   }
   const uint32_t capacity = s.capacity;
@@ -132,7 +132,7 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
   }
   const MutableBytes to = sink.destination ? sink.destination(first.total, type) : MutableBytes();
   if (to.data() == nullptr || to.size() < first.total) return RefusedBySink(first.total);
-  std::memcpy(to.data(), s.response, a.length);
+  platform::CopyBytes(to.data(), s.response, a.length);
   uint64_t received = a.length;
   while (received < first.total) {
     const uint64_t ask[2] = {first.stream_id, received};
@@ -148,7 +148,7 @@ inline Result<Received> ReceiveMessage(Endpoint& ep, const SlotView& s, uint32_t
                                              " of a large answer on slot " + std::to_string(s.index) +
                                              " with one that breaks the chunking rule");
     }
-    std::memcpy(to.data() + received, s.response, b->length);
+    platform::CopyBytes(to.data() + received, s.response, b->length);
     received += b->length;
   }
   ep.CountCall(s.index, first.total, started);

@@ -10,6 +10,8 @@
 // errors as Result values, never exceptions.
 #pragma once
 
+#include "shm/platform/copy.h"  // CPU, not OS: shared by both layers
+
 #if defined(__linux__)
 #include "shm/platform/linux/clock.h"
 #include "shm/platform/linux/file.h"
