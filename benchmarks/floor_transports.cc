@@ -324,10 +324,17 @@ bool Await(std::atomic<uint32_t>* w, uint32_t old) {
   return changed;
 }
 
-class ChunkFloorCaller final : public Caller {
+/// What the chunked floors' callers share: the message, the answer's buffer, the mapping, and the stop.
+class LargeFloorCaller : public Caller {
  public:
-  std::string Open(const Options& o) override {
-    if (!IsLargeMode(o.mode)) return "n/a: floor-chunk runs the large-* cases only";
+  void Close() override {
+    if (m_.base) Post(m_.word, kStopSeq);
+  }
+
+ protected:
+  /// Open for transport `name` with `chunks` chunk buffers each way.
+  std::string OpenLarge(const Options& o, const char* name, uint64_t chunks) {
+    if (!IsLargeMode(o.mode)) return std::string("n/a: ") + name + " runs the large-* cases only";
     o_ = o;
     shape_ = ShapeOf(o);
     c_ = static_cast<size_t>(o.capacity);
@@ -335,8 +342,23 @@ class ChunkFloorCaller final : public Caller {
     FillPattern(src_.data(), shape_.req);
     dst_.resize(shape_.resp);
     FillPattern(dst_.data(), shape_.resp);  // touched before the window
-    return m_.Map(o.fd_send, o.capacity);
+    return m_.Map(o.fd_send, chunks * o.capacity);
   }
+  bool Fail(const char* what) {
+    error_ = what;
+    return false;
+  }
+  Options o_;
+  LargeShape shape_;
+  size_t c_ = 0;
+  FloorMap m_;
+  uint32_t calls_ = 0;
+  std::vector<uint8_t> src_, dst_;
+};
+
+class ChunkFloorCaller final : public LargeFloorCaller {
+ public:
+  std::string Open(const Options& o) override { return OpenLarge(o, "floor-chunk", 1); }
 
   bool Call(int) override {
     src_[0] = static_cast<uint8_t>(++calls_);
@@ -353,10 +375,6 @@ class ChunkFloorCaller final : public Caller {
     return LargeAnswerOk(o_, dst_.data(), shape_.resp, src_.data()) || Fail("answer differs");
   }
 
-  void Close() override {
-    if (m_.base) Post(m_.word, kStopSeq);
-  }
-
  private:
   bool RoundTrip() {
     const uint32_t prev = seq_;
@@ -365,16 +383,7 @@ class ChunkFloorCaller final : public Caller {
     Await(m_.word2, prev);
     return m_.word2->load(std::memory_order_acquire) == seq_ || Fail("answer to another request");
   }
-  bool Fail(const char* what) {
-    error_ = what;
-    return false;
-  }
-  Options o_;
-  LargeShape shape_;
-  size_t c_ = 0;
-  FloorMap m_;
-  uint32_t seq_ = 0, calls_ = 0;
-  std::vector<uint8_t> src_, dst_;
+  uint32_t seq_ = 0;
 };
 
 class ChunkFloorServer final : public Server {
@@ -480,18 +489,10 @@ bool Consume(std::atomic<uint32_t>* posted, std::atomic<uint32_t>* taken, const 
 /// floor-chunk with two chunk buffers each way instead of one: the producer fills the next chunk while the
 /// consumer copies out the previous one, so that the two copies of a chunk overlap (the design of a transfer
 /// that keeps two slots in flight). The same waits, the same checks.
-class PipeFloorCaller final : public Caller {
+class PipeFloorCaller final : public LargeFloorCaller {
  public:
   std::string Open(const Options& o) override {
-    if (!IsLargeMode(o.mode)) return "n/a: floor-chunk2 runs the large-* cases only";
-    o_ = o;
-    shape_ = ShapeOf(o);
-    c_ = static_cast<size_t>(o.capacity);
-    src_.resize(shape_.req);
-    FillPattern(src_.data(), shape_.req);
-    dst_.resize(shape_.resp);
-    FillPattern(dst_.data(), shape_.resp);
-    std::string e = m_.Map(o.fd_send, 2 * o.capacity);
+    std::string e = OpenLarge(o, "floor-chunk2", 2);
     if (e.empty()) p_.reset(new Pipes(m_));
     return e;
   }
@@ -500,24 +501,14 @@ class PipeFloorCaller final : public Caller {
     src_[0] = static_cast<uint8_t>(++calls_);
     if (!Produce(p_->req_posted, p_->req_taken, m_.req_buf, c_, src_.data(), shape_.req, posted_) ||
         !Consume(p_->resp_posted, p_->resp_taken, m_.resp_buf, c_, dst_.data(), shape_.resp, taken_, nullptr)) {
-      error_ = "stopped";
-      return false;
+      return Fail("stopped");
     }
-    return LargeAnswerOk(o_, dst_.data(), shape_.resp, src_.data()) || (error_ = "answer differs", false);
-  }
-
-  void Close() override {
-    if (m_.base) Post(m_.word, kStopSeq);
+    return LargeAnswerOk(o_, dst_.data(), shape_.resp, src_.data()) || Fail("answer differs");
   }
 
  private:
-  Options o_;
-  LargeShape shape_;
-  size_t c_ = 0;
-  FloorMap m_;
   std::unique_ptr<Pipes> p_;
-  uint32_t posted_ = 0, taken_ = 0, calls_ = 0;
-  std::vector<uint8_t> src_, dst_;
+  uint32_t posted_ = 0, taken_ = 0;
 };
 
 class PipeFloorServer final : public Server {
